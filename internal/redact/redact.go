@@ -1,0 +1,93 @@
+// Package redact removes secret values and token-shaped strings from text
+// before it reaches a log line, a log entry, an error or an output.
+package redact
+
+import (
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Mask replaces every secret.
+const Mask = "[REDACTED]"
+
+// minSecretLength keeps short values (for example "true" or "1") from being
+// treated as secrets and shredding ordinary text.
+const minSecretLength = 6
+
+// tokenShapes matches credentials by their well-known prefixes even when the
+// worker was never told their values (an agent may print one it found).
+var tokenShapes = regexp.MustCompile(`\b(?:phx_|phc_|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|sk-ant-|sk-proj-|sk-|xox[abprs]-)[A-Za-z0-9_\-]{10,}`)
+
+// Redactor knows a fixed set of secret values.
+type Redactor struct {
+	replacer *strings.Replacer
+	next     *Redactor
+}
+
+// New returns a Redactor for the given secret values; empty and short ones are ignored.
+func New(secrets ...string) *Redactor {
+	seen := map[string]bool{}
+	var values []string
+	for _, s := range secrets {
+		s = strings.TrimSpace(s)
+		if len(s) < minSecretLength || seen[s] {
+			continue
+		}
+		seen[s] = true
+		values = append(values, s)
+	}
+	// Longest first, so a secret that contains another is masked whole.
+	sort.Slice(values, func(i, j int) bool { return len(values[i]) > len(values[j]) })
+	var pairs []string
+	for _, v := range values {
+		pairs = append(pairs, v, Mask)
+	}
+	r := &Redactor{}
+	if len(pairs) > 0 {
+		r.replacer = strings.NewReplacer(pairs...)
+	}
+	return r
+}
+
+// String returns s with every known secret and token-shaped string masked.
+func (r *Redactor) String(s string) string {
+	if r != nil && r.replacer != nil {
+		s = r.replacer.Replace(s)
+	}
+	if r != nil && r.next != nil {
+		s = r.next.String(s)
+	}
+	return tokenShapes.ReplaceAllString(s, Mask)
+}
+
+// Value masks every string inside a JSON-like value (maps, slices, strings),
+// returning a copy; other values are returned as they are.
+func (r *Redactor) Value(v any) any {
+	switch t := v.(type) {
+	case string:
+		return r.String(t)
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, val := range t {
+			out[k] = r.Value(val)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, val := range t {
+			out[i] = r.Value(val)
+		}
+		return out
+	default:
+		return v
+	}
+}
+
+// Chain returns a Redactor that masks what r masks and then what next masks.
+func (r *Redactor) Chain(next *Redactor) *Redactor {
+	if next == nil || next.replacer == nil {
+		return r
+	}
+	return &Redactor{replacer: r.replacer, next: next}
+}

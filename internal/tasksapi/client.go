@@ -1,0 +1,251 @@
+// Package tasksapi is a typed client of PostHog's Tasks API: tasks, runs, log
+// entries and artifacts, with bearer auth and retries that honour Retry-After.
+package tasksapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-resty/resty/v2"
+)
+
+// Config says where the API is and how to call it.
+type Config struct {
+	BaseURL   string // e.g. https://us.posthog.com
+	APIKey    string // personal API key with task:read and task:write
+	ProjectID string
+	// Retries is how many times a transient failure is retried in one call.
+	Retries int
+	// RetryWait and RetryMaxWait bound the jittered exponential backoff used
+	// when the API does not say how long to wait.
+	RetryWait    time.Duration
+	RetryMaxWait time.Duration
+	// RequestTimeout bounds one HTTP attempt.
+	RequestTimeout time.Duration
+	UserAgent      string
+}
+
+// maxRetryAfter caps a Retry-After the API sends, so one answer can't park a
+// call for longer than the activity that made it is willing to wait.
+const maxRetryAfter = 60 * time.Second
+
+// Client calls the Tasks API of one project.
+type Client struct {
+	http *resty.Client
+}
+
+// New returns a client; zero retry settings get defaults that ride out a
+// contended append (503, Retry-After: 2) and short blips.
+func New(cfg Config) *Client {
+	if cfg.Retries == 0 {
+		cfg.Retries = 4
+	}
+	if cfg.RetryWait == 0 {
+		cfg.RetryWait = 250 * time.Millisecond
+	}
+	if cfg.RetryMaxWait == 0 {
+		cfg.RetryMaxWait = 10 * time.Second
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "taskworker"
+	}
+	base := strings.TrimRight(cfg.BaseURL, "/") + "/api/projects/" + url.PathEscape(cfg.ProjectID)
+	h := resty.New().
+		SetBaseURL(base).
+		SetAuthToken(cfg.APIKey).
+		SetHeader("Accept", "application/json").
+		SetHeader("User-Agent", cfg.UserAgent).
+		SetTimeout(cfg.RequestTimeout).
+		SetRetryCount(cfg.Retries).
+		SetRetryWaitTime(cfg.RetryWait).
+		SetRetryMaxWaitTime(cfg.RetryMaxWait).
+		SetRetryAfter(retryAfter).
+		AddRetryCondition(shouldRetry)
+	// resty logs request failures on its own; the callers wrap and report them.
+	h.SetLogger(silentLogger{})
+	return &Client{http: h}
+}
+
+func shouldRetry(resp *resty.Response, err error) bool {
+	if err != nil {
+		return resp == nil || resp.Request == nil || resp.Request.Context().Err() == nil
+	}
+	code := resp.StatusCode()
+	return code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500
+}
+
+// retryAfter honours the Retry-After seconds of a 429 or 503; (0, nil) lets
+// resty use its jittered exponential backoff.
+func retryAfter(_ *resty.Client, resp *resty.Response) (time.Duration, error) {
+	if resp == nil {
+		return 0, nil
+	}
+	return ParseRetryAfter(resp.Header().Get("Retry-After"), time.Now()), nil
+}
+
+// ParseRetryAfter reads a Retry-After value (seconds or an HTTP date); 0 when absent or invalid.
+func ParseRetryAfter(value string, now time.Time) time.Duration {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseFloat(value, 64); err == nil {
+		d = time.Duration(secs * float64(time.Second))
+	} else if at, err := http.ParseTime(value); err == nil {
+		d = at.Sub(now)
+	}
+	if d <= 0 {
+		return 0
+	}
+	return min(d, maxRetryAfter)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	req := c.http.R().SetContext(ctx)
+	if body != nil {
+		req.SetHeader("Content-Type", "application/json").SetBody(body)
+	}
+	resp, err := req.Execute(method, path)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.IsError() {
+		return newAPIError(method, path, resp)
+	}
+	if out == nil || resp.StatusCode() == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(resp.Body(), out); err != nil {
+		return &DecodeError{Method: method, Path: path, Err: err}
+	}
+	return nil
+}
+
+func newAPIError(method, path string, resp *resty.Response) *APIError {
+	e := &APIError{Method: method, Path: path, StatusCode: resp.StatusCode()}
+	var body struct {
+		Detail any    `json:"detail"`
+		Code   string `json:"code"`
+		Attr   string `json:"attr"`
+	}
+	if json.Unmarshal(resp.Body(), &body) == nil && body.Detail != nil {
+		e.Detail = fmt.Sprint(body.Detail)
+		e.Code, e.Attr = body.Code, body.Attr
+	} else {
+		e.Detail = snippet(string(resp.Body()), 200)
+	}
+	return e
+}
+
+func snippet(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func taskPath(taskID string) string { return "/tasks/" + url.PathEscape(taskID) + "/" }
+
+func runPath(taskID, runID string) string {
+	return taskPath(taskID) + "runs/" + url.PathEscape(runID) + "/"
+}
+
+// GetTask reads a task.
+func (c *Client) GetTask(ctx context.Context, taskID string) (Task, error) {
+	var t Task
+	return t, c.do(ctx, http.MethodGet, taskPath(taskID), nil, &t)
+}
+
+// CreateTaskRequest is the body of POST /tasks/.
+type CreateTaskRequest struct {
+	Title         string  `json:"title"`
+	Description   string  `json:"description"`
+	OriginProduct string  `json:"origin_product,omitempty"`
+	Repository    string  `json:"repository,omitempty"`
+	Assignee      *string `json:"assignee,omitempty"`
+}
+
+// CreateTask creates a task.
+func (c *Client) CreateTask(ctx context.Context, req CreateTaskRequest) (Task, error) {
+	var t Task
+	return t, c.do(ctx, http.MethodPost, "/tasks/", req, &t)
+}
+
+// RunTask creates a queued run and kicks off its workflow; the answer's
+// LatestRun is the new run.
+func (c *Client) RunTask(ctx context.Context, taskID string) (Task, error) {
+	var t Task
+	return t, c.do(ctx, http.MethodPost, taskPath(taskID)+"run/", nil, &t)
+}
+
+// GetRun reads a run.
+func (c *Client) GetRun(ctx context.Context, taskID, runID string) (TaskRun, error) {
+	var r TaskRun
+	return r, c.do(ctx, http.MethodGet, runPath(taskID, runID), nil, &r)
+}
+
+// UpdateRun patches a run.
+func (c *Client) UpdateRun(ctx context.Context, taskID, runID string, update RunUpdate) (TaskRun, error) {
+	var r TaskRun
+	return r, c.do(ctx, http.MethodPatch, runPath(taskID, runID), update, &r)
+}
+
+// AppendLog appends encoded entries (JSON objects, see package acp) to a run's log, in order.
+func (c *Client) AppendLog(ctx context.Context, taskID, runID string, entries []json.RawMessage) error {
+	body := struct {
+		Entries []json.RawMessage `json:"entries"`
+	}{entries}
+	return c.do(ctx, http.MethodPost, runPath(taskID, runID)+"append_log/", body, nil)
+}
+
+// UploadArtifacts uploads files to a run and returns the run's whole manifest.
+func (c *Client) UploadArtifacts(ctx context.Context, taskID, runID string, artifacts []Artifact) ([]ArtifactRecord, error) {
+	body := struct {
+		Artifacts []Artifact `json:"artifacts"`
+	}{artifacts}
+	var out struct {
+		Artifacts []ArtifactRecord `json:"artifacts"`
+	}
+	err := c.do(ctx, http.MethodPost, runPath(taskID, runID)+"artifacts/", body, &out)
+	return out.Artifacts, err
+}
+
+// Logs returns a run's log entries as raw JSON objects, in stored order.
+func (c *Client) Logs(ctx context.Context, taskID, runID string) ([]json.RawMessage, error) {
+	path := runPath(taskID, runID) + "logs/"
+	resp, err := c.http.R().SetContext(ctx).Execute(http.MethodGet, path)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.IsError() {
+		return nil, newAPIError(http.MethodGet, path, resp)
+	}
+	var entries []json.RawMessage
+	for _, line := range strings.Split(string(resp.Body()), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if !json.Valid([]byte(line)) {
+			return nil, &DecodeError{Method: http.MethodGet, Path: path, Err: fmt.Errorf("line %q is not JSON", snippet(line, 80))}
+		}
+		entries = append(entries, json.RawMessage(line))
+	}
+	return entries, nil
+}
+
+type silentLogger struct{}
+
+func (silentLogger) Errorf(string, ...any) {}
+func (silentLogger) Warnf(string, ...any)  {}
+func (silentLogger) Debugf(string, ...any) {}
