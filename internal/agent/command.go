@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/process"
+)
+
+// Command runs any program through /bin/sh -c, with the prompt on stdin and in
+// TASK_PROMPT. Each stdout line is an info console entry, each stderr line a warn one.
+type Command struct {
+	// Command is a shell command line, e.g. "python3 /opt/agent.py --fast".
+	Command string
+	// Passthrough names worker environment variables the agent may see.
+	Passthrough []string
+	// StopGrace is the time between SIGTERM and SIGKILL when the run is stopped.
+	StopGrace time.Duration
+}
+
+// Name implements Agent.
+func (c *Command) Name() string { return "command" }
+
+// Run implements Agent.
+func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, error) {
+	if strings.TrimSpace(c.Command) == "" {
+		return Result{}, errors.New("no agent command configured: set TASKWORKER_AGENT_COMMAND")
+	}
+	spec := process.Spec{
+		Path:      "/bin/sh",
+		Args:      []string{"-c", c.Command},
+		Dir:       req.Dir,
+		Env:       Environment(req, c.Passthrough),
+		Stdin:     strings.NewReader(req.Task.Prompt()),
+		StopGrace: c.StopGrace,
+	}
+	res, err := process.Run(ctx, spec, func(stream process.Stream, line string) {
+		level := acp.LevelInfo
+		if stream == process.Stderr {
+			level = acp.LevelWarn
+		}
+		sink.Emit(acp.Console(level, line))
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	if res.Stopped && ctx.Err() != nil {
+		return Result{}, ctx.Err()
+	}
+	if !res.Success() {
+		// A shell reports a command it could not find as 127.
+		return Result{}, &ExitError{Agent: c.Name(), Result: res}
+	}
+	return Result{}, nil
+}

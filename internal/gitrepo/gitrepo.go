@@ -1,0 +1,277 @@
+// Package gitrepo drives the git CLI for a run: clone, branch, commit, push and
+// diff statistics, with the token passed to git only through its environment.
+package gitrepo
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/taskworker/taskworker/internal/redact"
+)
+
+// Git runs git commands with the worker's credentials.
+type Git struct {
+	// Token authenticates HTTP(S) remotes; it reaches git as an
+	// http.extraHeader in GIT_CONFIG_* environment variables only.
+	Token    string
+	Redactor *redact.Redactor
+}
+
+// Author is who commits the agent's changes.
+type Author struct {
+	Name  string
+	Email string
+}
+
+// Error is a failed git command, with its redacted output.
+type Error struct {
+	Args     []string
+	ExitCode int
+	Stderr   string
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("git %s exited with code %d", strings.Join(e.Args, " "), e.ExitCode)
+	if e.Stderr != "" {
+		msg += ": " + e.Stderr
+	}
+	return msg
+}
+
+// NotFound reports whether git said the remote repository does not exist or
+// can't be read with the credentials given, which no retry will change.
+func (e *Error) NotFound() bool {
+	s := strings.ToLower(e.Stderr)
+	for _, marker := range []string{"not found", "does not exist", "does not appear to be a git repository",
+		"authentication failed", "could not read username", "permission denied", "access denied"} {
+		if strings.Contains(s, marker) {
+			return true
+		}
+	}
+	return false
+}
+
+var repositoryPart = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// ValidateRepository checks an "org/repo" name before it gets near a git command.
+func ValidateRepository(name string) error {
+	parts := strings.Split(name, "/")
+	if len(parts) != 2 {
+		return fmt.Errorf("repository %q is not of the form org/repo", name)
+	}
+	for _, p := range parts {
+		if p == "" || !repositoryPart.MatchString(p) || strings.HasPrefix(p, "-") || strings.HasPrefix(p, ".") {
+			return fmt.Errorf("repository %q is not of the form org/repo (each part letters, digits, '.', '_' or '-', not starting with '-' or '.')", name)
+		}
+	}
+	return nil
+}
+
+// RemoteURL fills {repo} in a URL template.
+func RemoteURL(template, repository string) string {
+	return strings.ReplaceAll(template, "{repo}", repository)
+}
+
+// env is the environment of every git command: no prompts, and the token as
+// an extra header for HTTP remotes.
+func (g *Git) env() []string {
+	env := []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GCM_INTERACTIVE=never"}
+	for _, name := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+		"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"} {
+		if v, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	if g.Token != "" {
+		basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + g.Token))
+		env = append(env, "GIT_CONFIG_COUNT=1",
+			"GIT_CONFIG_KEY_0=http.extraHeader",
+			"GIT_CONFIG_VALUE_0=Authorization: Basic "+basic)
+	}
+	return env
+}
+
+func (g *Git) secretRedactor() *redact.Redactor {
+	if g.Token == "" {
+		return g.Redactor
+	}
+	basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + g.Token))
+	return redact.New(g.Token, basic).Chain(g.Redactor)
+}
+
+// Run runs git in dir and returns its trimmed stdout.
+func (g *Git) Run(ctx context.Context, dir string, args ...string) (string, error) {
+	out, err := g.output(ctx, dir, args...)
+	return strings.TrimSpace(string(out)), err
+}
+
+func (g *Git) output(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	return g.exec(ctx, dir, nil, nil, args...)
+}
+
+func (g *Git) exec(ctx context.Context, dir string, stdin io.Reader, extraEnv []string, args ...string) ([]byte, error) {
+	// Hooks are code from the repository (or the agent): they must not run
+	// with the worker's environment.
+	full := append([]string{"-c", "core.hooksPath=/dev/null"}, args...)
+	cmd := exec.CommandContext(ctx, "git", full...)
+	cmd.Dir = dir
+	cmd.Env = append(g.env(), extraEnv...)
+	cmd.Stdin = stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("git %s: %w", args[0], ctx.Err())
+		}
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return stdout.Bytes(), &Error{Args: args, ExitCode: exitErr.ExitCode(), Stderr: g.secretRedactor().String(lastLines(stderr.String(), 8))}
+		}
+		return nil, fmt.Errorf("git %s: %w", args[0], err)
+	}
+	return stdout.Bytes(), nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// Repo is a working clone.
+type Repo struct {
+	Dir string
+	git *Git
+}
+
+// Open returns the clone in dir.
+func (g *Git) Open(dir string) *Repo { return &Repo{Dir: dir, git: g} }
+
+// Clone clones url into dir and checks out branch (the remote's default when empty).
+func (g *Git) Clone(ctx context.Context, url, dir, branch string) (*Repo, error) {
+	args := []string{"clone", "--quiet", "--no-tags"}
+	if branch != "" {
+		args = append(args, "--branch", branch)
+	}
+	args = append(args, "--", url, dir)
+	if _, err := g.Run(ctx, "", args...); err != nil {
+		return nil, err
+	}
+	return g.Open(dir), nil
+}
+
+// Run runs git in the clone.
+func (r *Repo) Run(ctx context.Context, args ...string) (string, error) {
+	return r.git.Run(ctx, r.Dir, args...)
+}
+
+// Head is the commit checked out.
+func (r *Repo) Head(ctx context.Context) (string, error) {
+	sha, err := r.Run(ctx, "rev-parse", "--verify", "HEAD^{commit}")
+	if err != nil {
+		return "", fmt.Errorf("read HEAD (is the repository empty?): %w", err)
+	}
+	return sha, nil
+}
+
+// CurrentBranch is the branch checked out.
+func (r *Repo) CurrentBranch(ctx context.Context) (string, error) {
+	return r.Run(ctx, "symbolic-ref", "--short", "HEAD")
+}
+
+// CommitAll stages every change in the tree and commits it; it returns false
+// when there was nothing to commit.
+func (r *Repo) CommitAll(ctx context.Context, message string, author Author) (bool, error) {
+	if _, err := r.Run(ctx, "add", "--all"); err != nil {
+		return false, fmt.Errorf("stage changes: %w", err)
+	}
+	if _, err := r.Run(ctx, "diff", "--cached", "--quiet"); err == nil {
+		return false, nil
+	}
+	identity := []string{
+		"GIT_AUTHOR_NAME=" + author.Name, "GIT_AUTHOR_EMAIL=" + author.Email,
+		"GIT_COMMITTER_NAME=" + author.Name, "GIT_COMMITTER_EMAIL=" + author.Email,
+	}
+	if _, err := r.git.exec(ctx, r.Dir, strings.NewReader(message), identity, "commit", "--quiet", "--no-verify", "--file", "-"); err != nil {
+		return false, fmt.Errorf("commit: %w", err)
+	}
+	return true, nil
+}
+
+// SwitchBranch creates (or resets) branch at the current commit and checks it out.
+func (r *Repo) SwitchBranch(ctx context.Context, branch string) error {
+	_, err := r.Run(ctx, "checkout", "--quiet", "-B", branch)
+	return err
+}
+
+// RemoteBranch is the commit a branch has on the remote url, "" when it has none.
+func (r *Repo) RemoteBranch(ctx context.Context, url, branch string) (string, error) {
+	out, err := r.Run(ctx, "ls-remote", "--", url, "refs/heads/"+branch)
+	if err != nil {
+		return "", err
+	}
+	sha, _, _ := strings.Cut(out, "\t")
+	return strings.TrimSpace(sha), nil
+}
+
+// Push pushes HEAD to branch on url. expected is the commit the remote branch
+// must have now ("" for none), so a concurrent push elsewhere is never overwritten.
+func (r *Repo) Push(ctx context.Context, url, branch, expected string) error {
+	ref := "refs/heads/" + branch
+	_, err := r.Run(ctx, "push", "--quiet", "--no-verify", "--force-with-lease="+ref+":"+expected, "--", url, "HEAD:"+ref)
+	return err
+}
+
+// ValidBranchName reports whether git accepts name as a branch.
+func (g *Git) ValidBranchName(ctx context.Context, name string) bool {
+	_, err := g.Run(ctx, "", "check-ref-format", "refs/heads/"+name)
+	return err == nil
+}
+
+// DiffStat counts what changed between two commits.
+type DiffStat struct {
+	Files      []string
+	Insertions int
+	Deletions  int
+}
+
+// DiffStat compares base and head.
+func (r *Repo) DiffStat(ctx context.Context, base, head string) (DiffStat, error) {
+	out, err := r.Run(ctx, "diff", "--numstat", "-z", "--no-renames", base, head)
+	if err != nil {
+		return DiffStat{}, fmt.Errorf("diff %s..%s: %w", base, head, err)
+	}
+	var st DiffStat
+	for _, rec := range strings.Split(out, "\x00") {
+		fields := strings.SplitN(rec, "\t", 3)
+		if len(fields) != 3 {
+			continue
+		}
+		ins, _ := strconv.Atoi(fields[0]) // "-" for binary files
+		del, _ := strconv.Atoi(fields[1])
+		st.Insertions += ins
+		st.Deletions += del
+		st.Files = append(st.Files, fields[2])
+	}
+	return st, nil
+}
+
+// Patch is the diff from base to head, binary changes included.
+func (r *Repo) Patch(ctx context.Context, base, head string) ([]byte, error) {
+	out, err := r.git.output(ctx, r.Dir, "diff", "--binary", "--no-color", base, head)
+	if err != nil {
+		return nil, fmt.Errorf("diff %s..%s: %w", base, head, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,277 @@
+// Package process runs a child in its own process group, turns its output into
+// lines as fast as it writes them, and stops the whole group with a grace period.
+package process
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Stream names an output stream of the child.
+type Stream string
+
+// The two output streams.
+const (
+	Stdout Stream = "stdout"
+	Stderr Stream = "stderr"
+)
+
+// Defaults of Spec's limits.
+const (
+	// DefaultMaxLineBytes bounds the memory one line can take; the rest of a
+	// longer line is counted and dropped.
+	DefaultMaxLineBytes = 1 << 20
+	// DefaultStopGrace is how long the group has between SIGTERM and SIGKILL.
+	DefaultStopGrace = 10 * time.Second
+	// stderrTailLines is how much stderr a failure report quotes.
+	stderrTailLines = 20
+	// tailLineBytes bounds each quoted stderr line.
+	tailLineBytes = 400
+	// drainTimeout bounds the wait for the pipes to close once the group is dead
+	// (a descendant that left the group could keep them open forever).
+	drainTimeout = 2 * time.Second
+)
+
+// Spec describes a child process.
+type Spec struct {
+	Path         string
+	Args         []string
+	Dir          string
+	Env          []string
+	Stdin        io.Reader
+	MaxLineBytes int
+	StopGrace    time.Duration
+}
+
+// LineFunc receives each output line without its newline. It is called from
+// one goroutine per stream, so calls for stdout and stderr may interleave.
+type LineFunc func(stream Stream, line string)
+
+// Result is how the child ended.
+type Result struct {
+	ExitCode   int    // -1 when killed by a signal
+	Signal     string // the signal that killed it, if any
+	StderrTail []string
+	// Stopped is true when the context ended and the group was stopped.
+	Stopped bool
+}
+
+// Success reports a zero exit.
+func (r Result) Success() bool { return r.ExitCode == 0 && r.Signal == "" }
+
+// Describe says how the process ended, e.g. "exited with code 3" or "was killed by signal killed".
+func (r Result) Describe() string {
+	if r.Signal != "" {
+		return "was killed by signal " + r.Signal
+	}
+	return fmt.Sprintf("exited with code %d", r.ExitCode)
+}
+
+// StartError means the process could not be started at all.
+type StartError struct {
+	Path string
+	Err  error
+}
+
+func (e *StartError) Error() string {
+	if errors.Is(e.Err, exec.ErrNotFound) || errors.Is(e.Err, os.ErrNotExist) {
+		return fmt.Sprintf("start %s: executable not found; install it or fix the configured path", e.Path)
+	}
+	return fmt.Sprintf("start %s: %v", e.Path, e.Err)
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Run starts the child and waits for it. When ctx ends, the group gets SIGTERM,
+// then SIGKILL after the grace period; Run returns once the child is gone, and
+// any of its descendants left in the group are killed too.
+func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
+	if spec.MaxLineBytes <= 0 {
+		spec.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if spec.StopGrace <= 0 {
+		spec.StopGrace = DefaultStopGrace
+	}
+	path, err := exec.LookPath(spec.Path)
+	if err != nil {
+		return Result{}, &StartError{Path: spec.Path, Err: err}
+	}
+	cmd := exec.Command(path, spec.Args...)
+	cmd.Dir = spec.Dir
+	cmd.Env = spec.Env
+	cmd.Stdin = spec.Stdin
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Stdin copying must not outlive the child.
+	cmd.WaitDelay = time.Second
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return Result{}, &StartError{Path: spec.Path, Err: err}
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return Result{}, &StartError{Path: spec.Path, Err: err}
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	startErr := cmd.Start()
+	outW.Close()
+	errW.Close()
+	if startErr != nil {
+		outR.Close()
+		errR.Close()
+		return Result{}, &StartError{Path: spec.Path, Err: startErr}
+	}
+	pgid := cmd.Process.Pid
+
+	tail := &lineTail{max: stderrTailLines}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() {
+		defer readers.Done()
+		readLines(outR, spec.MaxLineBytes, func(l string) { onLine(Stdout, l) })
+	}()
+	go func() {
+		defer readers.Done()
+		readLines(errR, spec.MaxLineBytes, func(l string) {
+			tail.add(l)
+			onLine(Stderr, l)
+		})
+	}()
+
+	exited := make(chan struct{})
+	var stopped bool
+	var stopMu sync.Mutex
+	go func() {
+		select {
+		case <-exited:
+			return
+		case <-ctx.Done():
+		}
+		stopMu.Lock()
+		stopped = true
+		stopMu.Unlock()
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(spec.StopGrace):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+	}()
+
+	waitErr := cmd.Wait()
+	close(exited)
+	// The leader is gone; nothing else of the group may outlive the run.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+
+	drained := make(chan struct{})
+	go func() { readers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		outR.Close()
+		errR.Close()
+		<-drained
+	}
+	outR.Close()
+	errR.Close()
+
+	res := Result{StderrTail: tail.lines()}
+	stopMu.Lock()
+	res.Stopped = stopped
+	stopMu.Unlock()
+	state := cmd.ProcessState
+	if state == nil {
+		return res, fmt.Errorf("wait %s: %w", spec.Path, waitErr)
+	}
+	res.ExitCode = state.ExitCode()
+	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		res.Signal = ws.Signal().String()
+		res.ExitCode = -1
+	}
+	return res, nil
+}
+
+// readLines calls emit for each line of r; a line longer than maxBytes is cut
+// there and the size of the rest is noted at its end.
+func readLines(r io.Reader, maxBytes int, emit func(string)) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var line []byte
+	dropped := 0
+	flush := func() {
+		text := strings.TrimSuffix(string(line), "\r")
+		if dropped > 0 {
+			text += fmt.Sprintf(" … [line cut: %d more bytes]", dropped)
+		}
+		emit(text)
+		line, dropped = line[:0], 0
+	}
+	for {
+		chunk, err := br.ReadSlice('\n')
+		complete := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
+		if complete {
+			chunk = chunk[:len(chunk)-1]
+		}
+		if room := maxBytes - len(line); room > 0 {
+			take := min(room, len(chunk))
+			line = append(line, chunk[:take]...)
+			dropped += len(chunk) - take
+		} else {
+			dropped += len(chunk)
+		}
+		if complete {
+			flush()
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if len(line) > 0 || dropped > 0 {
+				flush()
+			}
+			return
+		}
+	}
+}
+
+type lineTail struct {
+	mu   sync.Mutex
+	max  int
+	buf  []string
+	next int
+	full bool
+}
+
+func (t *lineTail) add(line string) {
+	if strings.TrimSpace(line) == "" {
+		return
+	}
+	if len(line) > tailLineBytes {
+		line = line[:tailLineBytes] + "…"
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.buf) < t.max {
+		t.buf = append(t.buf, line)
+		return
+	}
+	t.buf[t.next] = line
+	t.next = (t.next + 1) % t.max
+	t.full = true
+}
+
+func (t *lineTail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.full {
+		return append([]string(nil), t.buf...)
+	}
+	return append(append([]string(nil), t.buf[t.next:]...), t.buf[:t.next]...)
+}

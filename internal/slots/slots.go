@@ -1,0 +1,54 @@
+// Package slots counts the runs a worker has claimed, so it never takes more
+// than it was sized for.
+package slots
+
+import (
+	"sync"
+	"time"
+)
+
+// Pool holds up to a fixed number of claims, each keyed by run and expiring
+// on its own, so a run whose workflow vanished can't keep its slot forever.
+type Pool struct {
+	mu     sync.Mutex
+	size   int
+	claims map[string]time.Time
+	now    func() time.Time
+}
+
+// New returns a pool of size slots.
+func New(size int) *Pool {
+	return &Pool{size: size, claims: map[string]time.Time{}, now: time.Now}
+}
+
+// Acquire claims a slot for key until ttl passes or Release; claiming again
+// for a key that holds one renews it. It reports false when the pool is full.
+func (p *Pool) Acquire(key string, ttl time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	for k, expiry := range p.claims {
+		if now.After(expiry) {
+			delete(p.claims, k)
+		}
+	}
+	if _, held := p.claims[key]; !held && len(p.claims) >= p.size {
+		return false
+	}
+	p.claims[key] = now.Add(ttl)
+	return true
+}
+
+// Release frees key's slot; releasing a free key does nothing.
+func (p *Pool) Release(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.claims, key)
+}
+
+// InUse is how many slots are claimed.
+func (p *Pool) InUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.claims)
+}
