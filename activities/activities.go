@@ -1,0 +1,196 @@
+// Package activities are the steps of the process-task workflow: thin methods
+// over internal/ that map its errors to Temporal's retryable or final ones.
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"go.uber.org/zap"
+
+	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/logstream"
+	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/slots"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+// Config is what the steps need to know about this worker.
+type Config struct {
+	WorkspaceDir    string
+	RepoURLTemplate string
+	BranchTemplate  string
+	Author          gitrepo.Author
+	AgentTimeout    time.Duration
+	RunTimeout      time.Duration
+	// HostQueue is this worker's own task queue: the steps that use the
+	// workspace on its disk are scheduled there.
+	HostQueue string
+	Log       logstream.Config
+	// FlushTimeout bounds the final flush of each step's log.
+	FlushTimeout time.Duration
+	Version      string
+}
+
+// Activities holds the clients the steps use. Register it once per worker.
+type Activities struct {
+	API      *tasksapi.Client
+	Git      *gitrepo.Git
+	Agent    agent.Agent
+	Slots    *slots.Pool
+	Redactor *redact.Redactor
+	Logger   *zap.Logger
+	Config   Config
+}
+
+// RunRef names a run.
+type RunRef struct {
+	TaskID string `json:"task_id"`
+	RunID  string `json:"run_id"`
+}
+
+// RunContext is what the workflow knows about a run after StartRun. The
+// worker's timeouts travel in it so the workflow reads them from its history.
+type RunContext struct {
+	RunRef
+	Title        string        `json:"title"`
+	Description  string        `json:"description"`
+	Repository   string        `json:"repository"`
+	Slug         string        `json:"slug"`
+	BaseBranch   string        `json:"base_branch,omitempty"`
+	CreatePR     bool          `json:"create_pr"`
+	AgentTimeout time.Duration `json:"agent_timeout"`
+	RunTimeout   time.Duration `json:"run_timeout"`
+}
+
+// Workspace is a run's folder on the host that claimed it.
+type Workspace struct {
+	Root         string `json:"root"`
+	RepoDir      string `json:"repo_dir"`
+	ArtifactsDir string `json:"artifacts_dir"`
+	BaseBranch   string `json:"base_branch"`
+	BaseSHA      string `json:"base_sha"`
+}
+
+// Step names: the run's stage while they run, and their progress entries.
+const (
+	StepClone     = "clone"
+	StepAgent     = "agent"
+	StepPublish   = "publish"
+	StepArtifacts = "artifacts"
+)
+
+const (
+	defaultFlushTimeout = 30 * time.Second
+	heartbeatEvery      = time.Second
+	// claimMargin lets a claim outlive the run's own deadline long enough for
+	// its cleanup, after which it expires even if no cleanup came.
+	claimMargin    = 10 * time.Minute
+	busyRetryDelay = 2 * time.Second
+)
+
+func (a *Activities) logger(ref RunRef) *zap.Logger {
+	return a.Logger.With(zap.String("task_id", ref.TaskID), zap.String("run_id", ref.RunID))
+}
+
+func (a *Activities) stream(ref RunRef) *logstream.Stream {
+	return logstream.New(a.API, ref.TaskID, ref.RunID, a.Redactor, a.Config.Log)
+}
+
+// closeStream flushes a step's log on a context of its own, so a cancelled or
+// failed step still delivers what it wrote.
+func (a *Activities) closeStream(ref RunRef, s *logstream.Stream) {
+	timeout := a.Config.FlushTimeout
+	if timeout <= 0 {
+		timeout = defaultFlushTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stats, err := s.Close(ctx)
+	if err != nil || stats.Dropped > 0 {
+		a.logger(ref).Warn("log entries not delivered", zap.Int("dropped", stats.Dropped), zap.String("error", a.redactError(err)))
+	}
+}
+
+func (a *Activities) redactError(err error) string {
+	if err == nil {
+		return ""
+	}
+	return a.Redactor.String(err.Error())
+}
+
+// setStage records the step a run is in.
+func (a *Activities) setStage(ctx context.Context, ref RunRef, stage string) error {
+	_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Stage: &stage})
+	if err != nil {
+		return fmt.Errorf("set stage %s: %w", stage, err)
+	}
+	return nil
+}
+
+// keepAlive heartbeats until the returned stop is called, so the activity
+// learns of a cancellation within the heartbeat throttle interval.
+func keepAlive(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx)
+			}
+		}
+	}()
+	return cancel
+}
+
+func (a *Activities) workspaceFor(ref RunRef) Workspace {
+	root := filepath.Join(a.Config.WorkspaceDir, ref.RunID)
+	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts")}
+}
+
+// CleanupWorkspace removes a run's folder. It runs after success, failure and
+// cancel, also when the clone failed half-way.
+func (a *Activities) CleanupWorkspace(ctx context.Context, ref RunRef) error {
+	defer a.Slots.Release(ref.RunID)
+	ws := a.workspaceFor(ref)
+	if rel, err := filepath.Rel(a.Config.WorkspaceDir, ws.Root); err != nil || rel == "." || filepath.IsAbs(rel) || rel[0] == '.' {
+		return a.classify(fmt.Errorf("refusing to remove %s: not inside the workspace dir %s", ws.Root, a.Config.WorkspaceDir))
+	}
+	if err := os.RemoveAll(ws.Root); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return a.classify(fmt.Errorf("remove workspace %s: %w", ws.Root, err))
+	}
+	return nil
+}
+
+// ClaimHost takes one of this worker's run slots and returns the worker's own
+// queue, where the workflow schedules the steps that use the workspace. A
+// worker at capacity declines, and the claim is retried (by any worker) soon.
+func (a *Activities) ClaimHost(ctx context.Context, run RunContext) (string, error) {
+	if !a.Slots.Acquire(run.RunID, run.RunTimeout+claimMargin) {
+		return "", temporal.NewApplicationErrorWithOptions(
+			fmt.Sprintf("worker %s is running its maximum of runs", a.Config.HostQueue), ErrWorkerBusy,
+			temporal.ApplicationErrorOptions{NextRetryDelay: busyRetryDelay})
+	}
+	return a.Config.HostQueue, nil
+}
+
+// progress emits a step's progress entry.
+func progress(s *logstream.Stream, step, status, detail string) {
+	labels := map[string]string{
+		StepClone: "Cloning repository", StepAgent: "Running agent",
+		StepPublish: "Publishing changes", StepArtifacts: "Uploading artifacts",
+	}
+	s.Emit(acp.Progress(step, status, labels[step], detail))
+}

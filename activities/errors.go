@@ -1,0 +1,88 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/process"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+// Error types the workflow sees in ApplicationError.Type().
+const (
+	ErrInvalidInput      = "InvalidInput"
+	ErrTasksAPI          = "TasksAPIError"
+	ErrTasksAPIResponse  = "TasksAPIInvalidResponse"
+	ErrGit               = "GitError"
+	ErrAgentNotStarted   = "AgentNotStarted"
+	ErrAgentFailed       = "AgentFailed"
+	ErrAgentTimeout      = "AgentTimeout"
+	ErrRunAlreadyEnded   = "RunAlreadyEnded"
+	ErrWorkerBusy        = "WorkerBusy"
+	errInternalRetryable = "Error"
+)
+
+// inputError is bad input that no retry will fix.
+type inputError struct{ msg string }
+
+func (e *inputError) Error() string { return e.msg }
+
+func invalidInput(format string, args ...any) error {
+	return &inputError{msg: fmt.Sprintf(format, args...)}
+}
+
+// agentTimeoutError is an agent stopped because it ran past its timeout.
+type agentTimeoutError struct{ after string }
+
+func (e *agentTimeoutError) Error() string {
+	return "agent did not finish within " + e.after + " and was stopped; raise TASKWORKER_AGENT_TIMEOUT or narrow the task"
+}
+
+// classify turns an error of internal/ into the error Temporal sees: its
+// message redacted, and retryable only when a retry may succeed. The cause is
+// not attached, so no unredacted text reaches the workflow history.
+func (a *Activities) classify(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var (
+		apiErr     *tasksapi.APIError
+		decodeErr  *tasksapi.DecodeError
+		gitErr     *gitrepo.Error
+		startErr   *process.StartError
+		exitErr    *agent.ExitError
+		inErr      *inputError
+		endedErr   *runEndedError
+		timeoutErr *agentTimeoutError
+		appErr     *temporal.ApplicationError
+	)
+	if errors.As(err, &appErr) {
+		return err
+	}
+	errType, final := errInternalRetryable, false
+	switch {
+	case errors.As(err, &endedErr):
+		errType, final = ErrRunAlreadyEnded, true
+	case errors.As(err, &inErr):
+		errType, final = ErrInvalidInput, true
+	case errors.As(err, &apiErr):
+		errType, final = ErrTasksAPI, !apiErr.Retryable()
+	case errors.As(err, &decodeErr):
+		errType, final = ErrTasksAPIResponse, true
+	case errors.As(err, &startErr):
+		errType, final = ErrAgentNotStarted, true
+	case errors.As(err, &exitErr):
+		errType, final = ErrAgentFailed, true
+	case errors.As(err, &timeoutErr):
+		errType, final = ErrAgentTimeout, true
+	case errors.As(err, &gitErr):
+		errType, final = ErrGit, gitErr.NotFound()
+	}
+	return temporal.NewApplicationErrorWithOptions(a.Redactor.String(err.Error()), errType,
+		temporal.ApplicationErrorOptions{NonRetryable: final})
+}

@@ -1,0 +1,113 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+// StartRun loads the task and the run, checks they can be worked on, and
+// marks the run in_progress.
+func (a *Activities) StartRun(ctx context.Context, ref RunRef) (RunContext, error) {
+	run, err := a.startRun(ctx, ref)
+	return run, a.classify(err)
+}
+
+func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, error) {
+	task, err := a.API.GetTask(ctx, ref.TaskID)
+	if err != nil {
+		if tasksapi.IsNotFound(err) {
+			return RunContext{}, invalidInput("task %s not found in this project (was it deleted?): %v", ref.TaskID, err)
+		}
+		return RunContext{}, fmt.Errorf("load task %s: %w", ref.TaskID, err)
+	}
+	run, err := a.API.GetRun(ctx, ref.TaskID, ref.RunID)
+	if err != nil {
+		if tasksapi.IsNotFound(err) {
+			return RunContext{}, invalidInput("run %s of task %s not found: %v", ref.RunID, ref.TaskID, err)
+		}
+		return RunContext{}, fmt.Errorf("load run %s: %w", ref.RunID, err)
+	}
+	if run.Status.Terminal() {
+		return RunContext{}, alreadyEnded(run.Status)
+	}
+	repo := task.RepositoryName()
+	if repo == "" {
+		return RunContext{}, invalidInput("task %s has no repository: set its repository to \"org/repo\" and run it again", ref.TaskID)
+	}
+	if err := gitrepo.ValidateRepository(repo); err != nil {
+		return RunContext{}, invalidInput("task %s: %v", ref.TaskID, err)
+	}
+	rc := RunContext{
+		RunRef: ref, Title: task.Title, Description: task.Description, Repository: repo,
+		Slug: task.Slug, AgentTimeout: a.Config.AgentTimeout, RunTimeout: a.Config.RunTimeout,
+	}
+	if base, ok := run.State["pr_base_branch"].(string); ok {
+		rc.BaseBranch = strings.TrimSpace(base)
+	}
+	if rc.Slug == "" && task.TaskNumber != nil {
+		rc.Slug = fmt.Sprint(*task.TaskNumber)
+	}
+
+	stage := StepClone
+	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Status: tasksapi.StatusInProgress, Stage: &stage}); err != nil {
+		return RunContext{}, fmt.Errorf("mark run in_progress: %w", err)
+	}
+	log := a.stream(ref)
+	log.Emit(acp.RunStarted(ref.RunID, ref.TaskID, a.Config.Version+" "+a.Agent.Name()))
+	a.closeStream(ref, log)
+	return rc, nil
+}
+
+func alreadyEnded(status tasksapi.Status) error {
+	return &runEndedError{status: status}
+}
+
+type runEndedError struct{ status tasksapi.Status }
+
+func (e *runEndedError) Error() string {
+	return fmt.Sprintf("run is already %s; not starting it again", e.status)
+}
+
+// FinishInput is the terminal state of a run.
+type FinishInput struct {
+	RunRef
+	Status       tasksapi.Status `json:"status"`
+	ErrorMessage string          `json:"error_message,omitempty"`
+	Output       map[string]any  `json:"output,omitempty"`
+}
+
+// maxErrorMessage bounds error_message; long enough for an exit code and the
+// last lines of stderr.
+const maxErrorMessage = 2000
+
+// FinishRun writes the run's last log entry and then its terminal status.
+func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
+	log := a.stream(in.RunRef)
+	switch in.Status {
+	case tasksapi.StatusCompleted:
+		log.Emit(acp.TaskComplete("end_turn"))
+	case tasksapi.StatusCancelled:
+		log.Console(acp.LevelWarn, "run cancelled")
+	default:
+		log.Emit(acp.Error(in.ErrorMessage, "run_failed"))
+	}
+	a.closeStream(in.RunRef, log)
+
+	update := tasksapi.RunUpdate{Status: in.Status, Output: in.Output}
+	if in.Status == tasksapi.StatusFailed {
+		msg := a.Redactor.String(in.ErrorMessage)
+		if r := []rune(msg); len(r) > maxErrorMessage {
+			msg = string(r[:maxErrorMessage-1]) + "…"
+		}
+		update.ErrorMessage = &msg
+	}
+	if _, err := a.API.UpdateRun(ctx, in.TaskID, in.RunID, update); err != nil {
+		return a.classify(fmt.Errorf("set run %s: %w", in.Status, err))
+	}
+	return nil
+}

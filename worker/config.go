@@ -1,0 +1,131 @@
+// Package worker configures and runs the taskworker daemon: configuration from
+// the environment, the Temporal workers of one process, and their lifecycle.
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/taskworker/taskworker/workflows"
+)
+
+// Config is the daemon's whole configuration, read from the environment once at start-up.
+type Config struct {
+	APIURL    string `envconfig:"POSTHOG_API_URL" required:"true" desc:"Base URL of PostHog (or the local Tasks API), e.g. https://us.posthog.com"`
+	APIKey    string `envconfig:"POSTHOG_PERSONAL_API_KEY" required:"true" desc:"Personal API key with the task:read and task:write scopes (secret)"`
+	ProjectID string `envconfig:"POSTHOG_PROJECT_ID" required:"true" desc:"ID of the PostHog project whose task runs this worker executes"`
+
+	TemporalAddress   string `envconfig:"TEMPORAL_ADDRESS" default:"127.0.0.1:7233" desc:"host:port of the Temporal frontend"`
+	TemporalNamespace string `envconfig:"TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
+	TaskQueue         string `envconfig:"TEMPORAL_TASK_QUEUE" default:"tasks-task-queue" desc:"Task queue PostHog starts process-task on"`
+
+	Agent        string        `envconfig:"TASKWORKER_AGENT" default:"command" desc:"Agent adapter: command (claude and codex are planned)"`
+	AgentCommand string        `envconfig:"TASKWORKER_AGENT_COMMAND" desc:"Shell command the command agent runs in the clone; the prompt is on stdin and in TASK_PROMPT"`
+	AgentEnv     []string      `envconfig:"TASKWORKER_AGENT_ENV" desc:"Comma-separated names of worker environment variables the agent may see (besides PATH, HOME, locale and proxies)"`
+	AgentTimeout time.Duration `envconfig:"TASKWORKER_AGENT_TIMEOUT" default:"1h" desc:"Longest an agent may run before it is stopped and the run fails"`
+	RunTimeout   time.Duration `envconfig:"TASKWORKER_RUN_TIMEOUT" default:"2h" desc:"Longest a whole run may take (waiting for a free worker included); it then ends failed"`
+	StopGrace    time.Duration `envconfig:"TASKWORKER_AGENT_STOP_GRACE" default:"10s" desc:"Time an agent gets between SIGTERM and SIGKILL when its run is cancelled"`
+
+	RepoURLTemplate string `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`
+	GitHubToken     string `envconfig:"TASKWORKER_GITHUB_TOKEN" desc:"Token for cloning and pushing over HTTPS (secret; passed to git in its environment only)"`
+	BranchTemplate  string `envconfig:"TASKWORKER_BRANCH_TEMPLATE" default:"posthog/task-{slug}" desc:"Branch the run pushes; {slug}, {task_id} and {run_id} are filled in"`
+	GitAuthorName   string `envconfig:"TASKWORKER_GIT_AUTHOR_NAME" default:"PostHog Tasks" desc:"Author name of the run's commit"`
+	GitAuthorEmail  string `envconfig:"TASKWORKER_GIT_AUTHOR_EMAIL" default:"tasks@taskworker.invalid" desc:"Author email of the run's commit"`
+
+	WorkspaceDir      string `envconfig:"TASKWORKER_WORKSPACE_DIR" desc:"Folder for the runs' clones and artifacts (default: <temp dir>/taskworker/workspaces)"`
+	MaxConcurrentRuns int    `envconfig:"TASKWORKER_MAX_CONCURRENT_RUNS" default:"10" desc:"Runs this worker executes at once; more wait for a free worker"`
+	WorkerID          string `envconfig:"TASKWORKER_WORKER_ID" desc:"Name of this worker in Temporal and its own task queue (default: hostname-pid)"`
+
+	LogFormat string `envconfig:"TASKWORKER_LOG_FORMAT" default:"json" desc:"Log format: json or console"`
+	LogLevel  string `envconfig:"TASKWORKER_LOG_LEVEL" default:"info" desc:"Log level: debug, info, warn or error"`
+}
+
+// Load reads the configuration from the environment and checks it.
+func Load() (Config, error) {
+	var cfg Config
+	if err := envconfig.Process("", &cfg); err != nil {
+		return cfg, explainEnvError(err)
+	}
+	cfg.applyDefaults()
+	return cfg, cfg.Validate()
+}
+
+func explainEnvError(err error) error {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "required key ") {
+		name := strings.TrimSuffix(strings.TrimPrefix(msg, "required key "), " missing value")
+		return fmt.Errorf("%s is not set: set it in the environment (see `taskworker config`)", name)
+	}
+	return fmt.Errorf("configuration: %w (see `taskworker config`)", err)
+}
+
+func (c *Config) applyDefaults() {
+	if c.WorkspaceDir == "" {
+		c.WorkspaceDir = filepath.Join(os.TempDir(), "taskworker", "workspaces")
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.TaskQueue == "" {
+		c.TaskQueue = workflows.DefaultTaskQueue
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("POSTHOG_API_URL %q is not an http(s) URL", c.APIURL))
+	}
+	switch c.Agent {
+	case "command":
+		if strings.TrimSpace(c.AgentCommand) == "" {
+			errs = append(errs, errors.New("TASKWORKER_AGENT_COMMAND is not set: the command agent needs the command to run"))
+		}
+	case "claude", "codex":
+		errs = append(errs, fmt.Errorf("TASKWORKER_AGENT=%s is not available in this version yet: use command", c.Agent))
+	default:
+		errs = append(errs, fmt.Errorf("TASKWORKER_AGENT %q is not one of command, claude, codex", c.Agent))
+	}
+	if !strings.Contains(c.RepoURLTemplate, "{repo}") {
+		errs = append(errs, fmt.Errorf("TASKWORKER_REPO_URL_TEMPLATE %q has no {repo} placeholder", c.RepoURLTemplate))
+	}
+	if c.MaxConcurrentRuns < 1 {
+		errs = append(errs, fmt.Errorf("TASKWORKER_MAX_CONCURRENT_RUNS must be at least 1, not %d", c.MaxConcurrentRuns))
+	}
+	if c.AgentTimeout <= 0 || c.RunTimeout <= 0 {
+		errs = append(errs, errors.New("TASKWORKER_AGENT_TIMEOUT and TASKWORKER_RUN_TIMEOUT must be positive"))
+	} else if c.RunTimeout <= c.AgentTimeout {
+		errs = append(errs, fmt.Errorf("TASKWORKER_RUN_TIMEOUT (%s) must be longer than TASKWORKER_AGENT_TIMEOUT (%s)", c.RunTimeout, c.AgentTimeout))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		errs = append(errs, fmt.Errorf("TASKWORKER_LOG_FORMAT %q is not json or console", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// Secrets are the configured values that must never appear in output.
+func (c Config) Secrets() []string {
+	return []string{c.APIKey, c.GitHubToken}
+}
+
+// PrintUsage writes every variable with its default and meaning.
+func PrintUsage(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	format := "VARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
+		"{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{if usage_required .}}yes{{end}}\t{{usage_description .}}\n{{end}}"
+	if err := envconfig.Usagef("", &Config{}, tw, format); err != nil {
+		return err
+	}
+	return tw.Flush()
+}

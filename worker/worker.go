@@ -1,0 +1,147 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	tworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+	"go.uber.org/zap"
+
+	"github.com/taskworker/taskworker/activities"
+	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/slots"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/workflows"
+)
+
+// Version is the daemon's version, set at build time with -ldflags.
+var Version = "dev"
+
+// heartbeatThrottle bounds how long a cancelled run's agent keeps running:
+// the SDK would otherwise batch heartbeats for up to 80% of the heartbeat timeout.
+const heartbeatThrottle = 2 * time.Second
+
+// Worker is the set of Temporal workers of one process: the shared queue
+// (the workflow and the API steps) and this process's own queue (the steps
+// that use a run's workspace on this machine).
+type Worker struct {
+	shared tworker.Worker
+	host   tworker.Worker
+	acts   *activities.Activities
+}
+
+// New builds the workers on an existing Temporal client.
+func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
+	cfg.applyDefaults()
+	if err := os.MkdirAll(cfg.WorkspaceDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create workspace dir %s (TASKWORKER_WORKSPACE_DIR): %w", cfg.WorkspaceDir, err)
+	}
+	redactor := redact.New(cfg.Secrets()...)
+	hostQueue := cfg.TaskQueue + "@" + cfg.WorkerID
+	acts := &activities.Activities{
+		API: tasksapi.New(tasksapi.Config{
+			BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: "taskworker/" + Version,
+		}),
+		Git:      &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor},
+		Agent:    &agent.Command{Command: cfg.AgentCommand, Passthrough: cfg.AgentEnv, StopGrace: cfg.StopGrace},
+		Slots:    slots.New(cfg.MaxConcurrentRuns),
+		Redactor: redactor,
+		Logger:   logger,
+		Config: activities.Config{
+			WorkspaceDir:    cfg.WorkspaceDir,
+			RepoURLTemplate: cfg.RepoURLTemplate,
+			BranchTemplate:  cfg.BranchTemplate,
+			Author:          gitrepo.Author{Name: cfg.GitAuthorName, Email: cfg.GitAuthorEmail},
+			AgentTimeout:    cfg.AgentTimeout,
+			RunTimeout:      cfg.RunTimeout,
+			HostQueue:       hostQueue,
+			Version:         "taskworker/" + Version,
+		},
+	}
+
+	shared := tworker.New(c, cfg.TaskQueue, tworker.Options{
+		Identity:                     cfg.WorkerID,
+		MaxHeartbeatThrottleInterval: heartbeatThrottle,
+	})
+	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
+	for name, fn := range map[string]any{"StartRun": acts.StartRun, "ClaimHost": acts.ClaimHost, "FinishRun": acts.FinishRun} {
+		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+
+	host := tworker.New(c, hostQueue, tworker.Options{
+		Identity: cfg.WorkerID,
+		// Slots bound the runs; this only has to leave room for each run's cleanup.
+		MaxConcurrentActivityExecutionSize: 2*cfg.MaxConcurrentRuns + 2,
+		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
+	})
+	for name, fn := range map[string]any{
+		"PrepareWorkspace": acts.PrepareWorkspace, "RunAgent": acts.RunAgent, "Publish": acts.Publish,
+		"UploadArtifacts": acts.UploadArtifacts, "CleanupWorkspace": acts.CleanupWorkspace,
+	} {
+		host.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+	return &Worker{shared: shared, host: host, acts: acts}, nil
+}
+
+// Start begins polling both queues.
+func (w *Worker) Start() error {
+	if err := w.host.Start(); err != nil {
+		return fmt.Errorf("start worker on its own queue: %w", err)
+	}
+	if err := w.shared.Start(); err != nil {
+		w.host.Stop()
+		return fmt.Errorf("start worker on the shared queue: %w", err)
+	}
+	return nil
+}
+
+// Stop stops polling and waits for running steps.
+func (w *Worker) Stop() {
+	w.shared.Stop()
+	w.host.Stop()
+}
+
+// Dial connects to Temporal with the worker's logger.
+func Dial(cfg Config, logger *zap.Logger) (client.Client, error) {
+	c, err := client.Dial(client.Options{
+		HostPort:  cfg.TemporalAddress,
+		Namespace: cfg.TemporalNamespace,
+		Identity:  cfg.WorkerID,
+		Logger:    NewTemporalLogger(logger),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS), namespace %s: %w", cfg.TemporalAddress, cfg.TemporalNamespace, err)
+	}
+	return c, nil
+}
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, cfg Config, logger *zap.Logger) error {
+	c, err := Dial(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	w, err := New(c, cfg, logger)
+	if err != nil {
+		return err
+	}
+	if err := w.Start(); err != nil {
+		return err
+	}
+	logger.Info("taskworker serving",
+		zap.String("temporal", cfg.TemporalAddress), zap.String("namespace", cfg.TemporalNamespace),
+		zap.String("task_queue", cfg.TaskQueue), zap.String("agent", cfg.Agent),
+		zap.Int("max_concurrent_runs", cfg.MaxConcurrentRuns), zap.String("version", Version))
+	<-ctx.Done()
+	logger.Info("taskworker stopping")
+	w.Stop()
+	return nil
+}

@@ -1,0 +1,229 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/taskworker/taskworker/activities"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+// Result is what a run ended with.
+type Result struct {
+	Status       tasksapi.Status `json:"status"`
+	Branch       string          `json:"branch,omitempty"`
+	CommitSHA    string          `json:"commit_sha,omitempty"`
+	Artifacts    []string        `json:"artifacts,omitempty"`
+	ErrorMessage string          `json:"error_message,omitempty"`
+}
+
+// ErrRunFailed is the workflow error type of a run that ended failed.
+const ErrRunFailed = "RunFailed"
+
+// Timeouts and retries of the steps. The agent is never retried: a second
+// attempt would act on a half-changed tree and repeat its side effects.
+const (
+	apiStepTimeout      = time.Minute
+	hostStepTimeout     = 15 * time.Minute
+	heartbeatTimeout    = 30 * time.Second
+	hostScheduleToStart = 2 * time.Minute
+	agentGrace          = 2 * time.Minute
+)
+
+var nonRetryable = []string{
+	activities.ErrInvalidInput, activities.ErrAgentNotStarted, activities.ErrAgentFailed,
+	activities.ErrAgentTimeout, activities.ErrRunAlreadyEnded, activities.ErrTasksAPIResponse,
+}
+
+func apiOptions() workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		StartToCloseTimeout: apiStepTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			MaximumAttempts: 10, NonRetryableErrorTypes: nonRetryable,
+		},
+	}
+}
+
+func hostOptions(queue string) workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		TaskQueue:              queue,
+		ScheduleToStartTimeout: hostScheduleToStart,
+		StartToCloseTimeout:    hostStepTimeout,
+		HeartbeatTimeout:       heartbeatTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			MaximumAttempts: 3, NonRetryableErrorTypes: nonRetryable,
+		},
+	}
+}
+
+// a is only used to name activity methods; Temporal calls the registered instance.
+var a *activities.Activities
+
+// ProcessTask runs one task run: start it, clone, run the agent, publish,
+// upload artifacts, and end with exactly one terminal PATCH on every path.
+func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
+	logger := workflow.GetLogger(ctx)
+	taskID, runID, err := resolveRun(in, workflow.GetInfo(ctx).WorkflowExecution.ID)
+	if err != nil {
+		logger.Error("cannot identify the run", "error", err)
+		return Result{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, nil)
+	}
+	ref := activities.RunRef{TaskID: taskID, RunID: runID}
+
+	var run activities.RunContext
+	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, apiOptions()), a.StartRun, ref).Get(ctx, &run)
+	if err != nil {
+		if errorType(err) == activities.ErrRunAlreadyEnded {
+			// Someone else ended it (cancelled from the UI, say): leave its status alone.
+			logger.Info("run already ended", "reason", describe(err))
+			return Result{ErrorMessage: describe(err)}, nil
+		}
+		return finish(ctx, ref, Result{}, err)
+	}
+	run.CreatePR = in.CreatePR
+
+	// The run's own deadline, inside the workflow, so that a run that takes
+	// too long still gets its terminal PATCH.
+	workCtx, cancelWork := workflow.WithCancel(ctx)
+	timerCtx, cancelTimer := workflow.WithCancel(ctx)
+	timedOut := false
+	workflow.Go(timerCtx, func(c workflow.Context) {
+		if workflow.NewTimer(c, run.RunTimeout).Get(c, nil) == nil {
+			timedOut = true
+			cancelWork()
+		}
+	})
+	res, err := hostPhase(workCtx, run)
+	cancelTimer()
+	if err != nil && timedOut && ctx.Err() == nil {
+		err = temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("run did not finish within %s and was stopped; raise TASKWORKER_RUN_TIMEOUT or narrow the task", run.RunTimeout),
+			"RunTimeout", nil)
+	}
+	return finish(ctx, ref, res, err)
+}
+
+// hostPhase runs the steps that use the workspace, all on the queue of the
+// worker that claimed the run, and always removes the workspace afterwards.
+func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) {
+	var res Result
+	var queue string
+	claim := apiOptions()
+	// Wait for a worker with a free slot for as long as the run may live.
+	claim.ScheduleToCloseTimeout = run.RunTimeout
+	claim.RetryPolicy.MaximumAttempts = 0
+	claim.RetryPolicy.MaximumInterval = 5 * time.Second
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, claim), a.ClaimHost, run).Get(ctx, &queue); err != nil {
+		return res, err
+	}
+	host := workflow.WithActivityOptions(ctx, hostOptions(queue))
+	defer cleanup(ctx, queue, run.RunRef)
+
+	var ws activities.Workspace
+	if err := workflow.ExecuteActivity(host, a.PrepareWorkspace, run).Get(ctx, &ws); err != nil {
+		return res, err
+	}
+
+	agentOpts := hostOptions(queue)
+	agentOpts.StartToCloseTimeout = run.AgentTimeout + agentGrace
+	agentOpts.WaitForCancellation = true // the agent is stopped before the run is marked cancelled
+	agentOpts.RetryPolicy.MaximumAttempts = 1
+	var agentOut activities.AgentOutput
+	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, agentOpts), a.RunAgent,
+		activities.AgentInput{Run: run, Workspace: ws}).Get(ctx, &agentOut)
+	if err != nil {
+		return res, err
+	}
+
+	var pub activities.PublishOutput
+	if err := workflow.ExecuteActivity(host, a.Publish,
+		activities.PublishInput{Run: run, Workspace: ws, Agent: agentOut}).Get(ctx, &pub); err != nil {
+		return res, err
+	}
+	res.Branch, res.CommitSHA = pub.Branch, pub.CommitSHA
+
+	var arts activities.ArtifactsOutput
+	if err := workflow.ExecuteActivity(host, a.UploadArtifacts,
+		activities.ArtifactsInput{Run: run, Workspace: ws, Publish: pub}).Get(ctx, &arts); err != nil {
+		return res, err
+	}
+	res.Artifacts = arts.Names
+	return res, nil
+}
+
+func cleanup(ctx workflow.Context, queue string, ref activities.RunRef) {
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	opts := hostOptions(queue)
+	opts.ScheduleToStartTimeout = time.Minute
+	opts.StartToCloseTimeout = time.Minute
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(dctx, opts), a.CleanupWorkspace, ref).Get(dctx, nil); err != nil {
+		workflow.GetLogger(ctx).Warn("workspace not removed", "error", err)
+	}
+}
+
+// finish writes the terminal status. It runs on a disconnected context so a
+// cancelled run is still recorded, and retries until the API answers.
+func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error) (Result, error) {
+	in := activities.FinishInput{RunRef: ref}
+	switch {
+	case cause == nil:
+		in.Status = tasksapi.StatusCompleted
+	case ctx.Err() != nil:
+		in.Status = tasksapi.StatusCancelled
+	default:
+		in.Status = tasksapi.StatusFailed
+		in.ErrorMessage = describe(cause)
+	}
+	res.Status, res.ErrorMessage = in.Status, in.ErrorMessage
+
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	opts := apiOptions()
+	opts.RetryPolicy.MaximumAttempts = 0
+	opts.RetryPolicy.MaximumInterval = time.Minute
+	opts.RetryPolicy.NonRetryableErrorTypes = nil
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(dctx, opts), a.FinishRun, in).Get(dctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("terminal status not recorded", "status", in.Status, "error", err)
+		return res, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("run ended %s but its status could not be recorded: %s", in.Status, describe(err)), ErrRunFailed, nil)
+	}
+	switch in.Status {
+	case tasksapi.StatusCancelled:
+		return res, temporal.NewCanceledError()
+	case tasksapi.StatusFailed:
+		return res, temporal.NewNonRetryableApplicationError(in.ErrorMessage, ErrRunFailed, nil)
+	}
+	return res, nil
+}
+
+// describe turns a step's error into the run's error_message: the message of
+// the step's own error, or which step timed out.
+func describe(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	var timeoutErr *temporal.TimeoutError
+	if errors.As(err, &timeoutErr) {
+		step := "a step"
+		var actErr *temporal.ActivityError
+		if errors.As(err, &actErr) {
+			step = "step " + actErr.ActivityType().GetName()
+		}
+		return fmt.Sprintf("%s timed out (%s): the worker running it stopped responding or it ran too long", step, timeoutErr.TimeoutType())
+	}
+	return err.Error()
+}
+
+func errorType(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Type()
+	}
+	return ""
+}
