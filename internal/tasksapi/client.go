@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -66,9 +67,11 @@ func New(cfg Config) *Client {
 		SetHeader("User-Agent", cfg.UserAgent).
 		SetTimeout(cfg.RequestTimeout).
 		SetRetryCount(cfg.Retries).
+		// resty caps every wait by its max; the cap is maxRetryAfter so the
+		// API's own Retry-After is honoured, and backoff applies cfg's bounds itself.
 		SetRetryWaitTime(cfg.RetryWait).
-		SetRetryMaxWaitTime(cfg.RetryMaxWait).
-		SetRetryAfter(retryAfter).
+		SetRetryMaxWaitTime(maxRetryAfter).
+		SetRetryAfter(backoff(cfg.RetryWait, cfg.RetryMaxWait)).
 		AddRetryCondition(shouldRetry)
 	// resty logs request failures on its own; the callers wrap and report them.
 	h.SetLogger(silentLogger{})
@@ -83,13 +86,22 @@ func shouldRetry(resp *resty.Response, err error) bool {
 	return code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500
 }
 
-// retryAfter honours the Retry-After seconds of a 429 or 503; (0, nil) lets
-// resty use its jittered exponential backoff.
-func retryAfter(_ *resty.Client, resp *resty.Response) (time.Duration, error) {
-	if resp == nil {
-		return 0, nil
+// backoff waits what the API's Retry-After says, else an exponential
+// backoff from wait up to maxWait with full jitter on its upper half.
+func backoff(wait, maxWait time.Duration) resty.RetryAfterFunc {
+	return func(_ *resty.Client, resp *resty.Response) (time.Duration, error) {
+		attempt := 1
+		if resp != nil {
+			if d := ParseRetryAfter(resp.Header().Get("Retry-After"), time.Now()); d > 0 {
+				return d, nil
+			}
+			if resp.Request != nil {
+				attempt = max(resp.Request.Attempt, 1)
+			}
+		}
+		d := min(wait<<min(attempt-1, 20), maxWait)
+		return d/2 + rand.N(d/2+1), nil
 	}
-	return ParseRetryAfter(resp.Header().Get("Retry-After"), time.Now()), nil
 }
 
 // ParseRetryAfter reads a Retry-After value (seconds or an HTTP date); 0 when absent or invalid.

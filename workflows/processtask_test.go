@@ -1,0 +1,245 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+	"github.com/stretchr/testify/suite"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/taskworker/taskworker/activities"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+const (
+	taskID = "0b6f3c1e-8a3f-4a51-9d7e-2f4b1c9a7e10"
+	runID  = "5d2e9f80-1c4b-4e7a-a3b2-6c8d9e0f1a2b"
+)
+
+type workflowSuite struct {
+	suite.Suite
+	testsuite.WorkflowTestSuite
+	env      *testsuite.TestWorkflowEnvironment
+	finished []activities.FinishInput
+}
+
+func TestProcessTask(t *testing.T) { suite.Run(t, new(workflowSuite)) }
+
+func (s *workflowSuite) SetupTest() {
+	s.env = s.NewTestWorkflowEnvironment()
+	s.env.RegisterActivity(&activities.Activities{})
+	s.env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: WorkflowID(taskID, runID)})
+	s.finished = nil
+}
+
+func (s *workflowSuite) recordFinish(_ context.Context, in activities.FinishInput) error {
+	s.finished = append(s.finished, in)
+	return nil
+}
+
+func (s *workflowSuite) runContext() activities.RunContext {
+	return activities.RunContext{
+		RunRef: activities.RunRef{TaskID: taskID, RunID: runID}, Title: "Fix it", Repository: "acme/app",
+		Slug: "TSK-1", AgentTimeout: time.Minute, RunTimeout: time.Hour,
+	}
+}
+
+// steps mocks every step as succeeding, except those given in override
+// (activity name → what it returns: a function or the return values).
+func (s *workflowSuite) steps(override map[string][]any) {
+	defaults := map[string][]any{
+		"StartRun":         {s.runContext(), nil},
+		"ClaimHost":        {"host-queue", nil},
+		"PrepareWorkspace": {activities.Workspace{Root: "/w", RepoDir: "/w/repo", BaseSHA: "base"}, nil},
+		"RunAgent":         {activities.AgentOutput{Summary: "done"}, nil},
+		"Publish":          {activities.PublishOutput{Changed: true, Branch: "posthog/task-tsk-1", CommitSHA: "abc", BaseSHA: "base"}, nil},
+		"UploadArtifacts":  {activities.ArtifactsOutput{Names: []string{"plan.md"}}, nil},
+		"CleanupWorkspace": {nil},
+		"FinishRun":        {s.recordFinish},
+	}
+	for name, ret := range defaults {
+		if o, ok := override[name]; ok {
+			ret = o
+		}
+		s.env.OnActivity(name, mock.Anything, mock.Anything).Return(ret...).Maybe()
+	}
+}
+
+func (s *workflowSuite) happyPath() { s.steps(nil) }
+
+func (s *workflowSuite) requireOneFinish(status tasksapi.Status) activities.FinishInput {
+	s.Require().Len(s.finished, 1, "exactly one terminal PATCH")
+	s.Require().Equal(status, s.finished[0].Status)
+	return s.finished[0]
+}
+
+func (s *workflowSuite) TestSuccess() {
+	s.happyPath()
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID, CreatePR: true})
+	s.Require().True(s.env.IsWorkflowCompleted())
+	s.Require().NoError(s.env.GetWorkflowError())
+	var res Result
+	s.Require().NoError(s.env.GetWorkflowResult(&res))
+	s.Equal(tasksapi.StatusCompleted, res.Status)
+	s.Equal("posthog/task-tsk-1", res.Branch)
+	s.Equal([]string{"plan.md"}, res.Artifacts)
+	fin := s.requireOneFinish(tasksapi.StatusCompleted)
+	s.Equal(taskID, fin.TaskID, "task_id comes from the workflow ID when the input has none")
+	for _, step := range []string{"StartRun", "ClaimHost", "PrepareWorkspace", "RunAgent", "Publish", "UploadArtifacts", "CleanupWorkspace"} {
+		s.env.AssertCalled(s.T(), step, mock.Anything, mock.Anything)
+	}
+}
+
+func (s *workflowSuite) TestAgentFailureFailsTheRunWithItsMessage() {
+	s.steps(map[string][]any{"RunAgent": {activities.AgentOutput{},
+		temporal.NewNonRetryableApplicationError("agent command exited with code 3; last stderr lines: boom", activities.ErrAgentFailed, nil)}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().Error(s.env.GetWorkflowError())
+	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	s.Equal("agent command exited with code 3; last stderr lines: boom", fin.ErrorMessage)
+	s.env.AssertNotCalled(s.T(), "Publish", mock.Anything, mock.Anything)
+	s.env.AssertCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
+}
+
+func (s *workflowSuite) TestCancelStopsTheAgentAndRecordsCancelled() {
+	s.steps(map[string][]any{"RunAgent": {blockUntilCancelled}})
+	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, time.Second)
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	var canceled *temporal.CanceledError
+	s.Require().True(errors.As(err, &canceled), "workflow ends cancelled, got %v", err)
+	s.env.AssertNotCalled(s.T(), "Publish", mock.Anything, mock.Anything)
+	s.requireOneFinish(tasksapi.StatusCancelled)
+	s.env.AssertCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
+}
+
+func (s *workflowSuite) TestMissingTaskIDFailsWithoutCallingTheAPI() {
+	s.happyPath()
+	s.env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: "some-other-id"})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	s.Contains(err.Error(), "no task_id")
+	s.Empty(s.finished)
+	s.env.AssertNotCalled(s.T(), "StartRun", mock.Anything, mock.Anything)
+}
+
+func (s *workflowSuite) TestTaskIDFromInputWins() {
+	other := "11111111-2222-3333-4444-555555555555"
+	var got activities.RunRef
+	s.steps(map[string][]any{"StartRun": {func(_ context.Context, ref activities.RunRef) (activities.RunContext, error) {
+		got = ref
+		return s.runContext(), nil
+	}}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID, TaskID: other})
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.Equal(activities.RunRef{TaskID: other, RunID: runID}, got)
+}
+
+func (s *workflowSuite) TestTaskNotFoundFailsTheRun() {
+	s.steps(map[string][]any{"StartRun": {activities.RunContext{},
+		temporal.NewNonRetryableApplicationError("task "+taskID+" not found in this project", activities.ErrInvalidInput, nil)}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().Error(s.env.GetWorkflowError())
+	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	s.Contains(fin.ErrorMessage, "not found")
+}
+
+func (s *workflowSuite) TestUnauthorizedAPIIsNotRetriedAndEndsTheWorkflow() {
+	calls := 0
+	s.steps(map[string][]any{
+		"StartRun": {func(context.Context, activities.RunRef) (activities.RunContext, error) {
+			calls++
+			return activities.RunContext{}, temporal.NewNonRetryableApplicationError(
+				"GET /tasks/x/: HTTP 401: Invalid personal API key.; check POSTHOG_PERSONAL_API_KEY", activities.ErrTasksAPI, nil)
+		}},
+		"FinishRun": {func(_ context.Context, in activities.FinishInput) error {
+			s.finished = append(s.finished, in)
+			return temporal.NewNonRetryableApplicationError("HTTP 401", activities.ErrTasksAPI, nil)
+		}},
+	})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	s.Equal(1, calls, "a 401 is not retried")
+	s.Contains(err.Error(), "could not be recorded")
+	s.Len(s.finished, 1, "the terminal PATCH is tried, and not retried on 401")
+}
+
+func (s *workflowSuite) TestRunAlreadyEndedIsLeftAlone() {
+	s.steps(map[string][]any{"StartRun": {activities.RunContext{},
+		temporal.NewNonRetryableApplicationError("run is already cancelled", activities.ErrRunAlreadyEnded, nil)}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.Empty(s.finished, "no terminal PATCH over a status someone else set")
+}
+
+func (s *workflowSuite) TestRunTimeoutFailsTheRunWithATimeoutMessage() {
+	rc := s.runContext()
+	rc.RunTimeout = time.Second
+	s.steps(map[string][]any{"StartRun": {rc, nil}, "RunAgent": {blockUntilCancelled}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().Error(s.env.GetWorkflowError())
+	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	s.Contains(fin.ErrorMessage, "did not finish within 1s")
+}
+
+// blockUntilCancelled stands for an agent that runs until it is stopped. The
+// test environment runs mocked activities in real time, so it also gives up
+// after a while rather than hang the test.
+func blockUntilCancelled(ctx context.Context, _ activities.AgentInput) (activities.AgentOutput, error) {
+	select {
+	case <-ctx.Done():
+		return activities.AgentOutput{}, ctx.Err()
+	case <-time.After(2 * time.Second):
+		return activities.AgentOutput{}, temporal.NewCanceledError()
+	}
+}
+
+func TestResolveRun(t *testing.T) {
+	wfID := WorkflowID(taskID, runID)
+	cases := []struct {
+		name, workflowID, wantTask, wantErr string
+		in                                  Input
+	}{
+		{name: "from workflow ID", in: Input{RunID: runID}, workflowID: wfID, wantTask: taskID},
+		{name: "from input", in: Input{RunID: runID, TaskID: taskID}, workflowID: "x", wantTask: taskID},
+		{name: "no run_id", in: Input{}, workflowID: wfID, wantErr: "no run_id"},
+		{name: "run_id not a uuid", in: Input{RunID: "../etc"}, workflowID: wfID, wantErr: "not a UUID"},
+		{name: "no task anywhere", in: Input{RunID: runID}, workflowID: "task-processing-nope", wantErr: "no task_id"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			task, run, err := resolveRun(c.in, c.workflowID)
+			if c.wantErr != "" {
+				require.ErrorContains(t, err, c.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, c.wantTask, task)
+			require.Equal(t, runID, run)
+		})
+	}
+}
+
+func TestInputToleratesPostHogsShapes(t *testing.T) {
+	cases := map[string]Input{
+		`{"run_id":"` + runID + `","create_pr":true,"slack_thread_context":{"x":1}}`: {RunID: runID, CreatePR: true},
+		`{"run_id":"` + runID + `","create_pr":"true","task_id":"` + taskID + `"}`: {RunID: runID, CreatePR: true, TaskID: taskID},
+		`{"run_id":42,"create_pr":null}`: {},
+		`null`:                            {},
+		`[1,2]`:                           {},
+	}
+	for raw, want := range cases {
+		var in Input
+		require.NoError(t, in.UnmarshalJSON([]byte(raw)), raw)
+		require.Equal(t, want, in, raw)
+	}
+}
