@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,7 +70,39 @@ func explainEnvError(err error) error {
 	return fmt.Errorf("configuration: %w (see `taskworker config`)", err)
 }
 
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	c.applyDefaults()
+	return c
+}
+
+// applyDefaults fills every zero field that has a default tag, so a Config
+// built in code (the local stack, tests) gets the same defaults as the environment.
 func (c *Config) applyDefaults() {
+	v := reflect.ValueOf(c).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		def, ok := v.Type().Field(i).Tag.Lookup("default")
+		field := v.Field(i)
+		if !ok || !field.IsZero() {
+			continue
+		}
+		switch field.Interface().(type) {
+		case time.Duration:
+			d, err := time.ParseDuration(def)
+			if err != nil {
+				panic(fmt.Sprintf("bad default %q for %s", def, v.Type().Field(i).Name))
+			}
+			field.SetInt(int64(d))
+		case int:
+			n, err := strconv.Atoi(def)
+			if err != nil {
+				panic(fmt.Sprintf("bad default %q for %s", def, v.Type().Field(i).Name))
+			}
+			field.SetInt(int64(n))
+		case string:
+			field.SetString(def)
+		}
+	}
 	if c.WorkspaceDir == "" {
 		c.WorkspaceDir = filepath.Join(os.TempDir(), "taskworker", "workspaces")
 	}

@@ -87,14 +87,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 
-	wcfg := opts.Worker
+	wcfg := opts.Worker.WithDefaults()
 	wcfg.TemporalAddress = s.Temporal.HostPort()
-	if wcfg.TemporalNamespace == "" {
-		wcfg.TemporalNamespace = "default"
-	}
-	if wcfg.TaskQueue == "" {
-		wcfg.TaskQueue = "tasks-task-queue"
-	}
 
 	listener, err := net.Listen("tcp", orDefault(opts.APIAddress, "127.0.0.1:0"))
 	if err != nil {

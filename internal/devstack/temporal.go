@@ -61,10 +61,8 @@ func StartTemporal(opts TemporalOptions) (*TemporalServer, error) {
 	if opts.DatabaseFile == "" {
 		sqlConfig.ConnectAttributes["mode"] = "memory"
 		sqlConfig.ConnectAttributes["cache"] = "shared"
+		// The SQLite plugin creates the schema of an in-memory database itself.
 		sqlConfig.DatabaseName = fmt.Sprintf("taskworker-%d-%d", os.Getpid(), time.Now().UnixNano())
-		if err := sqlite.SetupSchema(sqlConfig); err != nil {
-			return nil, fmt.Errorf("set up temporal schema: %w", err)
-		}
 	} else {
 		sqlConfig.ConnectAttributes["mode"] = "rwc"
 		sqlConfig.ConnectAttributes["journal_mode"] = "wal"

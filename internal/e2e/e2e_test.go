@@ -1,0 +1,374 @@
+// Package e2e runs task runs end to end: a real embedded Temporal server, the
+// local Tasks API over HTTP, real git repositories and real agent processes.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/worker"
+	"github.com/taskworker/taskworker/workflows"
+)
+
+const repo = "acme/app"
+
+type harness struct {
+	stack   *devstack.Stack
+	api     *tasksapi.Client
+	gitRoot string
+}
+
+// One stack serves every test: the agent script picks its behaviour from the
+// task title.
+var h *harness
+
+func TestMain(m *testing.M) {
+	code, err := runWithStack(m)
+	if err != nil {
+		println("e2e:", err.Error())
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func runWithStack(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "taskworker-e2e-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	gitRoot := filepath.Join(dir, "git")
+	if _, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n", "main.go": "package main\n"}); err != nil {
+		return 0, err
+	}
+	agent, err := filepath.Abs("testdata/agent.sh")
+	if err != nil {
+		return 0, err
+	}
+	stack, err := devstack.Start(ctx, devstack.Options{Worker: worker.Config{
+		Agent:             "command",
+		AgentCommand:      "sh " + agent,
+		RepoURLTemplate:   devstack.RepoURLTemplate(gitRoot),
+		WorkspaceDir:      filepath.Join(dir, "workspaces"),
+		MaxConcurrentRuns: 8,
+		AgentTimeout:      2 * time.Minute,
+		RunTimeout:        5 * time.Minute,
+		StopGrace:         2 * time.Second,
+	}})
+	if err != nil {
+		return 0, err
+	}
+	defer stack.Stop()
+	cfg := stack.WorkerConfig
+	h = &harness{
+		stack:   stack,
+		api:     tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID}),
+		gitRoot: gitRoot,
+	}
+	return m.Run(), nil
+}
+
+// startRun creates a task and kicks off a run the way PostHog's UI does.
+func startRun(t *testing.T, title, description, repository string) (tasksapi.Task, tasksapi.TaskRun) {
+	t.Helper()
+	ctx := context.Background()
+	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: description, Repository: repository})
+	require.NoError(t, err)
+	kicked, err := h.api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	require.NotNil(t, kicked.LatestRun)
+	require.Equal(t, tasksapi.StatusQueued, kicked.LatestRun.Status)
+	return task, *kicked.LatestRun
+}
+
+// waitForEnd polls the run until it is terminal.
+func waitForEnd(t *testing.T, taskID, runID string) tasksapi.TaskRun {
+	t.Helper()
+	var run tasksapi.TaskRun
+	require.Eventually(t, func() bool {
+		var err error
+		run, err = h.api.GetRun(context.Background(), taskID, runID)
+		require.NoError(t, err)
+		return run.Status.Terminal()
+	}, 2*time.Minute, 50*time.Millisecond, "run %s did not end", runID)
+	// The workflow has returned once Temporal says so: nothing may follow.
+	wf := h.stack.Client.GetWorkflow(context.Background(), workflows.WorkflowID(taskID, runID), "")
+	_ = wf.Get(context.Background(), nil)
+	return run
+}
+
+func statusHistory(t *testing.T, taskID, runID string) []tasksapi.Status {
+	t.Helper()
+	cfg := h.stack.WorkerConfig
+	req, _ := http.NewRequest(http.MethodGet, h.stack.APIURL+"/api/projects/"+cfg.ProjectID+"/tasks/"+taskID+"/runs/"+runID+"/status_history/", nil)
+	req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var changes []struct {
+		Status tasksapi.Status `json:"status"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&changes))
+	var out []tasksapi.Status
+	for _, c := range changes {
+		out = append(out, c.Status)
+	}
+	return out
+}
+
+type entry struct {
+	Type         string `json:"type"`
+	Timestamp    string `json:"timestamp"`
+	EventID      string `json:"event_id"`
+	Notification struct {
+		JSONRPC string         `json:"jsonrpc"`
+		Method  string         `json:"method"`
+		Params  map[string]any `json:"params"`
+	} `json:"notification"`
+}
+
+// logOf reads the run's log and checks the envelope of every entry.
+func logOf(t *testing.T, taskID, runID string) []entry {
+	t.Helper()
+	raw, err := h.api.Logs(context.Background(), taskID, runID)
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	var entries []entry
+	for _, r := range raw {
+		var e entry
+		require.NoError(t, json.Unmarshal(r, &e))
+		require.Equal(t, "notification", e.Type)
+		require.Equal(t, "2.0", e.Notification.JSONRPC)
+		ts, err := time.Parse(time.RFC3339Nano, e.Timestamp)
+		require.NoError(t, err, "timestamp %q", e.Timestamp)
+		require.Equal(t, time.UTC, ts.Location())
+		require.NotEmpty(t, e.EventID)
+		require.False(t, seen[e.EventID], "event_id %s appears twice", e.EventID)
+		seen[e.EventID] = true
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+func consoleLines(entries []entry) []string {
+	var lines []string
+	for _, e := range entries {
+		if e.Notification.Method == "_posthog/console" {
+			lines = append(lines, e.Notification.Params["level"].(string)+": "+e.Notification.Params["message"].(string))
+		}
+	}
+	return lines
+}
+
+func methods(entries []entry) []string {
+	var out []string
+	for _, e := range entries {
+		m := e.Notification.Method
+		if m == "_posthog/progress" {
+			m += ":" + e.Notification.Params["step"].(string) + ":" + e.Notification.Params["status"].(string)
+		}
+		if m != "_posthog/console" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func gitOut(t *testing.T, gitDir string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("git", append([]string{"--git-dir", gitDir}, args...)...).CombinedOutput()
+	require.NoError(t, err, string(out))
+	return strings.TrimSpace(string(out))
+}
+
+func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
+	task, run := startRun(t, "change the README", "Say what changed.", repo)
+	run = waitForEnd(t, task.ID, run.ID)
+
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCompleted}, statusHistory(t, task.ID, run.ID))
+	require.NotNil(t, run.CompletedAt)
+
+	// The branch is on origin, at the commit the run reports, with the agent's change.
+	branch := "posthog/task-" + strings.ToLower(task.Slug)
+	require.NotNil(t, run.Branch)
+	require.Equal(t, branch, *run.Branch)
+	bare := filepath.Join(h.gitRoot, repo+".git")
+	require.Equal(t, run.Output["commit_sha"], gitOut(t, bare, "rev-parse", "refs/heads/"+branch))
+	require.Contains(t, gitOut(t, bare, "show", branch+":README.md"), "changed by run "+run.ID)
+	require.Equal(t, gitOut(t, bare, "rev-parse", "main"), run.Output["base_sha"])
+	msg := gitOut(t, bare, "log", "-1", "--format=%an <%ae>%n%B", branch)
+	require.Contains(t, msg, "PostHog Tasks <tasks@taskworker.invalid>")
+	require.Contains(t, msg, "Task-Id: "+task.ID)
+	require.Contains(t, msg, "Run-Id: "+run.ID)
+	require.Equal(t, true, run.Output["changed"])
+	require.Equal(t, branch, run.Output["head_branch"])
+	require.EqualValues(t, 2, run.Output["files_changed"])
+	require.EqualValues(t, 2, run.Output["insertions"])
+	require.EqualValues(t, 0, run.Output["deletions"])
+
+	// The log: the agent's lines in the order it wrote them, framed by the steps.
+	entries := logOf(t, task.ID, run.ID)
+	require.Equal(t, []string{
+		"_posthog/run_started",
+		"_posthog/progress:clone:started", "_posthog/progress:clone:completed",
+		"_posthog/progress:agent:started", "_posthog/progress:agent:completed",
+		"_posthog/progress:publish:started", "_posthog/branch_created", "_posthog/progress:publish:completed",
+		"_posthog/progress:artifacts:started", "_posthog/progress:artifacts:completed",
+		"_posthog/task_complete",
+	}, methods(entries))
+	lines := consoleLines(entries)
+	var stdout []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "info: line ") {
+			stdout = append(stdout, l)
+		}
+	}
+	require.Len(t, stdout, 3)
+	require.True(t, strings.HasPrefix(stdout[0], "info: line 1: read the prompt"))
+	require.Equal(t, []string{"info: line 2: editing", "info: line 3: done"}, stdout[1:])
+	require.Contains(t, lines, "warn: a warning on stderr")
+	require.Contains(t, lines, "warn: artifact passwd-link is not a regular file (symlink or device); skipped")
+
+	// Artifacts: the plan, the binary file as base64, and the diff; never the symlink.
+	byName := map[string]tasksapi.ArtifactRecord{}
+	for _, a := range run.Artifacts {
+		byName[a.Name] = a
+	}
+	require.Len(t, byName, 3, "artifacts: %+v", run.Artifacts)
+	require.Equal(t, tasksapi.ArtifactPlan, byName["plan.md"].Type)
+	require.Equal(t, tasksapi.ArtifactGeneric, byName["blob.bin"].Type)
+	require.Equal(t, tasksapi.ArtifactOutput, byName["changes.patch"].Type)
+	plan, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "plan.md"))
+	require.NoError(t, err)
+	require.Equal(t, "# Plan\n\n1. Edit README.md\n", string(plan))
+	blob, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "blob.bin"))
+	require.NoError(t, err)
+	require.Equal(t, "\x01\x02binary", string(blob))
+	patch, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "changes.patch"))
+	require.NoError(t, err)
+	require.Contains(t, string(patch), "+changed by run "+run.ID)
+	require.Contains(t, string(patch), "src/new.go")
+
+	// The workspace is gone.
+	_, err = os.Stat(filepath.Join(h.stack.WorkerConfig.WorkspaceDir, run.ID))
+	require.True(t, os.IsNotExist(err), "workspace left behind: %v", err)
+}
+
+func TestRunWithoutChangesCompletesWithoutABranch(t *testing.T) {
+	task, run := startRun(t, "nothing to do", "", repo)
+	run = waitForEnd(t, task.ID, run.ID)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Nil(t, run.Branch)
+	require.Equal(t, false, run.Output["changed"])
+	require.Contains(t, consoleLines(logOf(t, task.ID, run.ID)), "info: the agent changed nothing; no branch pushed")
+}
+
+func TestAgentExitingNonZeroFailsTheRunWithItsExitCodeAndStderr(t *testing.T) {
+	task, run := startRun(t, "fail please", "", repo)
+	run = waitForEnd(t, task.ID, run.ID)
+
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusFailed}, statusHistory(t, task.ID, run.ID))
+	require.NotNil(t, run.ErrorMessage)
+	require.Contains(t, *run.ErrorMessage, "exited with code 3")
+	require.Contains(t, *run.ErrorMessage, "error: could not compile | fatal: giving up")
+	require.Nil(t, run.Branch, "a failed agent pushes nothing")
+
+	entries := logOf(t, task.ID, run.ID)
+	require.Contains(t, consoleLines(entries), "info: trying something")
+	last := entries[len(entries)-1]
+	require.Equal(t, "_posthog/error", last.Notification.Method)
+	require.Contains(t, last.Notification.Params["message"], "exited with code 3")
+	require.Contains(t, methods(entries), "_posthog/progress:agent:failed")
+}
+
+func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	task, run := startRun(t, "hang around", pidFile, repo)
+
+	var pids []int
+	require.Eventually(t, func() bool {
+		data, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false
+		}
+		for _, f := range strings.Fields(string(data)) {
+			pid, err := strconv.Atoi(f)
+			require.NoError(t, err)
+			pids = append(pids, pid)
+		}
+		return true
+	}, time.Minute, 20*time.Millisecond, "the agent never started")
+	require.Len(t, pids, 2)
+	for _, pid := range pids {
+		require.True(t, alive(pid), "pid %d should be running before the cancel", pid)
+	}
+
+	require.NoError(t, h.stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, run.ID), ""))
+	run = waitForEnd(t, task.ID, run.ID)
+
+	require.Equal(t, tasksapi.StatusCancelled, run.Status)
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled}, statusHistory(t, task.ID, run.ID))
+	for _, pid := range pids {
+		require.False(t, alive(pid), "agent process %d still running after the run was cancelled", pid)
+	}
+	lines := consoleLines(logOf(t, task.ID, run.ID))
+	require.Contains(t, lines, "info: working for a long time")
+	require.Contains(t, lines, "warn: agent stopped: the run was cancelled")
+	require.Contains(t, lines, "warn: run cancelled")
+}
+
+// alive reports whether pid runs; a zombie waiting for its reaper counts as gone.
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func TestMissingRepositoryFailsTheRunSayingSo(t *testing.T) {
+	task, run := startRun(t, "change the README", "", "acme/does-not-exist")
+	run = waitForEnd(t, task.ID, run.ID)
+
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusFailed}, statusHistory(t, task.ID, run.ID))
+	require.NotNil(t, run.ErrorMessage)
+	require.Contains(t, *run.ErrorMessage, "clone acme/does-not-exist: the repository does not exist or this worker can't read it")
+	require.Contains(t, methods(logOf(t, task.ID, run.ID)), "_posthog/progress:clone:failed")
+}
+
+func TestTaskWithoutRepositoryFailsTheRun(t *testing.T) {
+	task, run := startRun(t, "change the README", "", "")
+	run = waitForEnd(t, task.ID, run.ID)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Contains(t, *run.ErrorMessage, "has no repository")
+}
+
+func TestWorkerKeepsServingAfterFailures(t *testing.T) {
+	// Runs after the failing ones in this file share the worker; one more
+	// success here proves it still serves.
+	task, run := startRun(t, "nothing again", "", repo)
+	run = waitForEnd(t, task.ID, run.ID)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+}

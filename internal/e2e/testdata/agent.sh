@@ -1,0 +1,38 @@
+#!/bin/sh
+# The agent of the end-to-end tests. Its behaviour is chosen by the first word
+# of the task title, so one worker serves every scenario.
+set -eu
+prompt=$(cat)
+case "$TASK_TITLE" in
+change*)
+	echo "line 1: read the prompt ($(printf '%s' "$prompt" | wc -c) bytes)"
+	echo "line 2: editing"
+	echo "a warning on stderr" >&2
+	printf 'changed by run %s\n' "$RUN_ID" >> README.md
+	mkdir -p src && printf 'package main\n' > src/new.go
+	printf '# Plan\n\n1. Edit README.md\n' > "$TASK_ARTIFACTS_DIR/plan.md"
+	printf '\001\002binary' > "$TASK_ARTIFACTS_DIR/blob.bin"
+	ln -s /etc/passwd "$TASK_ARTIFACTS_DIR/passwd-link"
+	echo "line 3: done"
+	;;
+nothing*)
+	echo "looked around, nothing to change"
+	;;
+fail*)
+	echo "trying something"
+	echo "error: could not compile" >&2
+	echo "fatal: giving up" >&2
+	exit 3
+	;;
+hang*)
+	# A child in the same group, to prove the whole group is stopped.
+	sleep 300 &
+	echo "$$ $!" > "$TASK_DESCRIPTION.tmp" && mv "$TASK_DESCRIPTION.tmp" "$TASK_DESCRIPTION"
+	echo "working for a long time"
+	wait
+	;;
+*)
+	echo "unknown scenario: $TASK_TITLE" >&2
+	exit 64
+	;;
+esac
