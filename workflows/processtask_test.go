@@ -232,10 +232,10 @@ func TestResolveRun(t *testing.T) {
 func TestInputToleratesPostHogsShapes(t *testing.T) {
 	cases := map[string]Input{
 		`{"run_id":"` + runID + `","create_pr":true,"slack_thread_context":{"x":1}}`: {RunID: runID, CreatePR: true},
-		`{"run_id":"` + runID + `","create_pr":"true","task_id":"` + taskID + `"}`: {RunID: runID, CreatePR: true, TaskID: taskID},
-		`{"run_id":42,"create_pr":null}`: {},
-		`null`:                            {},
-		`[1,2]`:                           {},
+		`{"run_id":"` + runID + `","create_pr":"true","task_id":"` + taskID + `"}`:   {RunID: runID, CreatePR: true, TaskID: taskID},
+		`{"run_id":42,"create_pr":null}`:                                             {},
+		`null`:                                                                       {},
+		`[1,2]`:                                                                      {},
 	}
 	for raw, want := range cases {
 		var in Input
