@@ -199,7 +199,7 @@ func (s *Stream) nextBatch() ([]json.RawMessage, bool) {
 		due := s.closed || n == s.cfg.MaxBatchEntries || size >= s.cfg.MaxBatchBytes ||
 			(n > 0 && len(s.queue) > n) ||
 			(n > 0 && s.now().Sub(s.queue[0].arrived) >= s.cfg.FlushDelay)
-		if s.fatal != nil || (s.closed && len(s.queue) == 0) {
+		if s.fatal != nil || s.sendCtx.Err() != nil || (s.closed && len(s.queue) == 0) {
 			s.mu.Unlock()
 			return nil, false
 		}
