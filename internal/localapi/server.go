@@ -105,7 +105,15 @@ func (s *Server) ArtifactPath(runID, name string) string {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// Every path of the contract ends in a slash; like PostHog for a POST, the
+// local API answers a path without one with 404 rather than a redirect.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasSuffix(r.URL.Path, "/") {
+		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 func (s *Server) routes() {
 	const p = "/api/projects/{project}"

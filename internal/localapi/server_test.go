@@ -1,0 +1,235 @@
+package localapi
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const key = "test-key-123456"
+
+type apiClient struct {
+	t    *testing.T
+	base string
+}
+
+func newServer(t *testing.T) (*Server, *apiClient) {
+	s, err := New(Config{DataDir: t.TempDir(), APIKey: key, ProjectID: "1"})
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
+	t.Cleanup(func() { srv.Close(); s.Close() })
+	return s, &apiClient{t: t, base: srv.URL + "/api/projects/1"}
+}
+
+func (c *apiClient) do(method, path, body string, headers ...string) (int, map[string]any) {
+	c.t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, c.base+path, r)
+	require.NoError(c.t, err)
+	req.Header.Set("Authorization", "Bearer "+key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+		} else {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(c.t, err)
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	_ = json.Unmarshal(data, &out)
+	return resp.StatusCode, out
+}
+
+func (c *apiClient) task() (taskID, runID string) {
+	c.t.Helper()
+	code, task := c.do("POST", "/tasks/", `{"title":"Fix","description":"d","repository":"Acme/App"}`)
+	require.Equal(c.t, 201, code, task)
+	require.Equal(c.t, "acme/app", task["repository"], "repositories are stored lower-case")
+	code, run := c.do("POST", "/tasks/"+task["id"].(string)+"/runs/", "")
+	require.Equal(c.t, 201, code)
+	return task["id"].(string), run["id"].(string)
+}
+
+func TestAuthAndProject(t *testing.T) {
+	_, c := newServer(t)
+	code, body := c.do("GET", "/tasks/", "", "Authorization", "")
+	require.Equal(t, 401, code)
+	require.Equal(t, "Authentication credentials were not provided.", body["detail"])
+	code, _ = c.do("GET", "/tasks/", "", "Authorization", "Bearer wrong")
+	require.Equal(t, 401, code)
+	c2 := &apiClient{t: t, base: strings.Replace(c.base, "/projects/1", "/projects/2", 1)}
+	code, _ = c2.do("GET", "/tasks/", "")
+	require.Equal(t, 403, code)
+}
+
+func TestPathsNeedTheirTrailingSlash(t *testing.T) {
+	_, c := newServer(t)
+	code, body := c.do("GET", "/tasks", "")
+	require.Equal(t, 404, code)
+	require.Equal(t, "Not found.", body["detail"])
+}
+
+func TestTaskValidation(t *testing.T) {
+	_, c := newServer(t)
+	cases := []struct{ body, attr string }{
+		{`{"description":"no title"}`, "title"},
+		{`{"title":"  "}`, "title"},
+		{`{"title":{"x":1}}`, "title"},
+		{`{"title":"t","repository":"a/b/c"}`, "repository"},
+		{`{"title":"t","repository":"nope"}`, "repository"},
+		{`{"title":"t","origin_product":"made_up"}`, "origin_product"},
+		{`{"title":"t","github_integration":"x"}`, "github_integration"},
+		{`{"title":"t","json_schema":[1]}`, "json_schema"},
+	}
+	for _, tc := range cases {
+		code, body := c.do("POST", "/tasks/", tc.body)
+		require.Equal(t, 400, code, tc.body)
+		require.Equal(t, tc.attr, body["attr"], tc.body)
+		require.Equal(t, "validation_error", body["type"])
+	}
+	code, _ := c.do("POST", "/tasks/", `{"title":"t"}`, "Content-Type", "text/plain")
+	require.Equal(t, 415, code)
+	code, _ = c.do("POST", "/tasks/", `not json`)
+	require.Equal(t, 400, code)
+}
+
+func TestRunPatchValidationAndMerge(t *testing.T) {
+	_, c := newServer(t)
+	taskID, runID := c.task()
+	path := "/tasks/" + taskID + "/runs/" + runID + "/"
+	for body, attr := range map[string]string{
+		`{"status":"done"}`:          "status",
+		`{"status":3}`:               "status",
+		`{"state":null}`:             "state",
+		`{"branch":{"a":1}}`:         "branch",
+		`{"stage":["x"]}`:            "stage",
+		`{"error_message":true}`:     "error_message",
+		`{"output":"not an object"}`: "output",
+	} {
+		code, resp := c.do("PATCH", path, body)
+		require.Equal(t, 400, code, body)
+		require.Equal(t, attr, resp["attr"], body)
+	}
+
+	code, run := c.do("PATCH", path, `{"status":"in_progress","output":{"a":1},"state":{"s":1},"unknown_key":1}`)
+	require.Equal(t, 200, code)
+	require.Nil(t, run["completed_at"])
+	code, run = c.do("PATCH", path, `{"status":"completed","output":{"b":2},"branch":"x"}`)
+	require.Equal(t, 200, code)
+	require.Equal(t, map[string]any{"a": 1.0, "b": 2.0}, run["output"], "output is merged by top-level key")
+	require.Equal(t, map[string]any{"s": 1.0}, run["state"])
+	require.NotNil(t, run["completed_at"], "a terminal status sets completed_at")
+
+	code, _ = c.do("PATCH", "/tasks/"+taskID+"/runs/00000000-0000-0000-0000-000000000000/", `{"stage":"x"}`)
+	require.Equal(t, 404, code)
+}
+
+func TestAppendLogValidationAndOrder(t *testing.T) {
+	s, c := newServer(t)
+	taskID, runID := c.task()
+	path := "/tasks/" + taskID + "/runs/" + runID + "/append_log/"
+	for _, body := range []string{`{}`, `{"entries":{}}`, `{"entries":[]}`, `{"entries":[1]}`, `{"entries":[{"a":1},"x"]}`} {
+		code, _ := c.do("POST", path, body)
+		require.Equal(t, 400, code, body)
+	}
+	for _, body := range []string{`{"entries":[{"n":1},{"n":2}]}`, `{"entries":[{"n":3}]}`} {
+		code, _ := c.do("POST", path, body)
+		require.Equal(t, 200, code)
+	}
+	lines, err := s.store.logs(t.Context(), runID)
+	require.NoError(t, err)
+	require.Equal(t, []string{`{"n":1}`, `{"n":2}`, `{"n":3}`}, lines)
+}
+
+func TestArtifactsValidationAndManifest(t *testing.T) {
+	s, c := newServer(t)
+	taskID, runID := c.task()
+	path := "/tasks/" + taskID + "/runs/" + runID + "/artifacts/"
+	for body, attr := range map[string]string{
+		`{"artifacts":[{"name":"a","type":"weird","content":"x"}]}`:                               "artifacts__0__type",
+		`{"artifacts":[{"name":"a","type":"plan","content":"%%%","content_encoding":"base64"}]}`:  "artifacts__0__content",
+		`{"artifacts":[{"type":"plan","content":"x"}]}`:                                           "artifacts__0__name",
+		`{"artifacts":[{"name":"` + strings.Repeat("n", 256) + `","type":"plan","content":"x"}]}`: "artifacts__0__name",
+	} {
+		code, resp := c.do("POST", path, body)
+		require.Equal(t, 400, code, body)
+		require.Equal(t, attr, resp["attr"], body)
+	}
+	code, resp := c.do("POST", path, `{"artifacts":[{"name":"dir/plan.md","type":"plan","content":"# Plan"},{"name":"b.bin","type":"artifact","content":"AAEC","content_encoding":"base64"}]}`)
+	require.Equal(t, 200, code)
+	manifest := resp["artifacts"].([]any)
+	require.Len(t, manifest, 2)
+	first := manifest[0].(map[string]any)
+	require.Equal(t, "plan.md", first["name"], "stored under its base name")
+	require.EqualValues(t, 6, first["size"])
+	data, err := os.ReadFile(s.ArtifactPath(runID, "b.bin"))
+	require.NoError(t, err)
+	require.Equal(t, []byte{0, 1, 2}, data)
+	code, resp = c.do("POST", path, `{"artifacts":[{"name":"c.txt","type":"output","content":"c"}]}`)
+	require.Equal(t, 200, code)
+	require.Len(t, resp["artifacts"].([]any), 3, "the answer is the run's whole manifest")
+}
+
+func TestListsPaginate(t *testing.T) {
+	_, c := newServer(t)
+	for range 5 {
+		code, _ := c.do("POST", "/tasks/", `{"title":"t","repository":"org/one"}`)
+		require.Equal(t, 201, code)
+	}
+	code, _ := c.do("POST", "/tasks/", `{"title":"t","repository":"other/two"}`)
+	require.Equal(t, 201, code)
+	code, page := c.do("GET", "/tasks/?limit=2&organization=org", "")
+	require.Equal(t, 200, code)
+	require.EqualValues(t, 5, page["count"])
+	require.Len(t, page["results"], 2)
+	require.Contains(t, page["next"], "offset=2")
+	require.Nil(t, page["previous"])
+	code, _ = c.do("GET", "/tasks/?limit=0", "")
+	require.Equal(t, 400, code)
+}
+
+func TestDeleteIsSoft(t *testing.T) {
+	_, c := newServer(t)
+	taskID, _ := c.task()
+	code, _ := c.do("DELETE", "/tasks/"+taskID+"/", "")
+	require.Equal(t, 204, code)
+	code, _ = c.do("GET", "/tasks/"+taskID+"/", "")
+	require.Equal(t, 404, code)
+	code, _ = c.do("POST", "/tasks/"+taskID+"/run/", "")
+	require.Equal(t, 404, code)
+}
+
+func TestStateSurvivesARestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(Config{DataDir: dir, APIKey: key, ProjectID: "1"})
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
+	c := &apiClient{t: t, base: srv.URL + "/api/projects/1"}
+	taskID, _ := c.task()
+	srv.Close()
+	require.NoError(t, s.Close())
+
+	s2, err := New(Config{DataDir: dir, APIKey: key, ProjectID: "1"})
+	require.NoError(t, err)
+	srv2 := httptest.NewServer(s2)
+	t.Cleanup(func() { srv2.Close(); s2.Close() })
+	c2 := &apiClient{t: t, base: srv2.URL + "/api/projects/1"}
+	code, task := c2.do("GET", "/tasks/"+taskID+"/", "")
+	require.Equal(t, 200, code)
+	require.NotNil(t, task["latest_run"])
+}
