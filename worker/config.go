@@ -57,7 +57,15 @@ func Load() (Config, error) {
 	if err := envconfig.Process("", &cfg); err != nil {
 		return cfg, explainEnvError(err)
 	}
-	cfg.applyDefaults()
+	// envconfig accepts a required variable that is set but empty.
+	t := reflect.TypeOf(cfg)
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Tag.Get("required") == "true" && reflect.ValueOf(cfg).Field(i).IsZero() {
+			return cfg, fmt.Errorf("%s is not set: set it in the environment (see `taskworker config`)", f.Tag.Get("envconfig"))
+		}
+	}
+	cfg.fillComputed()
 	return cfg, cfg.Validate()
 }
 
@@ -103,6 +111,11 @@ func (c *Config) applyDefaults() {
 			field.SetString(def)
 		}
 	}
+	c.fillComputed()
+}
+
+// fillComputed sets the defaults that depend on the machine.
+func (c *Config) fillComputed() {
 	if c.WorkspaceDir == "" {
 		c.WorkspaceDir = filepath.Join(os.TempDir(), "taskworker", "workspaces")
 	}

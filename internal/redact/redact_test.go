@@ -1,0 +1,34 @@
+package redact
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestString(t *testing.T) {
+	r := New("my-api-key-value", "short", "my-api-key-value-longer", "")
+	cases := map[string]string{
+		"key=my-api-key-value":               "key=[REDACTED]",
+		"key=my-api-key-value-longer!":       "key=[REDACTED]!",
+		"short stays":                        "short stays",
+		"phx_abcdefghijklmnopqrstuv":         "[REDACTED]",
+		"ghp_0123456789abcdefghij and more":  "[REDACTED] and more",
+		"github_pat_11ABCDEFG0123456789_xyz": "[REDACTED]",
+		"Bearer sk-ant-api03-abcdefghijkl":   "Bearer [REDACTED]",
+		"sk-proj-abcdefghijklmnop":           "[REDACTED]",
+		"ghs_shortx":                         "ghs_shortx",
+		"task-processing-ok":                 "task-processing-ok",
+	}
+	for in, want := range cases {
+		require.Equal(t, want, r.String(in), in)
+	}
+}
+
+func TestValueAndChain(t *testing.T) {
+	r := New("secret-one").Chain(New("secret-two"))
+	got := r.Value(map[string]any{"a": []any{"x secret-one", 3, map[string]any{"b": "secret-two"}}})
+	require.Equal(t, map[string]any{"a": []any{"x [REDACTED]", 3, map[string]any{"b": "[REDACTED]"}}}, got)
+	var nilRedactor *Redactor
+	require.Equal(t, "[REDACTED]", nilRedactor.String("ghp_0123456789abcdef"))
+}

@@ -1,0 +1,78 @@
+package worker
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func setRequired(t *testing.T) {
+	t.Setenv("POSTHOG_API_URL", "https://us.posthog.com")
+	t.Setenv("POSTHOG_PERSONAL_API_KEY", "phx_key")
+	t.Setenv("POSTHOG_PROJECT_ID", "42")
+	t.Setenv("TASKWORKER_AGENT_COMMAND", "true")
+}
+
+func TestLoadAppliesDefaults(t *testing.T) {
+	setRequired(t)
+	cfg, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:7233", cfg.TemporalAddress)
+	require.Equal(t, "default", cfg.TemporalNamespace)
+	require.Equal(t, "tasks-task-queue", cfg.TaskQueue)
+	require.Equal(t, "https://github.com/{repo}.git", cfg.RepoURLTemplate)
+	require.Equal(t, time.Hour, cfg.AgentTimeout)
+	require.Equal(t, 10, cfg.MaxConcurrentRuns)
+	require.NotEmpty(t, cfg.WorkspaceDir)
+	require.NotEmpty(t, cfg.WorkerID)
+}
+
+func TestMissingRequiredVariableIsNamed(t *testing.T) {
+	setRequired(t)
+	t.Setenv("POSTHOG_PERSONAL_API_KEY", "")
+	_, err := Load()
+	require.EqualError(t, err, "POSTHOG_PERSONAL_API_KEY is not set: set it in the environment (see `taskworker config`)")
+}
+
+func TestInvalidValuesAreAllReported(t *testing.T) {
+	setRequired(t)
+	t.Setenv("POSTHOG_API_URL", "us.posthog.com")
+	t.Setenv("TASKWORKER_AGENT", "gpt")
+	t.Setenv("TASKWORKER_REPO_URL_TEMPLATE", "https://github.com/x.git")
+	t.Setenv("TASKWORKER_MAX_CONCURRENT_RUNS", "0")
+	_, err := Load()
+	require.ErrorContains(t, err, `POSTHOG_API_URL "us.posthog.com" is not an http(s) URL`)
+	require.ErrorContains(t, err, `TASKWORKER_AGENT "gpt" is not one of command, claude, codex`)
+	require.ErrorContains(t, err, "has no {repo} placeholder")
+	require.ErrorContains(t, err, "TASKWORKER_MAX_CONCURRENT_RUNS must be at least 1")
+
+	t.Setenv("TASKWORKER_MAX_CONCURRENT_RUNS", "ten")
+	_, err = Load()
+	require.ErrorContains(t, err, "TASKWORKER_MAX_CONCURRENT_RUNS")
+}
+
+func TestCommandAgentNeedsACommand(t *testing.T) {
+	setRequired(t)
+	t.Setenv("TASKWORKER_AGENT_COMMAND", "")
+	_, err := Load()
+	require.ErrorContains(t, err, "TASKWORKER_AGENT_COMMAND is not set")
+}
+
+func TestUsageListsEveryVariable(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, PrintUsage(&buf))
+	for _, name := range []string{"POSTHOG_API_URL", "POSTHOG_PERSONAL_API_KEY", "POSTHOG_PROJECT_ID", "TEMPORAL_ADDRESS",
+		"TEMPORAL_NAMESPACE", "TEMPORAL_TASK_QUEUE", "TASKWORKER_AGENT", "TASKWORKER_AGENT_COMMAND",
+		"TASKWORKER_REPO_URL_TEMPLATE", "TASKWORKER_WORKSPACE_DIR", "TASKWORKER_MAX_CONCURRENT_RUNS",
+		"TASKWORKER_AGENT_TIMEOUT", "TASKWORKER_GITHUB_TOKEN"} {
+		require.Contains(t, buf.String(), name)
+	}
+	require.Contains(t, buf.String(), "https://github.com/{repo}.git")
+}
+
+func TestSecretsAreTheKeyAndToken(t *testing.T) {
+	cfg := Config{APIKey: "phx_k", GitHubToken: "ghs_t"}
+	require.ElementsMatch(t, []string{"phx_k", "ghs_t"}, cfg.Secrets())
+}
