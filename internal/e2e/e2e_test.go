@@ -11,13 +11,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
@@ -317,7 +317,7 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	}, time.Minute, 20*time.Millisecond, "the agent never started")
 	require.Len(t, pids, 2)
 	for _, pid := range pids {
-		require.True(t, alive(pid), "pid %d should be running before the cancel", pid)
+		require.True(t, process.Alive(pid), "pid %d should be running before the cancel", pid)
 	}
 
 	require.NoError(t, h.stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, run.ID), ""))
@@ -326,25 +326,12 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	require.Equal(t, tasksapi.StatusCancelled, run.Status)
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled}, statusHistory(t, task.ID, run.ID))
 	for _, pid := range pids {
-		require.False(t, alive(pid), "agent process %d still running after the run was cancelled", pid)
+		require.False(t, process.Alive(pid), "agent process %d still running after the run was cancelled", pid)
 	}
 	lines := consoleLines(logOf(t, task.ID, run.ID))
 	require.Contains(t, lines, "info: working for a long time")
 	require.Contains(t, lines, "warn: agent stopped: the run was cancelled")
 	require.Contains(t, lines, "warn: run cancelled")
-}
-
-// alive reports whether pid runs; a zombie waiting for its reaper counts as gone.
-func alive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
 }
 
 func TestMissingRepositoryFailsTheRunSayingSo(t *testing.T) {

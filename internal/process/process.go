@@ -4,6 +4,7 @@ package process
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -274,4 +275,19 @@ func (t *lineTail) lines() []string {
 		return append([]string(nil), t.buf...)
 	}
 	return append(append([]string(nil), t.buf[t.next:]...), t.buf[:t.next]...)
+}
+
+// Alive reports whether pid is a running process; a zombie waiting for its
+// parent to reap it counts as gone.
+func Alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }

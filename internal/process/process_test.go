@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -103,7 +102,7 @@ func TestCancelStopsTheWholeGroup(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 	for _, pid := range pids {
-		require.Eventually(t, func() bool { return gone(pid) }, 5*time.Second, 10*time.Millisecond, "pid %d survived", pid)
+		require.Eventually(t, func() bool { return !Alive(pid) }, 5*time.Second, 10*time.Millisecond, "pid %d survived", pid)
 	}
 }
 
@@ -131,16 +130,4 @@ func TestMissingExecutableIsAStartError(t *testing.T) {
 	var startErr *StartError
 	require.ErrorAs(t, err, &startErr)
 	require.ErrorContains(t, err, "executable not found")
-}
-
-func gone(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return true
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	return len(fields) > 0 && fields[0] == "Z"
 }

@@ -1,0 +1,25 @@
+package slots
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestPool(t *testing.T) {
+	p := New(2)
+	now := time.Unix(0, 0)
+	p.now = func() time.Time { return now }
+	require.True(t, p.Acquire("a", time.Minute))
+	require.True(t, p.Acquire("b", time.Minute))
+	require.False(t, p.Acquire("c", time.Minute), "full")
+	require.True(t, p.Acquire("a", time.Minute), "a claim is renewed, not doubled")
+	require.Equal(t, 2, p.InUse())
+	p.Release("a")
+	require.True(t, p.Acquire("c", time.Minute))
+	now = now.Add(2 * time.Minute)
+	require.True(t, p.Acquire("d", time.Minute), "expired claims free their slots")
+	require.Equal(t, 1, p.InUse())
+	p.Release("nobody")
+}
