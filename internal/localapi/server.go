@@ -117,8 +117,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) routes() {
 	const p = "/api/projects/{project}"
-	handle := func(pattern string, h func(http.ResponseWriter, *http.Request)) {
-		s.mux.HandleFunc(pattern, s.authorized(h))
+	handle := func(pattern string, h handler) {
+		s.mux.HandleFunc(pattern, s.authorized(s.serve(h)))
 	}
 	handle("GET "+p+"/tasks/{$}", s.listTasks)
 	handle("POST "+p+"/tasks/{$}", s.createTask)
@@ -335,61 +335,6 @@ func (s *Server) taskFields(body map[string]json.RawMessage, creating bool) (tas
 	return f, nil
 }
 
-func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
-	body, err := readObject(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	f, err := s.taskFields(body, true)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	t, err := s.store.createTask(r.Context(), f)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, s.decorateTask(r, t))
-}
-
-func (s *Server) updateTask(w http.ResponseWriter, r *http.Request) {
-	body, err := readObject(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	f, err := s.taskFields(body, false)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	t, err := s.store.updateTask(r.Context(), r.PathValue("task"), f)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.decorateTask(r, t))
-}
-
-func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
-	t, err := s.store.getTask(r.Context(), r.PathValue("task"))
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.decorateTask(r, t))
-}
-
-func (s *Server) deleteTask(w http.ResponseWriter, r *http.Request) {
-	if err := s.store.deleteTask(r.Context(), r.PathValue("task")); err != nil {
-		s.fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
 func pagination(r *http.Request) (limit, offset int, err error) {
 	limit, offset = defaultLimit, 0
 	q := r.URL.Query()
@@ -430,28 +375,6 @@ func pageLinks(r *http.Request, count, limit, offset int) (next, prev *string) {
 	return next, prev
 }
 
-func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
-	limit, offset, err := pagination(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	q := r.URL.Query()
-	tasks, count, err := s.store.listTasks(r.Context(), taskFilter{
-		OriginProduct: q.Get("origin_product"), Stage: q.Get("stage"),
-		Organization: q.Get("organization"), Repository: q.Get("repository"),
-	}, limit, offset)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	for i := range tasks {
-		tasks[i] = s.decorateTask(r, tasks[i])
-	}
-	next, prev := pageLinks(r, count, limit, offset)
-	writeJSON(w, http.StatusOK, tasksapi.Page[tasksapi.Task]{Count: count, Next: next, Previous: prev, Results: tasks})
-}
-
 func (s *Server) decorateTask(r *http.Request, t tasksapi.Task) tasksapi.Task {
 	if t.LatestRun != nil {
 		run := s.decorateRun(r, *t.LatestRun)
@@ -464,85 +387,6 @@ func (s *Server) decorateRun(r *http.Request, run tasksapi.TaskRun) tasksapi.Tas
 	run.LogURL = (&url.URL{Scheme: "http", Host: r.Host,
 		Path: fmt.Sprintf("/api/projects/%s/tasks/%s/runs/%s/logs/", s.cfg.ProjectID, run.Task, run.ID)}).String()
 	return run
-}
-
-func (s *Server) runTask(w http.ResponseWriter, r *http.Request) {
-	taskID := r.PathValue("task")
-	run, err := s.store.createRun(r.Context(), taskID, tasksapi.StatusQueued)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	if s.cfg.Starter != nil {
-		if err := s.cfg.Starter.StartRun(r.Context(), taskID, run.ID); err != nil {
-			msg := "Failed to start the task workflow: " + err.Error()
-			failed := tasksapi.StatusFailed
-			errMsg := &msg
-			_, _ = s.store.patchRun(r.Context(), taskID, run.ID, runPatch{Status: &failed, ErrorMessage: &errMsg})
-			s.cfg.Logger.Error("kick-off failed", zap.String("run_id", run.ID), zap.Error(err))
-		}
-	}
-	t, err := s.store.getTask(r.Context(), taskID)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.decorateTask(r, t))
-}
-
-func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
-	limit, offset, err := pagination(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	runs, count, err := s.store.listRuns(r.Context(), r.PathValue("task"), limit, offset)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	for i := range runs {
-		runs[i] = s.decorateRun(r, runs[i])
-	}
-	next, prev := pageLinks(r, count, limit, offset)
-	writeJSON(w, http.StatusOK, tasksapi.Page[tasksapi.TaskRun]{Count: count, Next: next, Previous: prev, Results: runs})
-}
-
-func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
-	run, err := s.store.createRun(r.Context(), r.PathValue("task"), tasksapi.StatusNotStarted)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, s.decorateRun(r, run))
-}
-
-func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
-	run, err := s.store.getRun(r.Context(), r.PathValue("task"), r.PathValue("run"))
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.decorateRun(r, run))
-}
-
-func (s *Server) patchRun(w http.ResponseWriter, r *http.Request) {
-	body, err := readObject(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	p, err := parseRunPatch(body)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	run, err := s.store.patchRun(r.Context(), r.PathValue("task"), r.PathValue("run"), p)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.decorateRun(r, run))
 }
 
 func parseRunPatch(body map[string]json.RawMessage) (runPatch, error) {
@@ -588,139 +432,6 @@ func parseRunPatch(body map[string]json.RawMessage) (runPatch, error) {
 		}
 	}
 	return p, nil
-}
-
-func (s *Server) appendLog(w http.ResponseWriter, r *http.Request) {
-	taskID, runID := r.PathValue("task"), r.PathValue("run")
-	if _, err := s.store.getRun(r.Context(), taskID, runID); err != nil {
-		s.fail(w, err)
-		return
-	}
-	body, err := readObject(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	raw, ok := body["entries"]
-	if !ok {
-		s.fail(w, invalid("entries", "required", "This field is required."))
-		return
-	}
-	var entries []json.RawMessage
-	if kind(raw) != "list" || json.Unmarshal(raw, &entries) != nil {
-		s.fail(w, invalid("entries", "not_a_list", "Expected a list of items."))
-		return
-	}
-	if len(entries) == 0 {
-		s.fail(w, invalid("entries", "empty", "This list may not be empty."))
-		return
-	}
-	for i, e := range entries {
-		if kind(e) != "object" {
-			s.fail(w, invalid(fmt.Sprintf("entries__%d", i), "invalid", "Each entry must be a JSON object."))
-			return
-		}
-	}
-	if err := s.store.appendLog(r.Context(), runID, entries); err != nil {
-		s.fail(w, err)
-		return
-	}
-	run, err := s.store.getRun(r.Context(), taskID, runID)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.decorateRun(r, run))
-}
-
-func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
-	taskID, runID := r.PathValue("task"), r.PathValue("run")
-	if _, err := s.store.getRun(r.Context(), taskID, runID); err != nil {
-		s.fail(w, err)
-		return
-	}
-	lines, err := s.store.logs(r.Context(), runID)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/jsonl")
-	for _, l := range lines {
-		fmt.Fprintln(w, l)
-	}
-}
-
-func (s *Server) statusHistory(w http.ResponseWriter, r *http.Request) {
-	taskID, runID := r.PathValue("task"), r.PathValue("run")
-	if _, err := s.store.getRun(r.Context(), taskID, runID); err != nil {
-		s.fail(w, err)
-		return
-	}
-	h, err := s.store.history(r.Context(), runID)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, h)
-}
-
-func (s *Server) uploadArtifacts(w http.ResponseWriter, r *http.Request) {
-	taskID, runID := r.PathValue("task"), r.PathValue("run")
-	run, err := s.store.getRun(r.Context(), taskID, runID)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	body, err := readObject(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	var items []map[string]json.RawMessage
-	if raw, ok := body["artifacts"]; !ok || kind(raw) != "list" || json.Unmarshal(raw, &items) != nil || len(items) == 0 {
-		s.fail(w, invalid("artifacts", "invalid", "artifacts must be a non-empty list of objects."))
-		return
-	}
-	type decoded struct {
-		record tasksapi.ArtifactRecord
-		data   []byte
-	}
-	var uploads []decoded
-	for i, item := range items {
-		rec, data, err := parseArtifact(item, i)
-		if err != nil {
-			s.fail(w, err)
-			return
-		}
-		rec.StoragePath = fmt.Sprintf("tasks/artifacts/%s/%s/%s/%s", s.cfg.ProjectID, taskID, runID, rec.Name)
-		uploads = append(uploads, decoded{rec, data})
-	}
-	manifest := run.Artifacts
-	for _, u := range uploads {
-		path := s.ArtifactPath(runID, u.record.Name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			s.fail(w, err)
-			return
-		}
-		if err := os.WriteFile(path, u.data, 0o644); err != nil {
-			s.fail(w, err)
-			return
-		}
-		u.record.UploadedAt = s.store.now()
-		// A new upload of the same name replaces the stored file, so it replaces its entry too.
-		kept := manifest[:0]
-		for _, m := range manifest {
-			if m.Name != u.record.Name {
-				kept = append(kept, m)
-			}
-		}
-		manifest = append(kept, u.record)
-	}
-	if err := s.store.setArtifacts(r.Context(), runID, manifest); err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"artifacts": manifest})
 }
 
 func parseArtifact(item map[string]json.RawMessage, i int) (tasksapi.ArtifactRecord, []byte, error) {
