@@ -23,19 +23,37 @@ import (
 // PrepareWorkspace clones the repository into a fresh folder for the run and
 // records the base branch and commit.
 func (a *Activities) PrepareWorkspace(ctx context.Context, run RunContext) (Workspace, error) {
-	log := a.stream(run.RunRef)
-	defer a.closeStream(run.RunRef, log)
+	var ws Workspace
+	err := a.runStep(ctx, run.RunRef, StepClone, run.Repository, func(*logstream.Stream) (string, error) {
+		var err error
+		ws, err = a.prepareWorkspace(ctx, run)
+		return fmt.Sprintf("%s@%s (%s)", run.Repository, ws.BaseBranch, short(ws.BaseSHA)), err
+	})
+	return ws, err
+}
+
+// runStep frames a workspace step: it records the run's stage (StartRun has
+// already set the first one), heartbeats, and wraps fn, which returns the
+// detail of its completion, in progress entries on the step's own log stream.
+func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail string, fn func(log *logstream.Stream) (string, error)) error {
+	if step != StepClone {
+		if err := a.setStage(ctx, ref, step); err != nil {
+			return a.classify(err)
+		}
+	}
+	log := a.stream(ref)
+	defer a.closeStream(ref, log)
 	stop := keepAlive(ctx)
 	defer stop()
 
-	progress(log, StepClone, acp.StepStarted, run.Repository)
-	ws, err := a.prepareWorkspace(ctx, run)
+	progress(log, step, acp.StepStarted, startDetail)
+	detail, err := fn(log)
 	if err != nil {
-		progress(log, StepClone, acp.StepFailed, a.redactError(err))
-		return Workspace{}, a.classify(err)
+		progress(log, step, acp.StepFailed, a.redactError(err))
+		return a.classify(err)
 	}
-	progress(log, StepClone, acp.StepCompleted, fmt.Sprintf("%s@%s (%s)", run.Repository, ws.BaseBranch, short(ws.BaseSHA)))
-	return ws, nil
+	progress(log, step, acp.StepCompleted, detail)
+	return nil
 }
 
 func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext) (Workspace, error) {
@@ -80,38 +98,30 @@ type AgentOutput struct {
 // run's log. Cancelling the activity stops the agent's whole process group.
 func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, error) {
 	ref := in.Run.RunRef
-	if err := a.setStage(ctx, ref, StepAgent); err != nil {
-		return AgentOutput{}, a.classify(err)
-	}
-	log := a.stream(ref)
-	defer a.closeStream(ref, log)
-	stop := keepAlive(ctx)
-	defer stop()
-
-	agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
-	defer cancel()
-	progress(log, StepAgent, acp.StepStarted, a.Agent.Name())
-	res, err := a.Agent.Run(agentCtx, agent.Request{
-		Task: agent.Task{
-			ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
-			Description: in.Run.Description, Repository: in.Run.Repository,
-		},
-		Dir:          in.Workspace.RepoDir,
-		ArtifactsDir: in.Workspace.ArtifactsDir,
-	}, log)
-	if err != nil {
+	var out AgentOutput
+	err := a.runStep(ctx, ref, StepAgent, a.Agent.Name(), func(log *logstream.Stream) (string, error) {
+		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
+		defer cancel()
+		res, err := a.Agent.Run(agentCtx, agent.Request{
+			Task: agent.Task{
+				ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
+				Description: in.Run.Description, Repository: in.Run.Repository,
+			},
+			Dir:          in.Workspace.RepoDir,
+			ArtifactsDir: in.Workspace.ArtifactsDir,
+		}, log)
 		switch {
+		case err == nil:
+			out.Summary = a.Redactor.String(res.Summary)
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
 			err = ctx.Err()
 		case agentCtx.Err() != nil:
 			err = &agentTimeoutError{after: in.Run.AgentTimeout.String()}
 		}
-		progress(log, StepAgent, acp.StepFailed, a.redactError(err))
-		return AgentOutput{}, a.classify(err)
-	}
-	progress(log, StepAgent, acp.StepCompleted, "")
-	return AgentOutput{Summary: a.Redactor.String(res.Summary)}, nil
+		return "", err
+	})
+	return out, err
 }
 
 // PublishInput is what Publish works on.
@@ -135,27 +145,15 @@ type PublishOutput struct {
 // Publish commits what the agent changed on the run's branch, pushes it, and
 // records branch and output on the run.
 func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutput, error) {
-	ref := in.Run.RunRef
-	if err := a.setStage(ctx, ref, StepPublish); err != nil {
-		return PublishOutput{}, a.classify(err)
-	}
-	log := a.stream(ref)
-	defer a.closeStream(ref, log)
-	stop := keepAlive(ctx)
-	defer stop()
-
-	progress(log, StepPublish, acp.StepStarted, "")
-	out, err := a.publish(ctx, in, log)
-	if err != nil {
-		progress(log, StepPublish, acp.StepFailed, a.redactError(err))
-		return PublishOutput{}, a.classify(err)
-	}
-	detail := "no changes"
-	if out.Changed {
-		detail = fmt.Sprintf("%s at %s: %d files, +%d -%d", out.Branch, short(out.CommitSHA), out.FilesChanged, out.Insertions, out.Deletions)
-	}
-	progress(log, StepPublish, acp.StepCompleted, detail)
-	return out, nil
+	var out PublishOutput
+	err := a.runStep(ctx, in.Run.RunRef, StepPublish, "", func(log *logstream.Stream) (string, error) {
+		var err error
+		if out, err = a.publish(ctx, in, log); err != nil || !out.Changed {
+			return "no changes", err
+		}
+		return fmt.Sprintf("%s at %s: %d files, +%d -%d", out.Branch, short(out.CommitSHA), out.FilesChanged, out.Insertions, out.Deletions), nil
+	})
+	return out, err
 }
 
 func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstream.Stream) (PublishOutput, error) {
@@ -253,23 +251,13 @@ type ArtifactsOutput struct {
 // UploadArtifacts uploads every regular file the agent left in its artifacts
 // folder, and the run's diff as changes.patch.
 func (a *Activities) UploadArtifacts(ctx context.Context, in ArtifactsInput) (ArtifactsOutput, error) {
-	ref := in.Run.RunRef
-	if err := a.setStage(ctx, ref, StepArtifacts); err != nil {
-		return ArtifactsOutput{}, a.classify(err)
-	}
-	log := a.stream(ref)
-	defer a.closeStream(ref, log)
-	stop := keepAlive(ctx)
-	defer stop()
-
-	progress(log, StepArtifacts, acp.StepStarted, "")
-	out, err := a.uploadArtifacts(ctx, in, log)
-	if err != nil {
-		progress(log, StepArtifacts, acp.StepFailed, a.redactError(err))
-		return out, a.classify(err)
-	}
-	progress(log, StepArtifacts, acp.StepCompleted, fmt.Sprintf("%d uploaded", len(out.Names)))
-	return out, nil
+	var out ArtifactsOutput
+	err := a.runStep(ctx, in.Run.RunRef, StepArtifacts, "", func(log *logstream.Stream) (string, error) {
+		var err error
+		out, err = a.uploadArtifacts(ctx, in, log)
+		return fmt.Sprintf("%d uploaded", len(out.Names)), err
+	})
+	return out, err
 }
 
 func (a *Activities) uploadArtifacts(ctx context.Context, in ArtifactsInput, log *logstream.Stream) (ArtifactsOutput, error) {
