@@ -1,0 +1,68 @@
+package activities
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/process"
+	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+func TestClassifyDecidesWhatIsRetried(t *testing.T) {
+	a := &Activities{Redactor: redact.New("phx_secret_value")}
+	cases := []struct {
+		err       error
+		errType   string
+		retryable bool
+	}{
+		{&tasksapi.APIError{StatusCode: 503}, ErrTasksAPI, true},
+		{&tasksapi.APIError{StatusCode: 429}, ErrTasksAPI, true},
+		{&tasksapi.APIError{StatusCode: 401, Detail: "bad key phx_secret_value"}, ErrTasksAPI, false},
+		{&tasksapi.APIError{StatusCode: 404}, ErrTasksAPI, false},
+		{&tasksapi.DecodeError{Err: errors.New("eof")}, ErrTasksAPIResponse, false},
+		{&gitrepo.Error{Stderr: "fatal: repository 'x' not found"}, ErrGit, false},
+		{&gitrepo.Error{Stderr: "fatal: unable to access: Connection reset"}, ErrGit, true},
+		{&process.StartError{Path: "claude", Err: errors.New("no")}, ErrAgentNotStarted, false},
+		{&agent.ExitError{Agent: "command", Result: process.Result{ExitCode: 3}}, ErrAgentFailed, false},
+		{&agentTimeoutError{after: "1h0m0s"}, ErrAgentTimeout, false},
+		{invalidInput("task %s has no repository", "t"), ErrInvalidInput, false},
+		{alreadyEnded(tasksapi.StatusCancelled), ErrRunAlreadyEnded, false},
+		{fmt.Errorf("wrapped: %w", errors.New("disk full")), "Error", true},
+	}
+	for _, tc := range cases {
+		err := a.classify(fmt.Errorf("step: %w", tc.err))
+		var appErr *temporal.ApplicationError
+		require.ErrorAs(t, err, &appErr, "%v", tc.err)
+		require.Equal(t, tc.errType, appErr.Type(), "%v", tc.err)
+		require.Equal(t, !tc.retryable, appErr.NonRetryable(), "%v", tc.err)
+		require.NotContains(t, appErr.Message(), "phx_secret_value")
+	}
+}
+
+func TestBranchName(t *testing.T) {
+	run := RunContext{RunRef: RunRef{TaskID: "t-1", RunID: "r-1"}, Slug: "ABC 12/x"}
+	require.Equal(t, "posthog/task-abc-12/x", BranchName("posthog/task-{slug}", run))
+	require.Equal(t, "agents/t-1/r-1", BranchName("agents/{task_id}/{run_id}", run))
+	run.Slug = ""
+	require.Equal(t, "posthog/task-t-1", BranchName("posthog/task-{slug}", run))
+}
+
+func TestArtifactTypeAndEncoding(t *testing.T) {
+	require.Equal(t, tasksapi.ArtifactPlan, artifactType("PLAN.md"))
+	require.Equal(t, tasksapi.ArtifactContext, artifactType("context.md"))
+	require.Equal(t, tasksapi.ArtifactGeneric, artifactType("notes.txt"))
+	text := encodeArtifact("a.md", "plan", "", []byte("héllo"))
+	require.Equal(t, tasksapi.EncodingUTF8, text.ContentEncoding)
+	require.Equal(t, "héllo", text.Content)
+	bin := encodeArtifact("a.bin", "artifact", "", []byte{0xff, 0x00})
+	require.Equal(t, tasksapi.EncodingBase64, bin.ContentEncoding)
+	require.Equal(t, "/wA=", bin.Content)
+	require.Equal(t, "application/octet-stream", bin.ContentType)
+}
