@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -74,6 +75,8 @@ func StartTemporal(opts TemporalOptions) (*TemporalServer, error) {
 			if err := sqlite.SetupSchema(sqlConfig); err != nil {
 				return nil, fmt.Errorf("set up temporal schema in %s: %w", opts.DatabaseFile, err)
 			}
+		} else if err := forgetMembership(opts.DatabaseFile); err != nil {
+			return nil, err
 		}
 	}
 
@@ -175,6 +178,22 @@ func serverConfig(host string, frontendPort int, sqlConfig *config.SQL) (*config
 		}},
 		PublicClient: config.PublicClient{HostPort: frontend},
 	}, nil
+}
+
+// forgetMembership drops the cluster membership a previous process left in
+// the database. Its services listened on other ports; until those records
+// expire the new server can't route requests ("Not enough hosts"), which
+// stalls the first minute after a restart.
+func forgetMembership(path string) error {
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`DELETE FROM cluster_membership`); err != nil {
+		return fmt.Errorf("reset cluster membership in %s: %w", path, err)
+	}
+	return nil
 }
 
 func resolvePort(address string) (string, int, error) {

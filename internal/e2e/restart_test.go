@@ -1,0 +1,68 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/worker"
+	"github.com/taskworker/taskworker/workflows"
+)
+
+// The local stack keeps its state in its data dir: tasks, runs and Temporal's
+// workflow histories survive a restart, and the restarted stack serves at once.
+func TestLocalStackStateSurvivesARestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	gitRoot := filepath.Join(dir, "git")
+	_, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n"})
+	require.NoError(t, err)
+	agent, err := filepath.Abs("testdata/agent.sh")
+	require.NoError(t, err)
+	start := func() (*devstack.Stack, *tasksapi.Client) {
+		stack, err := devstack.Start(ctx, devstack.Options{DataDir: filepath.Join(dir, "state"), Worker: worker.Config{
+			AgentCommand: "sh " + agent, RepoURLTemplate: devstack.RepoURLTemplate(gitRoot),
+			WorkspaceDir: filepath.Join(dir, "workspaces"),
+		}})
+		require.NoError(t, err)
+		cfg := stack.WorkerConfig
+		return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
+	}
+	runToEnd := func(api *tasksapi.Client, title string) (tasksapi.Task, tasksapi.TaskRun) {
+		task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Repository: repo})
+		require.NoError(t, err)
+		kicked, err := api.RunTask(ctx, task.ID)
+		require.NoError(t, err)
+		var run tasksapi.TaskRun
+		// A restarted server that can't route (stale membership) stalls for a
+		// minute; a deadline well under that catches it.
+		require.Eventually(t, func() bool {
+			run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+			require.NoError(t, err)
+			return run.Status.Terminal()
+		}, 20*time.Second, 50*time.Millisecond)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		return task, run
+	}
+
+	stack, api := start()
+	first, firstRun := runToEnd(api, "nothing before the restart")
+	require.NoError(t, stack.Stop())
+
+	stack, api = start()
+	defer stack.Stop()
+	task, err := api.GetTask(ctx, first.ID)
+	require.NoError(t, err)
+	require.Equal(t, firstRun.ID, task.LatestRun.ID)
+	require.Equal(t, tasksapi.StatusCompleted, task.LatestRun.Status)
+	desc, err := stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(first.ID, firstRun.ID), "")
+	require.NoError(t, err, "the workflow history survived the restart")
+	require.Equal(t, "Completed", desc.WorkflowExecutionInfo.Status.String())
+
+	runToEnd(api, "nothing after the restart")
+}
