@@ -69,6 +69,7 @@ type RunContext struct {
 	CreatePR     bool          `json:"create_pr"`
 	AgentTimeout time.Duration `json:"agent_timeout"`
 	RunTimeout   time.Duration `json:"run_timeout"`
+	LogDropped   int           `json:"log_dropped,omitempty"`
 }
 
 // Workspace is a run's folder on the host that claimed it.
@@ -78,6 +79,7 @@ type Workspace struct {
 	ArtifactsDir string `json:"artifacts_dir"`
 	BaseBranch   string `json:"base_branch"`
 	BaseSHA      string `json:"base_sha"`
+	LogDropped   int    `json:"log_dropped,omitempty"`
 }
 
 // Step names: the run's stage while they run, and their progress entries.
@@ -102,12 +104,21 @@ func (a *Activities) logger(ref RunRef) *zap.Logger {
 }
 
 func (a *Activities) stream(ref RunRef) *logstream.Stream {
-	return logstream.New(a.API, ref.TaskID, ref.RunID, a.Redactor, a.Config.Log)
+	cfg := a.Config.Log
+	cfg.SpillDir = a.spillDir(ref)
+	return logstream.New(a.API, ref.TaskID, ref.RunID, a.Redactor, cfg)
+}
+
+// spillDir holds a run's log entries that wait for the API on disk. It is
+// beside the workspace, not in it, so a retried clone can't remove it.
+func (a *Activities) spillDir(ref RunRef) string {
+	return filepath.Join(a.Config.WorkspaceDir, ".logspill", ref.RunID)
 }
 
 // closeStream flushes a step's log on a context of its own, so a cancelled or
-// failed step still delivers what it wrote.
-func (a *Activities) closeStream(ref RunRef, s *logstream.Stream) {
+// failed step still delivers what it wrote. It returns how many entries were
+// lost, and the API's answer if it refused the log for good (401/403/404).
+func (a *Activities) closeStream(ref RunRef, s *logstream.Stream) (int, error) {
 	timeout := a.Config.FlushTimeout
 	if timeout <= 0 {
 		timeout = defaultFlushTimeout
@@ -118,6 +129,10 @@ func (a *Activities) closeStream(ref RunRef, s *logstream.Stream) {
 	if err != nil || stats.Dropped > 0 {
 		a.logger(ref).Warn("log entries not delivered", zap.Int("dropped", stats.Dropped), zap.String("error", a.redactError(err)))
 	}
+	if stats.SpilledBytes > 0 {
+		a.logger(ref).Info("log entries waited on disk", zap.Int64("spilled_bytes", stats.SpilledBytes))
+	}
+	return stats.Dropped, err
 }
 
 func (a *Activities) redactError(err error) string {
@@ -164,6 +179,7 @@ func (a *Activities) workspaceFor(ref RunRef) Workspace {
 // cancel, also when the clone failed half-way.
 func (a *Activities) CleanupWorkspace(ctx context.Context, ref RunRef) error {
 	defer a.Slots.Release(ref.RunID)
+	_ = os.RemoveAll(a.spillDir(ref))
 	ws := a.workspaceFor(ref)
 	if rel, err := filepath.Rel(a.Config.WorkspaceDir, ws.Root); err != nil || rel == "." || filepath.IsAbs(rel) || rel[0] == '.' {
 		return a.classify(fmt.Errorf("refusing to remove %s: not inside the workspace dir %s", ws.Root, a.Config.WorkspaceDir))

@@ -43,6 +43,32 @@ func (e *agentTimeoutError) Error() string {
 	return "agent did not finish within " + e.after + " and was stopped; raise TASKWORKER_AGENT_TIMEOUT or narrow the task"
 }
 
+// LogDroppedOf is how many log entries the step that failed with err lost.
+func LogDroppedOf(err error) int {
+	var dropped int
+	var appErr *temporal.ApplicationError
+	var canceled *temporal.CanceledError
+	switch {
+	case errors.As(err, &appErr) && appErr.HasDetails():
+		_ = appErr.Details(&dropped)
+	case errors.As(err, &canceled) && canceled.HasDetails():
+		_ = canceled.Details(&dropped)
+	}
+	return dropped
+}
+
+// classifyReporting is classify, with the count of lost log entries attached
+// for the workflow to add up.
+func (a *Activities) classifyReporting(err error, dropped int) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return temporal.NewCanceledError(dropped)
+	}
+	return a.classifyWith(err, dropped)
+}
+
 // classify turns an error of internal/ into the error Temporal sees: its
 // message redacted, and retryable only when a retry may succeed. The cause is
 // not attached, so no unredacted text reaches the workflow history.
@@ -50,6 +76,10 @@ func (a *Activities) classify(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
+	return a.classifyWith(err)
+}
+
+func (a *Activities) classifyWith(err error, details ...any) error {
 	var (
 		apiErr     *tasksapi.APIError
 		decodeErr  *tasksapi.DecodeError
@@ -84,5 +114,5 @@ func (a *Activities) classify(err error) error {
 		errType, final = ErrGit, gitErr.NotFound()
 	}
 	return temporal.NewApplicationErrorWithOptions(a.Redactor.String(err.Error()), errType,
-		temporal.ApplicationErrorOptions{NonRetryable: final})
+		temporal.ApplicationErrorOptions{NonRetryable: final, Details: details})
 }

@@ -24,36 +24,41 @@ import (
 // records the base branch and commit.
 func (a *Activities) PrepareWorkspace(ctx context.Context, run RunContext) (Workspace, error) {
 	var ws Workspace
-	err := a.runStep(ctx, run.RunRef, StepClone, run.Repository, func(*logstream.Stream) (string, error) {
+	dropped, err := a.runStep(ctx, run.RunRef, StepClone, run.Repository, func(*logstream.Stream) (string, error) {
 		var err error
 		ws, err = a.prepareWorkspace(ctx, run)
 		return fmt.Sprintf("%s@%s (%s)", run.Repository, ws.BaseBranch, short(ws.BaseSHA)), err
 	})
+	ws.LogDropped = dropped
 	return ws, err
 }
 
 // runStep frames a workspace step: it records the run's stage (StartRun has
 // already set the first one), heartbeats, and wraps fn, which returns the
 // detail of its completion, in progress entries on the step's own log stream.
-func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail string, fn func(log *logstream.Stream) (string, error)) error {
+// It returns how many of the step's log entries were lost; a log the API
+// refused for good fails the step.
+func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail string, fn func(log *logstream.Stream) (string, error)) (int, error) {
 	if step != StepClone {
 		if err := a.setStage(ctx, ref, step); err != nil {
-			return a.classify(err)
+			return 0, a.classify(err)
 		}
 	}
 	log := a.stream(ref)
-	defer a.closeStream(ref, log)
 	stop := keepAlive(ctx)
-	defer stop()
-
 	progress(log, step, acp.StepStarted, startDetail)
 	detail, err := fn(log)
 	if err != nil {
 		progress(log, step, acp.StepFailed, a.redactError(err))
-		return a.classify(err)
+	} else {
+		progress(log, step, acp.StepCompleted, detail)
 	}
-	progress(log, step, acp.StepCompleted, detail)
-	return nil
+	stop()
+	dropped, logErr := a.closeStream(ref, log)
+	if err == nil && logErr != nil {
+		err = logErr
+	}
+	return dropped, a.classifyReporting(err, dropped)
 }
 
 func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext) (Workspace, error) {
@@ -91,7 +96,8 @@ type AgentInput struct {
 
 // AgentOutput is what the agent produced besides its changes.
 type AgentOutput struct {
-	Summary string `json:"summary,omitempty"`
+	Summary    string `json:"summary,omitempty"`
+	LogDropped int    `json:"log_dropped,omitempty"`
 }
 
 // RunAgent runs the coding agent in the clone and streams what it says to the
@@ -99,7 +105,8 @@ type AgentOutput struct {
 func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, error) {
 	ref := in.Run.RunRef
 	var out AgentOutput
-	err := a.runStep(ctx, ref, StepAgent, a.Agent.Name(), func(log *logstream.Stream) (string, error) {
+	var err error
+	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), func(log *logstream.Stream) (string, error) {
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
 		res, err := a.Agent.Run(agentCtx, agent.Request{
@@ -140,19 +147,21 @@ type PublishOutput struct {
 	FilesChanged int    `json:"files_changed"`
 	Insertions   int    `json:"insertions"`
 	Deletions    int    `json:"deletions"`
+	LogDropped   int    `json:"log_dropped,omitempty"`
 }
 
 // Publish commits what the agent changed on the run's branch, pushes it, and
 // records branch and output on the run.
 func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutput, error) {
 	var out PublishOutput
-	err := a.runStep(ctx, in.Run.RunRef, StepPublish, "", func(log *logstream.Stream) (string, error) {
+	dropped, err := a.runStep(ctx, in.Run.RunRef, StepPublish, "", func(log *logstream.Stream) (string, error) {
 		var err error
 		if out, err = a.publish(ctx, in, log); err != nil || !out.Changed {
 			return "no changes", err
 		}
 		return fmt.Sprintf("%s at %s: %d files, +%d -%d", out.Branch, short(out.CommitSHA), out.FilesChanged, out.Insertions, out.Deletions), nil
 	})
+	out.LogDropped = dropped
 	return out, err
 }
 
@@ -245,18 +254,20 @@ type ArtifactsInput struct {
 
 // ArtifactsOutput names what was uploaded.
 type ArtifactsOutput struct {
-	Names []string `json:"names"`
+	Names      []string `json:"names"`
+	LogDropped int      `json:"log_dropped,omitempty"`
 }
 
 // UploadArtifacts uploads every regular file the agent left in its artifacts
 // folder, and the run's diff as changes.patch.
 func (a *Activities) UploadArtifacts(ctx context.Context, in ArtifactsInput) (ArtifactsOutput, error) {
 	var out ArtifactsOutput
-	err := a.runStep(ctx, in.Run.RunRef, StepArtifacts, "", func(log *logstream.Stream) (string, error) {
+	dropped, err := a.runStep(ctx, in.Run.RunRef, StepArtifacts, "", func(log *logstream.Stream) (string, error) {
 		var err error
 		out, err = a.uploadArtifacts(ctx, in, log)
 		return fmt.Sprintf("%d uploaded", len(out.Names)), err
 	})
+	out.LogDropped = dropped
 	return out, err
 }
 

@@ -59,8 +59,8 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	}
 	log := a.stream(ref)
 	log.Emit(acp.RunStarted(ref.RunID, ref.TaskID, a.Config.Version+" "+a.Agent.Name()))
-	a.closeStream(ref, log)
-	return rc, nil
+	rc.LogDropped, err = a.closeStream(ref, log)
+	return rc, err
 }
 
 func alreadyEnded(status tasksapi.Status) error {
@@ -79,6 +79,8 @@ type FinishInput struct {
 	Status       tasksapi.Status `json:"status"`
 	ErrorMessage string          `json:"error_message,omitempty"`
 	Output       map[string]any  `json:"output,omitempty"`
+	// LogDropped is how many log entries the run's earlier steps lost.
+	LogDropped int `json:"log_dropped"`
 }
 
 // maxErrorMessage bounds error_message; long enough for an exit code and the
@@ -96,9 +98,13 @@ func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
 	default:
 		log.Emit(acp.Error(in.ErrorMessage, "run_failed"))
 	}
-	a.closeStream(in.RunRef, log)
+	dropped, _ := a.closeStream(in.RunRef, log)
 
-	update := tasksapi.RunUpdate{Status: in.Status, Output: in.Output}
+	output := map[string]any{"log_entries_dropped": in.LogDropped + dropped}
+	for k, v := range in.Output {
+		output[k] = v
+	}
+	update := tasksapi.RunUpdate{Status: in.Status, Output: output}
 	if in.Status == tasksapi.StatusFailed {
 		msg := a.Redactor.String(in.ErrorMessage)
 		if r := []rune(msg); len(r) > maxErrorMessage {

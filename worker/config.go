@@ -17,6 +17,8 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/taskworker/taskworker/internal/redact"
+
 	"github.com/taskworker/taskworker/workflows"
 )
 
@@ -46,6 +48,12 @@ type Config struct {
 	WorkspaceDir      string `envconfig:"TASKWORKER_WORKSPACE_DIR" desc:"Folder for the runs' clones and artifacts (default: <temp dir>/taskworker/workspaces)"`
 	MaxConcurrentRuns int    `envconfig:"TASKWORKER_MAX_CONCURRENT_RUNS" default:"10" desc:"Runs this worker executes at once; more wait for a free worker"`
 	WorkerID          string `envconfig:"TASKWORKER_WORKER_ID" desc:"Name of this worker in Temporal and its own task queue (default: hostname-pid)"`
+
+	LogMaxBytes     int           `envconfig:"TASKWORKER_LOG_MAX_BYTES" default:"104857600" desc:"Cap of the log one run step sends (100 MiB); past it entries are counted, not sent"`
+	LogMemoryBytes  int           `envconfig:"TASKWORKER_LOG_MEMORY_BYTES" default:"8388608" desc:"Log bytes a step keeps in memory while the API is slow; the rest waits in a file beside the workspace"`
+	LogFlushDelay   time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_DELAY" default:"200ms" desc:"Longest a log entry waits to be batched before it is sent"`
+	LogFlushTimeout time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_TIMEOUT" default:"30s" desc:"How long a step's final log flush may take; entries unsent by then count in output.log_entries_dropped"`
+	LogMaxLineBytes int           `envconfig:"TASKWORKER_LOG_MAX_LINE_BYTES" default:"1048576" desc:"Longest line of agent output kept whole; longer lines are cut with a marker"`
 
 	LogFormat string `envconfig:"TASKWORKER_LOG_FORMAT" default:"json" desc:"Log format: json or console"`
 	LogLevel  string `envconfig:"TASKWORKER_LOG_LEVEL" default:"info" desc:"Log level: debug, info, warn or error"`
@@ -155,15 +163,19 @@ func (c Config) Validate() error {
 	} else if c.RunTimeout <= c.AgentTimeout {
 		errs = append(errs, fmt.Errorf("TASKWORKER_RUN_TIMEOUT (%s) must be longer than TASKWORKER_AGENT_TIMEOUT (%s)", c.RunTimeout, c.AgentTimeout))
 	}
+	if c.LogMaxBytes < 1<<10 || c.LogMemoryBytes < 1<<10 || c.LogMaxLineBytes < 1<<10 {
+		errs = append(errs, errors.New("TASKWORKER_LOG_MAX_BYTES, TASKWORKER_LOG_MEMORY_BYTES and TASKWORKER_LOG_MAX_LINE_BYTES must be at least 1024"))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		errs = append(errs, fmt.Errorf("TASKWORKER_LOG_FORMAT %q is not json or console", c.LogFormat))
 	}
 	return errors.Join(errs...)
 }
 
-// Secrets are the configured values that must never appear in output.
+// Secrets are the values that must never appear in output: the configured
+// credentials, and every environment variable whose name says it is a secret.
 func (c Config) Secrets() []string {
-	return []string{c.APIKey, c.GitHubToken}
+	return append([]string{c.APIKey, c.GitHubToken}, redact.FromEnvironment(os.Environ())...)
 }
 
 // PrintUsage writes every variable with its default and meaning.

@@ -72,7 +72,11 @@ func TestUsageListsEveryVariable(t *testing.T) {
 	require.Contains(t, buf.String(), "https://github.com/{repo}.git")
 }
 
-func TestSecretsAreTheKeyAndToken(t *testing.T) {
+func TestSecretsAreTheKeyTokenAndSecretLookingEnvironment(t *testing.T) {
+	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-canary-1")
+	t.Setenv("PLAIN_SETTING", "visible-value")
 	cfg := Config{APIKey: "phx_k", GitHubToken: "ghs_t"}
-	require.ElementsMatch(t, []string{"phx_k", "ghs_t"}, cfg.Secrets())
+	secrets := cfg.Secrets()
+	require.Subset(t, secrets, []string{"phx_k", "ghs_t", "sk-ant-canary-1"})
+	require.NotContains(t, secrets, "visible-value")
 }

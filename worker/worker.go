@@ -15,6 +15,7 @@ import (
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -49,8 +50,9 @@ func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
 		API: tasksapi.New(tasksapi.Config{
 			BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: "taskworker/" + Version,
 		}),
-		Git:      &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor},
-		Agent:    &agent.Command{Command: cfg.AgentCommand, Passthrough: cfg.AgentEnv, StopGrace: cfg.StopGrace},
+		Git: &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor},
+		Agent: &agent.Command{Command: cfg.AgentCommand, Passthrough: cfg.AgentEnv, StopGrace: cfg.StopGrace,
+			MaxLineBytes: cfg.LogMaxLineBytes},
 		Slots:    slots.New(cfg.MaxConcurrentRuns),
 		Redactor: redactor,
 		Logger:   logger,
@@ -63,6 +65,10 @@ func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
 			RunTimeout:      cfg.RunTimeout,
 			HostQueue:       hostQueue,
 			Version:         "taskworker/" + Version,
+			FlushTimeout:    cfg.LogFlushTimeout,
+			Log: logstream.Config{
+				FlushDelay: cfg.LogFlushDelay, MemoryBytes: cfg.LogMemoryBytes, MaxBytes: int64(cfg.LogMaxBytes),
+			},
 		},
 	}
 

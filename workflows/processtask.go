@@ -19,6 +19,8 @@ type Result struct {
 	CommitSHA    string          `json:"commit_sha,omitempty"`
 	Artifacts    []string        `json:"artifacts,omitempty"`
 	ErrorMessage string          `json:"error_message,omitempty"`
+	// LogDropped is how many log entries the run lost (0 in every normal case).
+	LogDropped int `json:"log_dropped"`
 }
 
 // ErrRunFailed is the workflow error type of a run that ended failed.
@@ -84,7 +86,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 			logger.Info("run already ended", "reason", describe(err))
 			return Result{ErrorMessage: describe(err)}, nil
 		}
-		return finish(ctx, ref, Result{}, err)
+		return finish(ctx, ref, Result{LogDropped: activities.LogDroppedOf(err)}, err)
 	}
 	run.CreatePR = in.CreatePR
 
@@ -100,6 +102,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		}
 	})
 	res, err := hostPhase(workCtx, run)
+	res.LogDropped += run.LogDropped
 	cancelTimer()
 	if err != nil && timedOut && ctx.Err() == nil {
 		err = temporal.NewNonRetryableApplicationError(
@@ -125,8 +128,19 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) 
 	host := workflow.WithActivityOptions(ctx, hostOptions(queue))
 	defer cleanup(ctx, queue, run.RunRef)
 
+	// Every step reports the log entries it lost, also when it fails.
+	step := func(ctx workflow.Context, activity, in, out any, dropped func() int) error {
+		err := workflow.ExecuteActivity(ctx, activity, in).Get(ctx, out)
+		if err != nil {
+			res.LogDropped += activities.LogDroppedOf(err)
+			return err
+		}
+		res.LogDropped += dropped()
+		return nil
+	}
+
 	var ws activities.Workspace
-	if err := workflow.ExecuteActivity(host, a.PrepareWorkspace, run).Get(ctx, &ws); err != nil {
+	if err := step(host, a.PrepareWorkspace, run, &ws, func() int { return ws.LogDropped }); err != nil {
 		return res, err
 	}
 
@@ -135,22 +149,21 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) 
 	agentOpts.WaitForCancellation = true // the agent is stopped before the run is marked cancelled
 	agentOpts.RetryPolicy.MaximumAttempts = 1
 	var agentOut activities.AgentOutput
-	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, agentOpts), a.RunAgent,
-		activities.AgentInput{Run: run, Workspace: ws}).Get(ctx, &agentOut)
-	if err != nil {
+	if err := step(workflow.WithActivityOptions(ctx, agentOpts), a.RunAgent,
+		activities.AgentInput{Run: run, Workspace: ws}, &agentOut, func() int { return agentOut.LogDropped }); err != nil {
 		return res, err
 	}
 
 	var pub activities.PublishOutput
-	if err := workflow.ExecuteActivity(host, a.Publish,
-		activities.PublishInput{Run: run, Workspace: ws, Agent: agentOut}).Get(ctx, &pub); err != nil {
+	if err := step(host, a.Publish, activities.PublishInput{Run: run, Workspace: ws, Agent: agentOut},
+		&pub, func() int { return pub.LogDropped }); err != nil {
 		return res, err
 	}
 	res.Branch, res.CommitSHA = pub.Branch, pub.CommitSHA
 
 	var arts activities.ArtifactsOutput
-	if err := workflow.ExecuteActivity(host, a.UploadArtifacts,
-		activities.ArtifactsInput{Run: run, Workspace: ws, Publish: pub}).Get(ctx, &arts); err != nil {
+	if err := step(host, a.UploadArtifacts, activities.ArtifactsInput{Run: run, Workspace: ws, Publish: pub},
+		&arts, func() int { return arts.LogDropped }); err != nil {
 		return res, err
 	}
 	res.Artifacts = arts.Names
@@ -170,7 +183,7 @@ func cleanup(ctx workflow.Context, queue string, ref activities.RunRef) {
 // finish writes the terminal status. It runs on a disconnected context so a
 // cancelled run is still recorded, and retries until the API answers.
 func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error) (Result, error) {
-	in := activities.FinishInput{RunRef: ref}
+	in := activities.FinishInput{RunRef: ref, LogDropped: res.LogDropped}
 	switch {
 	case cause == nil:
 		in.Status = tasksapi.StatusCompleted

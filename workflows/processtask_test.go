@@ -107,6 +107,20 @@ func (s *workflowSuite) TestAgentFailureFailsTheRunWithItsMessage() {
 	s.env.AssertCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
 }
 
+func (s *workflowSuite) TestLostLogEntriesAreAddedUpAcrossSteps() {
+	rc := s.runContext()
+	rc.LogDropped = 1
+	s.steps(map[string][]any{
+		"StartRun":         {rc, nil},
+		"PrepareWorkspace": {activities.Workspace{Root: "/w", LogDropped: 2}, nil},
+		"RunAgent": {activities.AgentOutput{}, temporal.NewApplicationErrorWithOptions("agent exited with code 1",
+			activities.ErrAgentFailed, temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{4}})},
+	})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	s.Equal(7, fin.LogDropped, "StartRun 1 + PrepareWorkspace 2 + the failed agent step 4")
+}
+
 func (s *workflowSuite) TestCancelStopsTheAgentAndRecordsCancelled() {
 	s.steps(map[string][]any{"RunAgent": {blockUntilCancelled}})
 	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, time.Second)

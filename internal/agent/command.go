@@ -19,6 +19,8 @@ type Command struct {
 	Passthrough []string
 	// StopGrace is the time between SIGTERM and SIGKILL when the run is stopped.
 	StopGrace time.Duration
+	// MaxLineBytes cuts longer output lines, with a marker.
+	MaxLineBytes int
 }
 
 // Name implements Agent.
@@ -30,12 +32,13 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 		return Result{}, errors.New("no agent command configured: set TASKWORKER_AGENT_COMMAND")
 	}
 	spec := process.Spec{
-		Path:      "/bin/sh",
-		Args:      []string{"-c", c.Command},
-		Dir:       req.Dir,
-		Env:       Environment(req, c.Passthrough),
-		Stdin:     strings.NewReader(req.Task.Prompt()),
-		StopGrace: c.StopGrace,
+		Path:         "/bin/sh",
+		Args:         []string{"-c", c.Command},
+		Dir:          req.Dir,
+		Env:          Environment(req, c.Passthrough),
+		Stdin:        strings.NewReader(req.Task.Prompt()),
+		StopGrace:    c.StopGrace,
+		MaxLineBytes: c.MaxLineBytes,
 	}
 	res, err := process.Run(ctx, spec, func(stream process.Stream, line string) {
 		level := acp.LevelInfo

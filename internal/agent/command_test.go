@@ -63,7 +63,15 @@ func TestCommandFailureCarriesExitCodeAndStderrTail(t *testing.T) {
 	var exitErr *ExitError
 	require.ErrorAs(t, err, &exitErr)
 	require.Equal(t, "agent command exited with code 3; last stderr lines: first problem | second problem", err.Error())
-	require.Equal(t, []string{"info: working", "warn: first problem", "warn: second problem"}, s.lines())
+	// stdout and stderr are two pipes: order holds within each, not across them.
+	require.ElementsMatch(t, []string{"info: working", "warn: first problem", "warn: second problem"}, s.lines())
+	var warnings []string
+	for _, l := range s.lines() {
+		if strings.HasPrefix(l, "warn: ") {
+			warnings = append(warnings, l)
+		}
+	}
+	require.Equal(t, []string{"warn: first problem", "warn: second problem"}, warnings)
 }
 
 func TestCommandNotFoundIsReported(t *testing.T) {

@@ -221,6 +221,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	require.EqualValues(t, 2, run.Output["files_changed"])
 	require.EqualValues(t, 2, run.Output["insertions"])
 	require.EqualValues(t, 0, run.Output["deletions"])
+	require.EqualValues(t, 0, run.Output["log_entries_dropped"])
 
 	// The log: the agent's lines in the order it wrote them, framed by the steps.
 	entries := logOf(t, task.ID, run.ID)

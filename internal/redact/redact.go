@@ -3,6 +3,8 @@
 package redact
 
 import (
+	"bytes"
+	"encoding/json"
 	"regexp"
 	"sort"
 	"strings"
@@ -17,7 +19,33 @@ const minSecretLength = 6
 
 // tokenShapes matches credentials by their well-known prefixes even when the
 // worker was never told their values (an agent may print one it found).
-var tokenShapes = regexp.MustCompile(`\b(?:phx_|phc_|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|sk-ant-|sk-proj-|sk-|xox[abprs]-)[A-Za-z0-9_\-]{10,}`)
+var tokenShapes = regexp.MustCompile(`\b(?:phx_|phc_|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|sk-ant-|sk-proj-|sk-|xox[abprs]-)[A-Za-z0-9_\-]{10,}|\bAKIA[0-9A-Z]{16}\b`)
+
+// urlCredentials matches the user:password@ part of a URL.
+var urlCredentials = regexp.MustCompile(`(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@"'<>]+:[^/\s@"'<>]+@`)
+
+// secretSuffixes mark environment variables whose values are secrets.
+var secretSuffixes = []string{"_TOKEN", "_KEY", "_SECRET", "_PASSWORD"}
+
+// FromEnvironment returns the values of the variables in environ (as
+// os.Environ gives them) whose names say they hold a secret.
+func FromEnvironment(environ []string) []string {
+	var values []string
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || len(value) < minSecretLength {
+			continue
+		}
+		upper := strings.ToUpper(name)
+		for _, suffix := range secretSuffixes {
+			if strings.HasSuffix(upper, suffix) {
+				values = append(values, value)
+				break
+			}
+		}
+	}
+	return values
+}
 
 // Redactor knows a fixed set of secret values.
 type Redactor struct {
@@ -36,6 +64,14 @@ func New(secrets ...string) *Redactor {
 		}
 		seen[s] = true
 		values = append(values, s)
+		// The same secret inside a JSON string, escaped by Go (which also
+		// escapes <, > and &) or by an encoder that leaves HTML alone.
+		for _, escaped := range jsonEscaped(s) {
+			if !seen[escaped] {
+				seen[escaped] = true
+				values = append(values, escaped)
+			}
+		}
 	}
 	// Longest first, so a secret that contains another is masked whole.
 	sort.Slice(values, func(i, j int) bool { return len(values[i]) > len(values[j]) })
@@ -58,6 +94,7 @@ func (r *Redactor) String(s string) string {
 	if r != nil && r.next != nil {
 		s = r.next.String(s)
 	}
+	s = urlCredentials.ReplaceAllString(s, "${1}"+Mask+"@")
 	return tokenShapes.ReplaceAllString(s, Mask)
 }
 
@@ -82,6 +119,23 @@ func (r *Redactor) Value(v any) any {
 	default:
 		return v
 	}
+}
+
+func jsonEscaped(s string) []string {
+	var out []string
+	for _, html := range []bool{true, false} {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(html)
+		if enc.Encode(s) != nil {
+			continue
+		}
+		quoted := strings.TrimSuffix(buf.String(), "\n")
+		if escaped := quoted[1 : len(quoted)-1]; escaped != s {
+			out = append(out, escaped)
+		}
+	}
+	return out
 }
 
 // Chain returns a Redactor that masks what r masks and then what next masks.

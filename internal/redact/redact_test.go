@@ -32,3 +32,27 @@ func TestValueAndChain(t *testing.T) {
 	var nilRedactor *Redactor
 	require.Equal(t, "[REDACTED]", nilRedactor.String("ghp_0123456789abcdef"))
 }
+
+func TestCanariesInEveryPosition(t *testing.T) {
+	canary := `pa"ss<wo>rd&1\x`
+	r := New(canary, "plain-canary-123456")
+	cases := map[string]string{
+		"plain plain-canary-123456 end":                     "plain [REDACTED] end",
+		`{"message":"pa\"ss\u003cwo\u003erd\u00261\\x"}`:    `{"message":"[REDACTED]"}`,
+		`{"message":"pa\"ss<wo>rd&1\\x"}`:                   `{"message":"[REDACTED]"}`,
+		"clone https://x-access-token:abc123def@github.com": "clone https://[REDACTED]@github.com",
+		"AKIAABCDEFGHIJKLMNOP in config":                    "[REDACTED] in config",
+		`url "https://user:hunter2@host/path"`:              `url "https://[REDACTED]@host/path"`,
+	}
+	for in, want := range cases {
+		require.Equal(t, want, r.String(in), in)
+	}
+}
+
+func TestFromEnvironment(t *testing.T) {
+	got := FromEnvironment([]string{
+		"ANTHROPIC_API_KEY=sk-ant-123456", "GH_TOKEN=ghs_abcdef", "DB_PASSWORD=hunter22", "MY_SECRET=s3cr3t!",
+		"SHORT_TOKEN=abc", "PATH=/usr/bin", "KEYBOARD=us-layout", "broken",
+	})
+	require.Equal(t, []string{"sk-ant-123456", "ghs_abcdef", "hunter22", "s3cr3t!"}, got)
+}
