@@ -25,6 +25,9 @@ import (
 
 const repo = "acme/app"
 
+// githubTokenCanary is the worker's GitHub token; it has characters JSON escapes.
+const githubTokenCanary = `gh"canary<&>token-77`
+
 type harness struct {
 	stack   *devstack.Stack
 	api     *tasksapi.Client
@@ -68,6 +71,7 @@ func runWithStack(m *testing.M) (int, error) {
 		AgentTimeout:      2 * time.Minute,
 		RunTimeout:        5 * time.Minute,
 		StopGrace:         2 * time.Second,
+		GitHubToken:       githubTokenCanary,
 	}})
 	if err != nil {
 		return 0, err
@@ -359,4 +363,33 @@ func TestWorkerKeepsServingAfterFailures(t *testing.T) {
 	task, run := startRun(t, "nothing again", "", repo)
 	run = waitForEnd(t, task.ID, run.ID)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+}
+
+func TestSecretsNeverReachTheLogOrTheRun(t *testing.T) {
+	task, run := startRun(t, "leak the token", githubTokenCanary, repo)
+	run = waitForEnd(t, task.ID, run.ID)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+
+	raw, err := h.api.Logs(context.Background(), task.ID, run.ID)
+	require.NoError(t, err)
+	var all strings.Builder
+	for _, r := range raw {
+		all.Write(r)
+		all.WriteByte('\n')
+	}
+	record, err := json.Marshal(run)
+	require.NoError(t, err)
+	escaped, _ := json.Marshal(githubTokenCanary)
+	for name, text := range map[string]string{"log": all.String(), "run": string(record)} {
+		require.NotContains(t, text, githubTokenCanary, name)
+		require.NotContains(t, text, string(escaped[1:len(escaped)-1]), name)
+		require.NotContains(t, text, `gh\"canary`, name)
+		require.NotContains(t, text, "ghp_abcdefghijklmnopqrstuvwxyz012345", name)
+	}
+	lines := consoleLines(logOf(t, task.ID, run.ID))
+	require.Contains(t, lines, "info: split across writes: [REDACTED] end")
+	require.Contains(t, lines, `info: {"config":{"token":"[REDACTED]"}}`)
+	require.Contains(t, lines, "info: cloning https://[REDACTED]@example.com/acme/app.git")
+	require.Contains(t, lines, "info: [REDACTED] is a token shape")
+	require.Contains(t, *run.ErrorMessage, "failed with [REDACTED]")
 }

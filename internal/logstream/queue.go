@@ -126,11 +126,10 @@ func (q *queue) refill() error {
 		return q.spillFailed(err)
 	}
 	for q.spilled > 0 && q.memBytes < q.memLimit {
-		line, err := q.reader.ReadBytes('\n')
+		line, err := q.readLine()
 		if err != nil {
 			return fmt.Errorf("read log spill file: %w", err)
 		}
-		line = bytes.TrimSuffix(line, []byte{'\n'})
 		q.mem = append(q.mem, line)
 		q.memBytes += len(line)
 		q.spilled--
@@ -142,6 +141,24 @@ func (q *queue) refill() error {
 }
 
 // closeSpill removes the spill file; it is the queue's alone.
+// readLine reads the next spilled entry. A bufio.Reader that met the end of
+// the file once reports it again before it looks for data written since, so
+// an EOF is retried: every line counted in spilled has been flushed whole.
+func (q *queue) readLine() ([]byte, error) {
+	var line []byte
+	for range 3 {
+		part, err := q.reader.ReadBytes('\n')
+		line = append(line, part...)
+		if err == nil {
+			return bytes.TrimSuffix(line, []byte{'\n'}), nil
+		}
+		if !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%d entries are missing from the file", q.spilled)
+}
+
 func (q *queue) closeSpill() {
 	if q.file != nil {
 		q.file.Close()

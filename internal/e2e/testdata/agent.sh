@@ -31,6 +31,20 @@ hang*)
 	echo "working for a long time"
 	wait
 	;;
+leak*)
+	# The task hands the agent a secret; it prints it every way it can.
+	secret=$TASK_DESCRIPTION
+	first=$(printf '%s' "$secret" | cut -c1-6)
+	rest=$(printf '%s' "$secret" | cut -c7-)
+	printf 'split across writes: %s' "$first"
+	sleep 0.1
+	printf '%s end\n' "$rest"
+	printf '{"config":{"token":"%s"}}\n' "$secret"
+	echo "cloning https://bot:$secret@example.com/acme/app.git"
+	echo "ghp_abcdefghijklmnopqrstuvwxyz012345 is a token shape"
+	echo "failed with $secret" >&2
+	exit 1
+	;;
 *)
 	echo "unknown scenario: $TASK_TITLE" >&2
 	exit 64
