@@ -116,6 +116,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			},
 			Dir:          in.Workspace.RepoDir,
 			ArtifactsDir: in.Workspace.ArtifactsDir,
+			ScratchDir:   in.Workspace.Root,
 		}, log)
 		switch {
 		case err == nil:

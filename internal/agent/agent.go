@@ -36,6 +36,9 @@ type Request struct {
 	Dir string
 	// ArtifactsDir is where the agent leaves files to upload; outside the clone.
 	ArtifactsDir string
+	// ScratchDir is the run's folder for the worker's own files (output
+	// buffers); outside the clone. Empty means the system's temp dir.
+	ScratchDir string
 }
 
 // Result is what a successful agent run produced.

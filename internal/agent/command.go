@@ -39,6 +39,7 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 		Stdin:        strings.NewReader(req.Task.Prompt()),
 		StopGrace:    c.StopGrace,
 		MaxLineBytes: c.MaxLineBytes,
+		BufferDir:    req.ScratchDir,
 	}
 	res, err := process.Run(ctx, spec, func(stream process.Stream, line string) {
 		level := acp.LevelInfo

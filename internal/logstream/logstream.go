@@ -151,31 +151,43 @@ func (s *Stream) Emit(e acp.Entry) {
 
 // enqueue adds encoded data; the caller holds mu.
 func (s *Stream) enqueue(data []byte, now time.Time) {
-	if s.queue.len() == 0 {
+	first := s.queue.len() == 0
+	if first {
 		s.oldest = now
 	}
 	// A failing spill file keeps the entry in memory; nothing is lost.
 	_ = s.queue.push(data)
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	// The sender needs waking only to start a batch's timer or to send a full one.
+	if first || s.queue.len()%s.cfg.MaxBatchEntries == 0 {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // Console is a shorthand for Emit(acp.Console(level, message)).
 func (s *Stream) Console(level, message string) { s.Emit(acp.Console(level, message)) }
 
+// encode turns an entry into JSON with every secret masked. Masking the
+// encoded text reaches every value, whatever its type; the redactor knows
+// each secret's JSON-escaped forms too.
 func (s *Stream) encode(e acp.Entry) []byte {
-	e.Notification.Params, _ = s.redactor.Value(e.Notification.Params).(map[string]any)
 	raw, err := json.Marshal(e)
 	if err != nil {
 		raw, _ = json.Marshal(acp.Console(acp.LevelWarn, fmt.Sprintf("log entry could not be encoded: %v", err)))
 	}
-	// A second pass over the encoded form catches secrets inside values the
-	// first could not walk (typed structs) and their JSON-escaped forms.
-	if clean := []byte(s.redactor.String(string(raw))); json.Valid(clean) {
-		return clean
+	text := string(raw)
+	clean := s.redactor.String(text)
+	if clean == text {
+		return raw
 	}
+	if json.Valid([]byte(clean)) {
+		return []byte(clean)
+	}
+	// A secret that spans JSON syntax: mask value by value instead.
+	e.Notification.Params, _ = s.redactor.Value(e.Notification.Params).(map[string]any)
+	raw, _ = json.Marshal(e)
 	return raw
 }
 

@@ -51,6 +51,9 @@ type Spec struct {
 	Stdin        io.Reader
 	MaxLineBytes int
 	StopGrace    time.Duration
+	// BufferDir holds the files that take the child's output while its lines
+	// wait to be handled (default: the system's temp dir).
+	BufferDir string
 }
 
 // LineFunc receives each output line without its newline. It is called from
@@ -114,11 +117,11 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	// Stdin copying must not outlive the child.
 	cmd.WaitDelay = time.Second
 
-	outR, outW, err := os.Pipe()
+	outR, outW, err := pipe()
 	if err != nil {
 		return Result{}, &StartError{Path: spec.Path, Err: err}
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
@@ -136,18 +139,56 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	pgid := cmd.Process.Pid
 
 	tail := &lineTail{max: stderrTailLines}
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() {
-		defer readers.Done()
-		readLines(outR, spec.MaxLineBytes, func(l string) { onLine(Stdout, l) })
-	}()
-	go func() {
-		defer readers.Done()
-		readLines(errR, spec.MaxLineBytes, func(l string) {
-			tail.add(l)
-			onLine(Stderr, l)
-		})
+	outputs := []struct {
+		pipe   *os.File
+		stream Stream
+	}{{outR, Stdout}, {errR, Stderr}}
+	// Each stream is copied into a file-backed buffer as fast as the child
+	// writes it, so handling lines never slows the child down; its lines are
+	// read from the buffer at their own pace.
+	var copiers, readers sync.WaitGroup
+	var buffers []*fifo
+	for _, o := range outputs {
+		buf, err := newFIFO(spec.BufferDir)
+		if err != nil {
+			// No buffer: read the pipe directly, at the child's expense.
+			buf = nil
+		}
+		buffers = append(buffers, buf)
+		var src io.Reader = o.pipe
+		if buf != nil {
+			copiers.Add(1)
+			go func(pipe *os.File) {
+				defer copiers.Done()
+				_, _ = io.CopyBuffer(buf, pipe, make([]byte, 256<<10))
+				buf.CloseWrite()
+			}(o.pipe)
+			src = buf
+		}
+		readers.Add(1)
+		direct := buf == nil
+		if direct {
+			copiers.Add(1) // reading the pipe is its copying too
+		}
+		go func(src io.Reader, stream Stream) {
+			defer readers.Done()
+			if direct {
+				defer copiers.Done()
+			}
+			readLines(src, spec.MaxLineBytes, func(l string) {
+				if stream == Stderr {
+					tail.add(l)
+				}
+				onLine(stream, l)
+			})
+		}(src, o.stream)
+	}
+	defer func() {
+		for _, b := range buffers {
+			if b != nil {
+				b.Remove()
+			}
+		}
 	}()
 
 	exited := make(chan struct{})
@@ -175,15 +216,19 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	// The leader is gone; nothing else of the group may outlive the run.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 
-	drained := make(chan struct{})
-	go func() { readers.Wait(); close(drained) }()
+	// The pipes close once every holder is gone; a descendant that left the
+	// group could hold them forever, so their copying gets a deadline. The
+	// lines already buffered are all handled.
+	copied := make(chan struct{})
+	go func() { copiers.Wait(); close(copied) }()
 	select {
-	case <-drained:
+	case <-copied:
 	case <-time.After(drainTimeout):
 		outR.Close()
 		errR.Close()
-		<-drained
+		<-copied
 	}
+	readers.Wait()
 	outR.Close()
 	errR.Close()
 
@@ -290,4 +335,17 @@ func Alive(pid int) bool {
 	// The state follows the command name, which is in parentheses and may hold spaces.
 	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
 	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// pipeBytes is the kernel buffer of the child's output pipes: room for a
+// burst while the copier is not scheduled (Linux defaults to 64 KiB).
+const pipeBytes = 1 << 20
+
+func pipe() (r, w *os.File, err error) {
+	r, w, err = os.Pipe()
+	if err == nil {
+		// F_SETPIPE_SZ; where it fails the default size is fine.
+		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, w.Fd(), 1031, pipeBytes)
+	}
+	return r, w, err
 }

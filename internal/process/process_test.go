@@ -131,3 +131,28 @@ func TestMissingExecutableIsAStartError(t *testing.T) {
 	require.ErrorAs(t, err, &startErr)
 	require.ErrorContains(t, err, "executable not found")
 }
+
+// A child is never held up by slow handling of its lines: its output waits
+// in a buffer file, so it can finish while the first line is still in hand.
+func TestSlowLineHandlingDoesNotBlockTheChild(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "finished")
+	spec := sh(`awk 'BEGIN { for (i = 0; i < 200000; i++) print "line " i }'; touch ` + marker)
+	spec.BufferDir = dir
+	var count int
+	res, err := Run(context.Background(), spec, func(_ Stream, line string) {
+		if count == 0 {
+			// Hold the first line until the child has written everything.
+			require.Eventually(t, func() bool {
+				_, err := os.Stat(marker)
+				return err == nil
+			}, time.Minute, 5*time.Millisecond, "the child was blocked by its reader")
+		}
+		count++
+	})
+	require.NoError(t, err)
+	require.True(t, res.Success())
+	require.Equal(t, 200000, count)
+	left, _ := filepath.Glob(filepath.Join(dir, "output-*.buf"))
+	require.Empty(t, left, "buffer files are removed")
+}

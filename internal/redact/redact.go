@@ -50,6 +50,7 @@ func FromEnvironment(environ []string) []string {
 // Redactor knows a fixed set of secret values.
 type Redactor struct {
 	replacer *strings.Replacer
+	secrets  []string
 	next     *Redactor
 }
 
@@ -82,20 +83,50 @@ func New(secrets ...string) *Redactor {
 	r := &Redactor{}
 	if len(pairs) > 0 {
 		r.replacer = strings.NewReplacer(pairs...)
+		r.secrets = values
 	}
 	return r
 }
 
 // String returns s with every known secret and token-shaped string masked.
 func (r *Redactor) String(s string) string {
-	if r != nil && r.replacer != nil {
+	if r != nil && r.replacer != nil && r.holdsSecret(s) {
 		s = r.replacer.Replace(s)
 	}
 	if r != nil && r.next != nil {
 		s = r.next.String(s)
 	}
-	s = urlCredentials.ReplaceAllString(s, "${1}"+Mask+"@")
-	return tokenShapes.ReplaceAllString(s, Mask)
+	// The regular expressions cost far more than the literal checks that
+	// rule them out for almost every line.
+	if strings.Contains(s, "://") && strings.Contains(s, "@") {
+		s = urlCredentials.ReplaceAllString(s, "${1}"+Mask+"@")
+	}
+	if mayHoldToken(s) {
+		s = tokenShapes.ReplaceAllString(s, Mask)
+	}
+	return s
+}
+
+// holdsSecret is a fast check that rules out the replacer for most lines.
+func (r *Redactor) holdsSecret(s string) bool {
+	for _, secret := range r.secrets {
+		if strings.Contains(s, secret) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenPrefixes are the literal starts of every token shape.
+var tokenPrefixes = []string{"phx_", "phc_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "xox", "AKIA"}
+
+func mayHoldToken(s string) bool {
+	for _, p := range tokenPrefixes {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Value masks every string inside a JSON-like value (maps, slices, strings),
@@ -143,5 +174,5 @@ func (r *Redactor) Chain(next *Redactor) *Redactor {
 	if next == nil || next.replacer == nil {
 		return r
 	}
-	return &Redactor{replacer: r.replacer, next: next}
+	return &Redactor{replacer: r.replacer, secrets: r.secrets, next: next}
 }
