@@ -100,11 +100,18 @@ func BenchmarkRequestsUnderFlood(b *testing.B) {
 }
 
 // BenchmarkLatencyAt1000LinesPerSecond: time from a line being emitted to it
-// being stored, for a producer writing 1,000 lines a second for 5 s.
+// being stored, for a producer writing 1,000 lines a second for 5 s, at the
+// default flush delay and two others for comparison.
 func BenchmarkLatencyAt1000LinesPerSecond(b *testing.B) {
+	for _, delay := range []time.Duration{100 * time.Millisecond, DefaultFlushDelay, 500 * time.Millisecond} {
+		b.Run("flush-"+delay.String(), func(b *testing.B) { benchLatency(b, delay) })
+	}
+}
+
+func benchLatency(b *testing.B, delay time.Duration) {
 	for range b.N {
 		srv, api := localAPI(b)
-		s := New(api, "t", "r", redact.New(), Config{})
+		s := New(api, "t", "r", redact.New(), Config{FlushDelay: delay})
 		emitted := map[string]time.Time{}
 		tick := time.NewTicker(time.Millisecond)
 		for i := range 5000 {
