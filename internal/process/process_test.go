@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -155,4 +156,15 @@ func TestSlowLineHandlingDoesNotBlockTheChild(t *testing.T) {
 	require.Equal(t, 200000, count)
 	left, _ := filepath.Glob(filepath.Join(dir, "output-*.buf"))
 	require.Empty(t, left, "buffer files are removed")
+}
+
+func TestATenMegabyteLineIsCutAtTheDefaultCap(t *testing.T) {
+	var c collector
+	_, err := Run(context.Background(), sh(`head -c 10000000 /dev/zero | tr '\0' '{'; echo; echo after`), c.add)
+	require.NoError(t, err)
+	require.Len(t, c.lines[Stdout], 2)
+	line := c.lines[Stdout][0]
+	require.Equal(t, strings.Repeat("{", DefaultMaxLineBytes), line[:DefaultMaxLineBytes])
+	require.Equal(t, fmt.Sprintf(" … [line cut: %d more bytes]", 10_000_000-DefaultMaxLineBytes), line[DefaultMaxLineBytes:])
+	require.Equal(t, "after", c.lines[Stdout][1])
 }
