@@ -16,6 +16,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/redact"
@@ -28,9 +29,16 @@ type Config struct {
 	WorkspaceDir    string
 	RepoURLTemplate string
 	BranchTemplate  string
-	Author          gitrepo.Author
-	AgentTimeout    time.Duration
-	RunTimeout      time.Duration
+	// BaseBranch is the branch runs start from when their state names none;
+	// empty means the repository's default branch.
+	BaseBranch string
+	// PRStrict fails a run whose pull request can't be opened.
+	PRStrict bool
+	// RunURLTemplate links a pull request back to its run.
+	RunURLTemplate string
+	Author         gitrepo.Author
+	AgentTimeout   time.Duration
+	RunTimeout     time.Duration
 	// HostQueue is this worker's own task queue: the steps that use the
 	// workspace on its disk are scheduled there.
 	HostQueue string
@@ -42,8 +50,11 @@ type Config struct {
 
 // Activities holds the clients the steps use. Register it once per worker.
 type Activities struct {
-	API      *tasksapi.Client
-	Git      *gitrepo.Git
+	API   *tasksapi.Client
+	Git   *gitrepo.Git
+	Cache *gitrepo.Cache
+	// GitHub opens pull requests; nil when no token is configured.
+	GitHub   *github.Client
 	Agent    agent.Agent
 	Slots    *slots.Pool
 	Redactor *redact.Redactor
@@ -65,6 +76,7 @@ type RunContext struct {
 	Description  string        `json:"description"`
 	Repository   string        `json:"repository"`
 	Slug         string        `json:"slug"`
+	Branch       string        `json:"branch"`
 	BaseBranch   string        `json:"base_branch,omitempty"`
 	CreatePR     bool          `json:"create_pr"`
 	AgentTimeout time.Duration `json:"agent_timeout"`
@@ -79,7 +91,11 @@ type Workspace struct {
 	ArtifactsDir string `json:"artifacts_dir"`
 	BaseBranch   string `json:"base_branch"`
 	BaseSHA      string `json:"base_sha"`
-	LogDropped   int    `json:"log_dropped,omitempty"`
+	// BranchSHA is where the run's branch was on the remote when the run
+	// started ("" when new): the push may only move it from there.
+	BranchSHA  string `json:"branch_sha,omitempty"`
+	CacheHit   bool   `json:"cache_hit"`
+	LogDropped int    `json:"log_dropped,omitempty"`
 }
 
 // Step names: the run's stage while they run, and their progress entries.

@@ -1,6 +1,8 @@
 package activities
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -9,7 +11,10 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/github"
+	"github.com/taskworker/taskworker/internal/github/githubtest"
 	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -66,3 +71,35 @@ func TestArtifactTypeAndEncoding(t *testing.T) {
 	require.Equal(t, "/wA=", bin.Content)
 	require.Equal(t, "application/octet-stream", bin.ContentType)
 }
+
+func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
+	srv := githubtest.NewServer("ghs_token_123456")
+	defer srv.Close()
+	srv.BranchExists = func(_, _, branch string) bool { return branch == "main" } // the head is "missing"
+	in := PublishInput{
+		Run:       RunContext{RunRef: RunRef{TaskID: "t", RunID: "r"}, Title: "Fix", Repository: "acme/app", Branch: "posthog/task-1"},
+		Workspace: Workspace{BaseBranch: "main"},
+	}
+	pub := PublishOutput{Changed: true, Branch: "posthog/task-1"}
+	srvURL := srv.URL
+	for _, strict := range []bool{false, true} {
+		a := &Activities{Redactor: redact.New("ghs_token_123456"), GitHub: github.New(srvURL, "ghs_token_123456"),
+			Config: Config{PRStrict: strict}}
+		output := map[string]any{}
+		log := logstream.New(discardLog{}, "t", "r", a.Redactor, logstream.Config{})
+		err := a.pullRequest(context.Background(), in, pub, output, log)
+		_, _ = log.Close(context.Background())
+		if strict {
+			require.ErrorContains(t, err, "HTTP 422")
+			require.ErrorContains(t, err, "the branch posthog/task-1 is pushed")
+			continue
+		}
+		require.NoError(t, err)
+		require.Contains(t, output["pr_error"], "HTTP 422: Validation Failed (head invalid)")
+		require.Nil(t, output["pr_url"])
+	}
+}
+
+type discardLog struct{}
+
+func (discardLog) AppendLog(context.Context, string, string, []json.RawMessage) error { return nil }

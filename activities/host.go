@@ -15,6 +15,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -24,10 +25,14 @@ import (
 // records the base branch and commit.
 func (a *Activities) PrepareWorkspace(ctx context.Context, run RunContext) (Workspace, error) {
 	var ws Workspace
-	dropped, err := a.runStep(ctx, run.RunRef, StepClone, run.Repository, func(*logstream.Stream) (string, error) {
+	dropped, err := a.runStep(ctx, run.RunRef, StepClone, run.Repository, func(log *logstream.Stream) (string, error) {
 		var err error
-		ws, err = a.prepareWorkspace(ctx, run)
-		return fmt.Sprintf("%s@%s (%s)", run.Repository, ws.BaseBranch, short(ws.BaseSHA)), err
+		ws, err = a.prepareWorkspace(ctx, run, log)
+		source := "cloned"
+		if ws.CacheHit {
+			source = "from cache"
+		}
+		return fmt.Sprintf("%s@%s (%s), %s", run.Repository, ws.BaseBranch, short(ws.BaseSHA), source), err
 	})
 	ws.LogDropped = dropped
 	return ws, err
@@ -61,7 +66,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	return dropped, a.classifyReporting(err, dropped)
 }
 
-func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext) (Workspace, error) {
+func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *logstream.Stream) (Workspace, error) {
 	ws := a.workspaceFor(run.RunRef)
 	// A retried attempt starts from scratch.
 	if err := os.RemoveAll(ws.Root); err != nil {
@@ -70,20 +75,43 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext) (Work
 	if err := os.MkdirAll(ws.ArtifactsDir, 0o755); err != nil {
 		return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
 	}
+	base := run.BaseBranch
+	if base == "" {
+		base = a.Config.BaseBranch
+	}
 	url := gitrepo.RemoteURL(a.Config.RepoURLTemplate, run.Repository)
-	repo, err := a.Git.Clone(ctx, url, ws.RepoDir, run.BaseBranch)
+	co, err := a.Cache.Checkout(ctx, run.Repository, url, ws.RepoDir, base)
 	if err != nil {
 		var gitErr *gitrepo.Error
-		if errors.As(err, &gitErr) && gitErr.NotFound() {
+		switch {
+		case errors.As(err, &gitErr) && gitErr.NotFound():
 			return ws, fmt.Errorf("clone %s: the repository does not exist or this worker can't read it (check the task's repository and TASKWORKER_GITHUB_TOKEN): %w", run.Repository, err)
+		case errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "not found in upstream"):
+			return ws, invalidInput("clone %s: base branch %q does not exist (it comes from the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH)", run.Repository, base)
 		}
 		return ws, fmt.Errorf("clone %s: %w", run.Repository, err)
 	}
-	if ws.BaseSHA, err = repo.Head(ctx); err != nil {
-		return ws, invalidInput("clone %s: %v", run.Repository, err)
+	ws.CacheHit = co.Hit
+	if co.Rebuilt {
+		log.Console(acp.LevelWarn, "the repository cache was damaged; it was rebuilt from the remote")
 	}
+	repo := co.Repo
 	if ws.BaseBranch, err = repo.CurrentBranch(ctx); err != nil {
 		return ws, fmt.Errorf("clone %s: %w", run.Repository, err)
+	}
+	// A branch an earlier run of this task pushed is where this run goes on,
+	// so its pull request keeps its history and nothing needs a force push.
+	if ws.BranchSHA, err = a.Cache.RemoteBranch(ctx, run.Repository, run.Branch); err != nil {
+		return ws, err
+	}
+	if ws.BranchSHA != "" {
+		if _, err := repo.Run(ctx, "checkout", "--quiet", "-B", run.Branch, ws.BranchSHA); err != nil {
+			return ws, fmt.Errorf("check out %s: %w", run.Branch, err)
+		}
+		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", run.Branch, short(ws.BranchSHA)))
+	}
+	if ws.BaseSHA, err = repo.Head(ctx); err != nil {
+		return ws, invalidInput("clone %s: %v", run.Repository, err)
 	}
 	return ws, nil
 }
@@ -169,7 +197,7 @@ func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutpu
 func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstream.Stream) (PublishOutput, error) {
 	ref, ws := in.Run.RunRef, in.Workspace
 	repo := a.Git.Open(ws.RepoDir)
-	out := PublishOutput{BaseSHA: ws.BaseSHA}
+	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: in.Run.Branch}
 	if _, err := repo.CommitAll(ctx, commitMessage(in.Run), a.Config.Author); err != nil {
 		return out, err
 	}
@@ -187,22 +215,16 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, err
 	}
 
-	branch := BranchName(a.Config.BranchTemplate, in.Run)
-	if !a.Git.ValidBranchName(ctx, branch) {
-		return out, invalidInput("branch name %q (from TASKWORKER_BRANCH_TEMPLATE %q) is not a valid git branch name", branch, a.Config.BranchTemplate)
-	}
+	branch := in.Run.Branch
 	if err := repo.SwitchBranch(ctx, branch); err != nil {
 		return out, fmt.Errorf("create branch %s: %w", branch, err)
 	}
 	url := gitrepo.RemoteURL(a.Config.RepoURLTemplate, in.Run.Repository)
-	remoteSHA, err := repo.RemoteBranch(ctx, url, branch)
-	if err != nil {
-		return out, fmt.Errorf("look up %s on the remote: %w", branch, err)
-	}
-	if remoteSHA != "" {
-		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists on the remote at %s; this run replaces it", branch, short(remoteSHA)))
-	}
-	if err := repo.Push(ctx, url, branch, remoteSHA); err != nil {
+	if err := a.Cache.Push(ctx, in.Run.Repository, url, repo, branch, ws.BranchSHA); err != nil {
+		var gitErr *gitrepo.Error
+		if errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "stale info") {
+			return out, invalidInput("push %s: the branch changed on the remote while this run worked; nothing was overwritten, run the task again to build on it", branch)
+		}
 		return out, fmt.Errorf("push %s: %w", branch, err)
 	}
 	stat, err := repo.DiffStat(ctx, ws.BaseSHA, head)
@@ -212,27 +234,87 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	out = PublishOutput{Changed: true, Branch: branch, CommitSHA: head, BaseSHA: ws.BaseSHA,
 		FilesChanged: len(stat.Files), Insertions: stat.Insertions, Deletions: stat.Deletions}
 	log.Emit(acp.BranchCreated(branch))
-	if in.Run.CreatePR {
-		log.Console(acp.LevelInfo, "create_pr was requested, but this worker does not open pull requests yet; the branch is pushed")
-	}
 	output["changed"] = true
 	output["head_branch"] = branch
+	output["base_branch"] = ws.BaseBranch
 	output["commit_sha"] = head
 	output["files_changed"] = out.FilesChanged
 	output["insertions"] = out.Insertions
 	output["deletions"] = out.Deletions
+	if in.Run.CreatePR {
+		if err := a.pullRequest(ctx, in, out, output, log); err != nil {
+			return out, err
+		}
+	}
 	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: output}); err != nil {
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
 	}
 	return out, nil
 }
 
-func commitMessage(run RunContext) string {
+// pullRequest opens (or finds) the run's pull request and records it in
+// output. A failure keeps the pushed branch: it is recorded as
+// output.pr_error, and fails the run only when configured strict.
+func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub PublishOutput, output map[string]any, log *logstream.Stream) error {
+	if a.GitHub == nil {
+		output["pr_error"] = "no pull request: TASKWORKER_GITHUB_TOKEN is not set"
+		log.Console(acp.LevelWarn, "create_pr was requested, but no GitHub token is configured; the branch is pushed")
+		return nil
+	}
+	owner, repo, _ := strings.Cut(in.Run.Repository, "/")
+	pr, created, err := a.GitHub.OpenOrFind(ctx, owner, repo, github.NewPullRequest{
+		Title: prTitle(in.Run), Head: pub.Branch, Base: in.Workspace.BaseBranch, Body: a.prBody(in, pub),
+	})
+	if err != nil {
+		msg := a.Redactor.String(err.Error())
+		if a.Config.PRStrict {
+			return fmt.Errorf("%s (the branch %s is pushed)", msg, pub.Branch)
+		}
+		output["pr_error"] = msg
+		log.Console(acp.LevelWarn, "no pull request: "+msg+"; the branch is pushed")
+		return nil
+	}
+	output["pr_url"] = pr.HTMLURL
+	verb := "opened"
+	if !created {
+		verb = "updated"
+	}
+	log.Console(acp.LevelInfo, fmt.Sprintf("pull request %s: %s", verb, pr.HTMLURL))
+	return nil
+}
+
+func prTitle(run RunContext) string {
 	title := strings.TrimSpace(strings.SplitN(run.Title, "\n", 2)[0])
 	if title == "" {
-		title = "Changes for task " + run.TaskID
+		return "Changes for task " + run.TaskID
 	}
-	return fmt.Sprintf("%s\n\nTask-Id: %s\nRun-Id: %s\n", title, run.TaskID, run.RunID)
+	return title
+}
+
+func (a *Activities) prBody(in PublishInput, pub PublishOutput) string {
+	var b strings.Builder
+	if d := strings.TrimSpace(in.Run.Description); d != "" {
+		b.WriteString(d + "\n\n")
+	}
+	if in.Agent.Summary != "" {
+		b.WriteString("## What the agent did\n\n" + in.Agent.Summary + "\n\n")
+	}
+	fmt.Fprintf(&b, "%d files changed, %d insertions(+), %d deletions(-)\n\n", pub.FilesChanged, pub.Insertions, pub.Deletions)
+	if url := a.runURL(in.Run.RunRef); url != "" {
+		fmt.Fprintf(&b, "Made by a PostHog task run: %s\n", url)
+	}
+	return a.Redactor.String(b.String())
+}
+
+func (a *Activities) runURL(ref RunRef) string {
+	if a.Config.RunURLTemplate == "" {
+		return ""
+	}
+	return strings.NewReplacer("{task_id}", ref.TaskID, "{run_id}", ref.RunID).Replace(a.Config.RunURLTemplate)
+}
+
+func commitMessage(run RunContext) string {
+	return fmt.Sprintf("%s\n\nTask-Id: %s\nRun-Id: %s\n", prTitle(run), run.TaskID, run.RunID)
 }
 
 var unsafeBranchChars = regexp.MustCompile(`[^A-Za-z0-9._/-]+`)

@@ -52,6 +52,10 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	if rc.Slug == "" && task.TaskNumber != nil {
 		rc.Slug = fmt.Sprint(*task.TaskNumber)
 	}
+	rc.Branch = BranchName(a.Config.BranchTemplate, rc)
+	if !a.Git.ValidBranchName(ctx, rc.Branch) {
+		return RunContext{}, invalidInput("branch name %q (from TASKWORKER_BRANCH_TEMPLATE %q) is not a valid git branch name", rc.Branch, a.Config.BranchTemplate)
+	}
 
 	stage := StepClone
 	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Status: tasksapi.StatusInProgress, Stage: &stage}); err != nil {

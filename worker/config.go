@@ -42,6 +42,13 @@ type Config struct {
 	RepoURLTemplate string `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`
 	GitHubToken     string `envconfig:"TASKWORKER_GITHUB_TOKEN" desc:"Token for cloning and pushing over HTTPS (secret; passed to git in its environment only)"`
 	BranchTemplate  string `envconfig:"TASKWORKER_BRANCH_TEMPLATE" default:"posthog/task-{slug}" desc:"Branch the run pushes; {slug}, {task_id} and {run_id} are filled in"`
+	BaseBranch      string `envconfig:"TASKWORKER_BASE_BRANCH" desc:"Branch runs start from when the run's state.pr_base_branch names none (default: the repository's default branch)"`
+	CacheDir        string `envconfig:"TASKWORKER_CACHE_DIR" desc:"Folder of the repository mirrors (default: <temp dir>/taskworker/cache); a volume in production"`
+	CacheMaxBytes   int    `envconfig:"TASKWORKER_CACHE_MAX_BYTES" default:"21474836480" desc:"Size the mirrors may take together (20 GiB); the least recently used are removed first"`
+	AgentGitPush    bool   `envconfig:"TASKWORKER_AGENT_GIT_PUSH" desc:"Give the agent the GitHub token in git's environment (off: the worker pushes, the agent never sees the token)"`
+	GitHubAPIURL    string `envconfig:"TASKWORKER_GITHUB_API_URL" default:"https://api.github.com" desc:"GitHub REST API for pull requests (GitHub Enterprise: https://HOST/api/v3)"`
+	PRStrict        bool   `envconfig:"TASKWORKER_PR_STRICT" desc:"Fail a run whose pull request can't be opened (off: it completes with output.pr_error and the branch pushed)"`
+	RunURLTemplate  string `envconfig:"TASKWORKER_RUN_URL_TEMPLATE" desc:"Link to a run for pull request bodies; {task_id} and {run_id} are filled in (default: POSTHOG_API_URL/project/POSTHOG_PROJECT_ID/tasks/{task_id})"`
 	GitAuthorName   string `envconfig:"TASKWORKER_GIT_AUTHOR_NAME" default:"PostHog Tasks" desc:"Author name of the run's commit"`
 	GitAuthorEmail  string `envconfig:"TASKWORKER_GIT_AUTHOR_EMAIL" default:"tasks@taskworker.invalid" desc:"Author email of the run's commit"`
 
@@ -126,6 +133,12 @@ func (c *Config) applyDefaults() {
 func (c *Config) fillComputed() {
 	if c.WorkspaceDir == "" {
 		c.WorkspaceDir = filepath.Join(os.TempDir(), "taskworker", "workspaces")
+	}
+	if c.CacheDir == "" {
+		c.CacheDir = filepath.Join(os.TempDir(), "taskworker", "cache")
+	}
+	if c.RunURLTemplate == "" && c.APIURL != "" {
+		c.RunURLTemplate = strings.TrimRight(c.APIURL, "/") + "/project/" + c.ProjectID + "/tasks/{task_id}"
 	}
 	if c.WorkerID == "" {
 		host, _ := os.Hostname()

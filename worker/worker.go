@@ -14,6 +14,7 @@ import (
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/redact"
@@ -45,14 +46,25 @@ func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
 		return nil, fmt.Errorf("create workspace dir %s (TASKWORKER_WORKSPACE_DIR): %w", cfg.WorkspaceDir, err)
 	}
 	redactor := redact.New(cfg.Secrets()...)
+	git := &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor}
+	agentEnv := []string(nil)
+	if cfg.AgentGitPush {
+		agentEnv = git.CredentialEnv()
+	}
+	var gh *github.Client
+	if cfg.GitHubToken != "" {
+		gh = github.New(cfg.GitHubAPIURL, cfg.GitHubToken)
+	}
 	hostQueue := cfg.TaskQueue + "@" + cfg.WorkerID
 	acts := &activities.Activities{
 		API: tasksapi.New(tasksapi.Config{
 			BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: "taskworker/" + Version,
 		}),
-		Git: &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor},
-		Agent: &agent.Command{Command: cfg.AgentCommand, Passthrough: cfg.AgentEnv, StopGrace: cfg.StopGrace,
-			MaxLineBytes: cfg.LogMaxLineBytes},
+		Git:    git,
+		Cache:  &gitrepo.Cache{Dir: cfg.CacheDir, MaxBytes: int64(cfg.CacheMaxBytes), Git: git},
+		GitHub: gh,
+		Agent: &agent.Command{Command: cfg.AgentCommand, Passthrough: cfg.AgentEnv, ExtraEnv: agentEnv,
+			StopGrace: cfg.StopGrace, MaxLineBytes: cfg.LogMaxLineBytes},
 		Slots:    slots.New(cfg.MaxConcurrentRuns),
 		Redactor: redactor,
 		Logger:   logger,
@@ -60,6 +72,9 @@ func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
 			WorkspaceDir:    cfg.WorkspaceDir,
 			RepoURLTemplate: cfg.RepoURLTemplate,
 			BranchTemplate:  cfg.BranchTemplate,
+			BaseBranch:      cfg.BaseBranch,
+			PRStrict:        cfg.PRStrict,
+			RunURLTemplate:  cfg.RunURLTemplate,
 			Author:          gitrepo.Author{Name: cfg.GitAuthorName, Email: cfg.GitAuthorEmail},
 			AgentTimeout:    cfg.AgentTimeout,
 			RunTimeout:      cfg.RunTimeout,

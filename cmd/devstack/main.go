@@ -71,6 +71,7 @@ func workerConfig(dataDir string) (worker.Config, error) {
 		"TASKWORKER_AGENT_COMMAND":     "sh " + agentPath,
 		"TASKWORKER_REPO_URL_TEMPLATE": devstack.RepoURLTemplate(filepath.Join(dataDir, "git")),
 		"TASKWORKER_WORKSPACE_DIR":     filepath.Join(dataDir, "workspaces"),
+		"TASKWORKER_CACHE_DIR":         filepath.Join(dataDir, "cache"),
 		"TASKWORKER_LOG_FORMAT":        "console",
 		"TASKWORKER_LOG_LEVEL":         "warn",
 	}

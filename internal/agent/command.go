@@ -17,6 +17,8 @@ type Command struct {
 	Command string
 	// Passthrough names worker environment variables the agent may see.
 	Passthrough []string
+	// ExtraEnv is added to the agent's environment as it is.
+	ExtraEnv []string
 	// StopGrace is the time between SIGTERM and SIGKILL when the run is stopped.
 	StopGrace time.Duration
 	// MaxLineBytes cuts longer output lines, with a marker.

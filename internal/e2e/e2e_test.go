@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/github/githubtest"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/worker"
@@ -32,6 +34,7 @@ type harness struct {
 	stack   *devstack.Stack
 	api     *tasksapi.Client
 	gitRoot string
+	github  *githubtest.Server
 }
 
 // One stack serves every test: the agent script picks its behaviour from the
@@ -62,11 +65,19 @@ func runWithStack(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	gh := githubtest.NewServer(githubTokenCanary)
+	defer gh.Close()
+	gh.BranchExists = func(owner, repo, branch string) bool {
+		return exec.Command("git", "--git-dir", filepath.Join(gitRoot, owner, repo+".git"), "rev-parse", "--verify", "--quiet", "refs/heads/"+branch).Run() == nil
+	}
 	stack, err := devstack.Start(ctx, devstack.Options{Worker: worker.Config{
 		Agent:             "command",
 		AgentCommand:      "sh " + agent,
 		RepoURLTemplate:   devstack.RepoURLTemplate(gitRoot),
 		WorkspaceDir:      filepath.Join(dir, "workspaces"),
+		CacheDir:          filepath.Join(dir, "cache"),
+		GitHubAPIURL:      gh.URL,
+		RunURLTemplate:    "https://posthog.example/tasks/{task_id}/runs/{run_id}",
 		MaxConcurrentRuns: 8,
 		AgentTimeout:      2 * time.Minute,
 		RunTimeout:        5 * time.Minute,
@@ -82,6 +93,7 @@ func runWithStack(m *testing.M) (int, error) {
 		stack:   stack,
 		api:     tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID}),
 		gitRoot: gitRoot,
+		github:  gh,
 	}
 	return m.Run(), nil
 }
@@ -226,6 +238,25 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	require.EqualValues(t, 2, run.Output["insertions"])
 	require.EqualValues(t, 0, run.Output["deletions"])
 	require.EqualValues(t, 0, run.Output["log_entries_dropped"])
+
+	// The pull request, opened through the GitHub stand-in.
+	require.Equal(t, "main", run.Output["base_branch"])
+	prURL, _ := run.Output["pr_url"].(string)
+	require.NotEmpty(t, prURL, "output: %v", run.Output)
+	var pr *githubtest.PullRequest
+	for _, p := range h.github.Pulls() {
+		if p.Head == branch {
+			pr = &p
+		}
+	}
+	require.NotNil(t, pr)
+	require.True(t, strings.HasSuffix(prURL, fmt.Sprintf("/pull/%d", pr.Number)))
+	require.Equal(t, "acme", pr.Owner)
+	require.Equal(t, "main", pr.Base)
+	require.Equal(t, "change the README", pr.Title)
+	require.Contains(t, pr.Body, "Say what changed.")
+	require.Contains(t, pr.Body, "2 files changed, 2 insertions(+), 0 deletions(-)")
+	require.Contains(t, pr.Body, "https://posthog.example/tasks/"+task.ID+"/runs/"+run.ID)
 
 	// The log: the agent's lines in the order it wrote them, framed by the steps.
 	entries := logOf(t, task.ID, run.ID)
@@ -392,4 +423,50 @@ func TestSecretsNeverReachTheLogOrTheRun(t *testing.T) {
 	require.Contains(t, lines, "info: cloning https://[REDACTED]@example.com/acme/app.git")
 	require.Contains(t, lines, "info: [REDACTED] is a token shape")
 	require.Contains(t, *run.ErrorMessage, "failed with [REDACTED]")
+}
+
+func TestASecondRunContinuesTheBranchAndItsPullRequest(t *testing.T) {
+	ctx := context.Background()
+	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "change the README again", Repository: repo})
+	require.NoError(t, err)
+	var runs []tasksapi.TaskRun
+	for range 2 {
+		kicked, err := h.api.RunTask(ctx, task.ID)
+		require.NoError(t, err)
+		run := waitForEnd(t, task.ID, kicked.LatestRun.ID)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		runs = append(runs, run)
+	}
+	first, second := runs[0], runs[1]
+	branch := *first.Branch
+	require.Equal(t, branch, *second.Branch)
+	bare := filepath.Join(h.gitRoot, repo+".git")
+	require.Equal(t, second.Output["commit_sha"], gitOut(t, bare, "rev-parse", "refs/heads/"+branch))
+	require.Equal(t, first.Output["commit_sha"], gitOut(t, bare, "rev-parse", branch+"^"),
+		"the second run's commit sits on the first's: no force push")
+	require.Equal(t, first.Output["commit_sha"], second.Output["base_sha"], "the second run started from the branch")
+	require.Equal(t, first.Output["pr_url"], second.Output["pr_url"], "the same pull request")
+	readme := gitOut(t, bare, "show", branch+":README.md")
+	require.Contains(t, readme, "changed by run "+first.ID)
+	require.Contains(t, readme, "changed by run "+second.ID)
+
+	entries := logOf(t, task.ID, second.ID)
+	require.Contains(t, consoleLines(entries), fmt.Sprintf("info: branch %s exists from an earlier run (at %s); this run continues on it", branch, first.Output["commit_sha"].(string)[:12]))
+	var cloneDetail string
+	for _, e := range entries {
+		if e.Notification.Method == "_posthog/progress" && e.Notification.Params["step"] == "clone" && e.Notification.Params["status"] == "completed" {
+			cloneDetail, _ = e.Notification.Params["detail"].(string)
+		}
+	}
+	require.True(t, strings.HasSuffix(cloneDetail, "from cache"), "the second clone came from the cache: %q", cloneDetail)
+}
+
+func TestInvalidRepositoryNamesFailTheRunBeforeAnyGitCommand(t *testing.T) {
+	for _, name := range []string{"../x", "-x/y", ".hidden/repo"} {
+		task, run := startRun(t, "change the README", "", name)
+		run = waitForEnd(t, task.ID, run.ID)
+		require.Equal(t, tasksapi.StatusFailed, run.Status, name)
+		require.Contains(t, *run.ErrorMessage, "is not of the form org/repo", name)
+		require.NotContains(t, methods(logOf(t, task.ID, run.ID)), "_posthog/progress:clone:started", name)
+	}
 }

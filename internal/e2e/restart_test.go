@@ -27,7 +27,7 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 	start := func() (*devstack.Stack, *tasksapi.Client) {
 		stack, err := devstack.Start(ctx, devstack.Options{DataDir: filepath.Join(dir, "state"), Worker: worker.Config{
 			AgentCommand: "sh " + agent, RepoURLTemplate: devstack.RepoURLTemplate(gitRoot),
-			WorkspaceDir: filepath.Join(dir, "workspaces"),
+			WorkspaceDir: filepath.Join(dir, "workspaces"), CacheDir: filepath.Join(dir, "cache"),
 		}})
 		require.NoError(t, err)
 		cfg := stack.WorkerConfig

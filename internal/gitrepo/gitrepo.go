@@ -47,12 +47,26 @@ func (e *Error) Error() string {
 	return msg
 }
 
+// Unreachable reports whether git could not reach the remote at all (DNS,
+// connection, TLS, HTTP 5xx): worth retrying, and no sign of a broken cache.
+func (e *Error) Unreachable() bool {
+	s := strings.ToLower(e.Stderr)
+	for _, marker := range []string{"could not resolve", "unable to access", "connection refused", "connection reset",
+		"timed out", "couldn't connect", "failed to connect", "the remote end hung up", "early eof", "http 5", "returned error: 5"} {
+		if strings.Contains(s, marker) {
+			return true
+		}
+	}
+	return false
+}
+
 // NotFound reports whether git said the remote repository does not exist or
 // can't be read with the credentials given, which no retry will change.
 func (e *Error) NotFound() bool {
 	s := strings.ToLower(e.Stderr)
 	for _, marker := range []string{"not found", "does not exist", "does not appear to be a git repository",
-		"authentication failed", "could not read username", "permission denied", "access denied"} {
+		"authentication failed", "could not read username", "permission denied", "access denied",
+		"returned error: 401", "returned error: 403", "returned error: 404"} {
 		if strings.Contains(s, marker) {
 			return true
 		}
@@ -81,9 +95,11 @@ func RemoteURL(template, repository string) string {
 	return strings.ReplaceAll(template, "{repo}", repository)
 }
 
-// env is the environment of every git command: no prompts, and the token as
-// an extra header for HTTP remotes.
-func (g *Git) env() []string {
+// env is the environment of every git command: the worker's basics, no
+// prompts, and — for commands that talk to the remote — the token as an
+// extra header. Commands in an agent's clone never get the token: its config
+// is the agent's to write, and could run a command (core.fsmonitor, say).
+func (g *Git) env(credentials bool) []string {
 	env := []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GCM_INTERACTIVE=never"}
 	for _, name := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
 		"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"} {
@@ -91,13 +107,19 @@ func (g *Git) env() []string {
 			env = append(env, name+"="+v)
 		}
 	}
-	if g.Token != "" {
-		basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + g.Token))
-		env = append(env, "GIT_CONFIG_COUNT=1",
-			"GIT_CONFIG_KEY_0=http.extraHeader",
-			"GIT_CONFIG_VALUE_0=Authorization: Basic "+basic)
+	if credentials {
+		env = append(env, g.CredentialEnv()...)
 	}
 	return env
+}
+
+// CredentialEnv is the environment that gives git the token, empty without one.
+func (g *Git) CredentialEnv() []string {
+	if g.Token == "" {
+		return nil
+	}
+	basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + g.Token))
+	return []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http.extraHeader", "GIT_CONFIG_VALUE_0=Authorization: Basic " + basic}
 }
 
 func (g *Git) secretRedactor() *redact.Redactor {
@@ -108,24 +130,35 @@ func (g *Git) secretRedactor() *redact.Redactor {
 	return redact.New(g.Token, basic).Chain(g.Redactor)
 }
 
-// Run runs git in dir and returns its trimmed stdout.
+// Run runs git in dir, without credentials, and returns its trimmed stdout.
 func (g *Git) Run(ctx context.Context, dir string, args ...string) (string, error) {
-	out, err := g.output(ctx, dir, args...)
+	out, err := g.exec(ctx, dir, execOptions{}, args...)
 	return strings.TrimSpace(string(out)), err
 }
 
-func (g *Git) output(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	return g.exec(ctx, dir, nil, nil, args...)
+// runRemote runs a git command that talks to the remote, with credentials.
+// It must only ever run in a repository the agent can't touch (the mirror).
+func (g *Git) runRemote(ctx context.Context, dir string, args ...string) (string, error) {
+	out, err := g.exec(ctx, dir, execOptions{credentials: true}, args...)
+	return strings.TrimSpace(string(out)), err
 }
 
-func (g *Git) exec(ctx context.Context, dir string, stdin io.Reader, extraEnv []string, args ...string) ([]byte, error) {
-	// Hooks are code from the repository (or the agent): they must not run
-	// with the worker's environment.
-	full := append([]string{"-c", "core.hooksPath=/dev/null"}, args...)
+type execOptions struct {
+	stdin       io.Reader
+	extraEnv    []string
+	credentials bool
+	// strict fails the command when git reported an error on stderr but
+	// still exited 0, as it does reading around a damaged pack.
+	strict bool
+}
+
+func (g *Git) exec(ctx context.Context, dir string, opts execOptions, args ...string) ([]byte, error) {
+	// Hooks and the fsmonitor are code from the repository (or the agent).
+	full := append([]string{"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"}, args...)
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Dir = dir
-	cmd.Env = append(g.env(), extraEnv...)
-	cmd.Stdin = stdin
+	cmd.Env = append(g.env(opts.credentials), opts.extraEnv...)
+	cmd.Stdin = opts.stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -137,6 +170,9 @@ func (g *Git) exec(ctx context.Context, dir string, stdin io.Reader, extraEnv []
 			return stdout.Bytes(), &Error{Args: args, ExitCode: exitErr.ExitCode(), Stderr: g.secretRedactor().String(lastLines(stderr.String(), 8))}
 		}
 		return nil, fmt.Errorf("git %s: %w", args[0], err)
+	}
+	if opts.strict && strings.Contains(stderr.String(), "error:") {
+		return stdout.Bytes(), &Error{Args: args, Stderr: g.secretRedactor().String(lastLines(stderr.String(), 8))}
 	}
 	return stdout.Bytes(), nil
 }
@@ -157,19 +193,6 @@ type Repo struct {
 
 // Open returns the clone in dir.
 func (g *Git) Open(dir string) *Repo { return &Repo{Dir: dir, git: g} }
-
-// Clone clones url into dir and checks out branch (the remote's default when empty).
-func (g *Git) Clone(ctx context.Context, url, dir, branch string) (*Repo, error) {
-	args := []string{"clone", "--quiet", "--no-tags"}
-	if branch != "" {
-		args = append(args, "--branch", branch)
-	}
-	args = append(args, "--", url, dir)
-	if _, err := g.Run(ctx, "", args...); err != nil {
-		return nil, err
-	}
-	return g.Open(dir), nil
-}
 
 // Run runs git in the clone.
 func (r *Repo) Run(ctx context.Context, args ...string) (string, error) {
@@ -203,7 +226,7 @@ func (r *Repo) CommitAll(ctx context.Context, message string, author Author) (bo
 		"GIT_AUTHOR_NAME=" + author.Name, "GIT_AUTHOR_EMAIL=" + author.Email,
 		"GIT_COMMITTER_NAME=" + author.Name, "GIT_COMMITTER_EMAIL=" + author.Email,
 	}
-	if _, err := r.git.exec(ctx, r.Dir, strings.NewReader(message), identity, "commit", "--quiet", "--no-verify", "--file", "-"); err != nil {
+	if _, err := r.git.exec(ctx, r.Dir, execOptions{stdin: strings.NewReader(message), extraEnv: identity}, "commit", "--quiet", "--no-verify", "--file", "-"); err != nil {
 		return false, fmt.Errorf("commit: %w", err)
 	}
 	return true, nil
@@ -212,24 +235,6 @@ func (r *Repo) CommitAll(ctx context.Context, message string, author Author) (bo
 // SwitchBranch creates (or resets) branch at the current commit and checks it out.
 func (r *Repo) SwitchBranch(ctx context.Context, branch string) error {
 	_, err := r.Run(ctx, "checkout", "--quiet", "-B", branch)
-	return err
-}
-
-// RemoteBranch is the commit a branch has on the remote url, "" when it has none.
-func (r *Repo) RemoteBranch(ctx context.Context, url, branch string) (string, error) {
-	out, err := r.Run(ctx, "ls-remote", "--", url, "refs/heads/"+branch)
-	if err != nil {
-		return "", err
-	}
-	sha, _, _ := strings.Cut(out, "\t")
-	return strings.TrimSpace(sha), nil
-}
-
-// Push pushes HEAD to branch on url. expected is the commit the remote branch
-// must have now ("" for none), so a concurrent push elsewhere is never overwritten.
-func (r *Repo) Push(ctx context.Context, url, branch, expected string) error {
-	ref := "refs/heads/" + branch
-	_, err := r.Run(ctx, "push", "--quiet", "--no-verify", "--force-with-lease="+ref+":"+expected, "--", url, "HEAD:"+ref)
 	return err
 }
 
@@ -269,7 +274,7 @@ func (r *Repo) DiffStat(ctx context.Context, base, head string) (DiffStat, error
 
 // Patch is the diff from base to head, binary changes included.
 func (r *Repo) Patch(ctx context.Context, base, head string) ([]byte, error) {
-	out, err := r.git.output(ctx, r.Dir, "diff", "--binary", "--no-color", base, head)
+	out, err := r.git.exec(ctx, r.Dir, execOptions{}, "diff", "--binary", "--no-color", base, head)
 	if err != nil {
 		return nil, fmt.Errorf("diff %s..%s: %w", base, head, err)
 	}

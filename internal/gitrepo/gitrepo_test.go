@@ -3,6 +3,7 @@ package gitrepo
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -50,7 +52,8 @@ func TestTokenReachesGitOnlyThroughItsEnvironment(t *testing.T) {
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 
 	g := &Git{Token: token, Redactor: redact.New(token)}
-	_, err = g.Clone(context.Background(), srv.URL+"/acme/app.git", filepath.Join(t.TempDir(), "repo"), "")
+	cache := &Cache{Dir: t.TempDir(), Git: g}
+	_, err = cache.Checkout(context.Background(), "acme/app", srv.URL+"/acme/app.git", filepath.Join(t.TempDir(), "repo"), "")
 	require.Error(t, err)
 	var gitErr *Error
 	require.ErrorAs(t, err, &gitErr)
@@ -71,15 +74,14 @@ func TestTokenReachesGitOnlyThroughItsEnvironment(t *testing.T) {
 	require.Contains(t, authHeaders, want, "git sent the token as an extra header")
 }
 
-func TestCommitPushAndDiffStat(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	origin := filepath.Join(dir, "origin.git")
-	run := func(dir string, args ...string) string {
+// seedOrigin makes a bare repository with a.txt on main.
+func seedOrigin(t *testing.T, dir string) (origin string, run func(dir string, args ...string) string) {
+	run = func(dir string, args ...string) string {
 		out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
 		require.NoError(t, err, string(out))
 		return strings.TrimSpace(string(out))
 	}
+	origin = filepath.Join(dir, "origin.git")
 	run(dir, "init", "--quiet", "--bare", "--initial-branch=main", origin)
 	seed := filepath.Join(dir, "seed")
 	run(dir, "init", "--quiet", "--initial-branch=main", seed)
@@ -87,15 +89,26 @@ func TestCommitPushAndDiffStat(t *testing.T) {
 	run(seed, "add", ".")
 	run(seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "init")
 	run(seed, "push", "--quiet", origin, "main")
+	return origin, run
+}
+
+func TestCommitPushAndDiffStat(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, run := seedOrigin(t, dir)
 
 	g := &Git{}
-	repo, err := g.Clone(ctx, origin, filepath.Join(dir, "work"), "")
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: g}
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "work"), "")
 	require.NoError(t, err)
+	require.False(t, co.Hit)
+	repo := co.Repo
 	base, err := repo.Head(ctx)
 	require.NoError(t, err)
 	branch, err := repo.CurrentBranch(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "main", branch)
+	require.Equal(t, origin, run(repo.Dir, "remote", "get-url", "origin"), "the clone's origin is the real remote, not the cache")
 
 	// An agent-installed hook must not run.
 	hook := filepath.Join(repo.Dir, ".git", "hooks", "pre-commit")
@@ -116,20 +129,24 @@ func TestCommitPushAndDiffStat(t *testing.T) {
 	head, err := repo.Head(ctx)
 	require.NoError(t, err)
 	require.NoError(t, repo.SwitchBranch(ctx, "posthog/task-1"))
-	remote, err := repo.RemoteBranch(ctx, origin, "posthog/task-1")
+	remote, err := cache.RemoteBranch(ctx, "acme/app", "posthog/task-1")
 	require.NoError(t, err)
 	require.Empty(t, remote)
-	require.NoError(t, repo.Push(ctx, origin, "posthog/task-1", ""))
+	require.NoError(t, cache.Push(ctx, "acme/app", origin, repo, "posthog/task-1", ""))
 	require.Equal(t, head, run(origin, "rev-parse", "refs/heads/posthog/task-1"))
 	require.Equal(t, "Bot <bot@x>", run(origin, "log", "-1", "--format=%an <%ae>", "posthog/task-1"))
+	remote, err = cache.RemoteBranch(ctx, "acme/app", "posthog/task-1")
+	require.NoError(t, err)
+	require.Equal(t, head, remote, "the mirror knows what it pushed")
+	require.Empty(t, run(filepath.Join(dir, "cache", "acme", "app.git"), "for-each-ref", "refs/taskworker/"), "no staging ref is left")
 
 	// A push that expects the branch to be absent does not overwrite it; one
 	// that names its current commit does.
 	require.NoError(t, os.WriteFile(filepath.Join(repo.Dir, "c.txt"), []byte("c\n"), 0o644))
 	_, err = repo.CommitAll(ctx, "more", Author{Name: "Bot", Email: "bot@x"})
 	require.NoError(t, err)
-	require.Error(t, repo.Push(ctx, origin, "posthog/task-1", ""))
-	require.NoError(t, repo.Push(ctx, origin, "posthog/task-1", head))
+	require.Error(t, cache.Push(ctx, "acme/app", origin, repo, "posthog/task-1", ""))
+	require.NoError(t, cache.Push(ctx, "acme/app", origin, repo, "posthog/task-1", head))
 
 	st, err := repo.DiffStat(ctx, base, head)
 	require.NoError(t, err)
@@ -140,4 +157,117 @@ func TestCommitPushAndDiffStat(t *testing.T) {
 	require.True(t, g.ValidBranchName(ctx, "posthog/task-abc-1"))
 	require.False(t, g.ValidBranchName(ctx, "posthog/task..x"))
 	require.False(t, g.ValidBranchName(ctx, "bad branch"))
+}
+
+func TestWarmCheckoutFetchesAndIsIndependentOfTheCache(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, run := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	require.NoError(t, err)
+
+	// Upstream moves on.
+	up := filepath.Join(dir, "up")
+	run(dir, "clone", "--quiet", origin, up)
+	require.NoError(t, os.WriteFile(filepath.Join(up, "new.txt"), []byte("new\n"), 0o644))
+	run(up, "add", ".")
+	run(up, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "upstream change")
+	run(up, "push", "--quiet", "origin", "main")
+	tip := run(up, "rev-parse", "HEAD")
+
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	require.NoError(t, err)
+	require.True(t, co.Hit)
+	head, err := co.Repo.Head(ctx)
+	require.NoError(t, err)
+	require.Equal(t, tip, head, "a warm checkout has the upstream change")
+
+	// Removing the cache does not break the workspace.
+	require.NoError(t, os.RemoveAll(filepath.Join(dir, "cache")))
+	run(co.Repo.Dir, "fsck", "--no-progress")
+	require.Equal(t, "new\n", run(co.Repo.Dir, "show", "HEAD:new.txt")+"\n")
+}
+
+func TestACorruptMirrorNeverFailsTheCheckout(t *testing.T) {
+	damage := map[string]func(mirror string){
+		"objects": func(mirror string) {
+			files, _ := filepath.Glob(filepath.Join(mirror, "objects", "pack", "*"))
+			loose, _ := filepath.Glob(filepath.Join(mirror, "objects", "??", "*"))
+			for _, p := range append(files, loose...) {
+				require.NoError(t, os.WriteFile(p, []byte("garbage"), 0o644))
+			}
+		},
+		"head and config": func(mirror string) {
+			require.NoError(t, os.WriteFile(filepath.Join(mirror, "HEAD"), []byte("garbage"), 0o644))
+			require.NoError(t, os.WriteFile(filepath.Join(mirror, "config"), []byte("[[[garbage"), 0o644))
+		},
+		"refs": func(mirror string) {
+			require.NoError(t, os.RemoveAll(filepath.Join(mirror, "refs")))
+		},
+	}
+	for name, breakIt := range damage {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			origin, _ := seedOrigin(t, dir)
+			// Over file://, git copies objects instead of hard-linking them, so
+			// damaging the mirror's files leaves the origin whole (as a real remote is).
+			origin = "file://" + origin
+			cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+			_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+			require.NoError(t, err)
+
+			breakIt(filepath.Join(dir, "cache", "acme", "app.git"))
+
+			co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+			require.NoError(t, err, "a broken cache never fails the run")
+			out, err := exec.Command("git", "-C", co.Repo.Dir, "show", "HEAD:a.txt").CombinedOutput()
+			require.NoError(t, err, string(out))
+			require.Equal(t, "one\ntwo\n", string(out))
+			if name == "head and config" {
+				require.True(t, co.Rebuilt, "%+v", co)
+			}
+		})
+	}
+}
+
+func TestEvictionRemovesTheLeastRecentlyUsedMirror(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, _ := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	for _, name := range []string{"acme/one", "acme/two"} {
+		_, err := cache.Checkout(ctx, name, origin, filepath.Join(dir, "w-"+filepath.Base(name)), "")
+		require.NoError(t, err)
+	}
+	one := filepath.Join(dir, "cache", "acme", "one.git")
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, os.Chtimes(one, old, old))
+	cache.MaxBytes = 1 // anything over: keep only the mirror in use
+	_, err := cache.Checkout(ctx, "acme/three", origin, filepath.Join(dir, "w-three"), "")
+	require.NoError(t, err)
+	require.NoDirExists(t, one)
+	require.NoDirExists(t, filepath.Join(dir, "cache", "acme", "two.git"))
+	require.DirExists(t, filepath.Join(dir, "cache", "acme", "three.git"))
+}
+
+func TestConcurrentCheckoutsOfOneRepositoryTakeTurns(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, _ := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	var wg sync.WaitGroup
+	errs := make([]error, 6)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, fmt.Sprintf("w%d", i)), "")
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
 }
