@@ -470,3 +470,13 @@ func TestInvalidRepositoryNamesFailTheRunBeforeAnyGitCommand(t *testing.T) {
 		require.NotContains(t, methods(logOf(t, task.ID, run.ID)), "_posthog/progress:clone:started", name)
 	}
 }
+
+func TestTheAgentsOwnCommitsAreKept(t *testing.T) {
+	task, run := startRun(t, "commit some work", "", repo)
+	run = waitForEnd(t, task.ID, run.ID)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	bare := filepath.Join(h.gitRoot, repo+".git")
+	log := gitOut(t, bare, "log", "--format=%an: %s", run.Output["base_sha"].(string)+".."+*run.Branch)
+	require.Equal(t, "PostHog Tasks: commit some work\nAgent: Agent's own commit", log)
+	require.EqualValues(t, 2, run.Output["files_changed"])
+}

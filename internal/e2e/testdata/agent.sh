@@ -15,6 +15,14 @@ change*)
 	ln -s /etc/passwd "$TASK_ARTIFACTS_DIR/passwd-link"
 	echo "line 3: done"
 	;;
+commit*)
+	# An agent that commits part of its work itself.
+	printf 'agent commit\n' > AGENT.md
+	git add AGENT.md
+	git -c user.name=Agent -c user.email=agent@example.com commit --quiet -m "Agent's own commit"
+	printf 'left for the worker\n' > WORKER.md
+	echo "committed one change, left one"
+	;;
 nothing*)
 	echo "looked around, nothing to change"
 	;;
