@@ -56,6 +56,15 @@ type Config struct {
 	MaxConcurrentRuns int    `envconfig:"TASKWORKER_MAX_CONCURRENT_RUNS" default:"10" desc:"Runs this worker executes at once; more wait for a free worker"`
 	WorkerID          string `envconfig:"TASKWORKER_WORKER_ID" desc:"Name of this worker in Temporal and its own task queue (default: hostname-pid)"`
 
+	Dispatch              bool          `envconfig:"TASKWORKER_DISPATCH" desc:"Also run the dispatcher in the worker process (see taskworker dispatch)"`
+	DispatchInterval      time.Duration `envconfig:"TASKWORKER_DISPATCH_INTERVAL" default:"10s" desc:"How often the dispatcher looks for queued runs"`
+	DispatchPageSize      int           `envconfig:"TASKWORKER_DISPATCH_PAGE_SIZE" default:"100" desc:"Tasks per page the dispatcher reads (the API allows 100)"`
+	DispatchMaxPages      int           `envconfig:"TASKWORKER_DISPATCH_MAX_PAGES" default:"10" desc:"Task pages one dispatch cycle reads at most, bounding its API requests"`
+	DispatchRepository    string        `envconfig:"TASKWORKER_DISPATCH_REPOSITORY" desc:"Dispatch only runs of tasks on this org/repo"`
+	DispatchOrganization  string        `envconfig:"TASKWORKER_DISPATCH_ORGANIZATION" desc:"Dispatch only runs of tasks on this organization's repositories"`
+	DispatchOriginProduct string        `envconfig:"TASKWORKER_DISPATCH_ORIGIN_PRODUCT" desc:"Dispatch only runs of tasks from this origin product (e.g. user_created)"`
+	DispatchPool          string        `envconfig:"TASKWORKER_DISPATCH_POOL" desc:"Name of this worker pool in the entry each dispatched run gets (default: the task queue)"`
+
 	LogMaxBytes     int           `envconfig:"TASKWORKER_LOG_MAX_BYTES" default:"104857600" desc:"Cap of the log one run step sends (100 MiB); past it entries are counted, not sent"`
 	LogMemoryBytes  int           `envconfig:"TASKWORKER_LOG_MEMORY_BYTES" default:"8388608" desc:"Log bytes a step keeps in memory while the API is slow; the rest waits in a file beside the workspace"`
 	LogFlushDelay   time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_DELAY" default:"200ms" desc:"Longest a log entry waits to be batched before it is sent"`
@@ -66,8 +75,26 @@ type Config struct {
 	LogLevel  string `envconfig:"TASKWORKER_LOG_LEVEL" default:"info" desc:"Log level: debug, info, warn or error"`
 }
 
-// Load reads the configuration from the environment and checks it.
+// Load reads the worker's configuration from the environment and checks it.
 func Load() (Config, error) {
+	cfg, err := load()
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// LoadDispatch reads the configuration for `taskworker dispatch`, which needs
+// no agent.
+func LoadDispatch() (Config, error) {
+	cfg, err := load()
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, errors.Join(cfg.validateConnections()...)
+}
+
+func load() (Config, error) {
 	var cfg Config
 	if err := envconfig.Process("", &cfg); err != nil {
 		return cfg, explainEnvError(err)
@@ -81,7 +108,7 @@ func Load() (Config, error) {
 		}
 	}
 	cfg.fillComputed()
-	return cfg, cfg.Validate()
+	return cfg, nil
 }
 
 func explainEnvError(err error) error {
@@ -147,14 +174,25 @@ func (c *Config) fillComputed() {
 	if c.TaskQueue == "" {
 		c.TaskQueue = workflows.DefaultTaskQueue
 	}
+	if c.DispatchPool == "" {
+		c.DispatchPool = c.TaskQueue
+	}
 }
 
-// Validate reports every problem of the configuration at once.
-func (c Config) Validate() error {
+func (c Config) validateConnections() []error {
 	var errs []error
 	if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("POSTHOG_API_URL %q is not an http(s) URL", c.APIURL))
 	}
+	if c.DispatchPageSize < 1 || c.DispatchPageSize > 100 || c.DispatchMaxPages < 1 || c.DispatchInterval <= 0 {
+		errs = append(errs, errors.New("TASKWORKER_DISPATCH_PAGE_SIZE must be 1 to 100, TASKWORKER_DISPATCH_MAX_PAGES at least 1 and TASKWORKER_DISPATCH_INTERVAL positive"))
+	}
+	return errs
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	errs := c.validateConnections()
 	switch c.Agent {
 	case "command":
 		if strings.TrimSpace(c.AgentCommand) == "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/dispatch"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
@@ -143,6 +144,39 @@ func Dial(cfg Config, logger *zap.Logger) (client.Client, error) {
 	return c, nil
 }
 
+// NewDispatcher builds the dispatcher of queued runs (see package dispatch).
+func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger) *dispatch.Dispatcher {
+	cfg.applyDefaults()
+	return &dispatch.Dispatcher{
+		API: tasksapi.New(tasksapi.Config{
+			BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: "taskworker-dispatch/" + Version,
+		}),
+		Temporal: c,
+		Logger:   logger.With(zap.String("component", "dispatch")),
+		Config: dispatch.Config{
+			Filter: tasksapi.TaskFilter{
+				Repository: cfg.DispatchRepository, Organization: cfg.DispatchOrganization, OriginProduct: cfg.DispatchOriginProduct,
+			},
+			PageSize: cfg.DispatchPageSize, MaxPages: cfg.DispatchMaxPages, PollInterval: cfg.DispatchInterval,
+			TaskQueue: cfg.TaskQueue, Pool: cfg.DispatchPool,
+			// Past the run's own deadline, with room for its terminal PATCH.
+			ExecutionTimeout: cfg.RunTimeout + time.Hour,
+		},
+	}
+}
+
+// RunDispatcher dispatches queued runs until ctx ends.
+func RunDispatcher(ctx context.Context, cfg Config, logger *zap.Logger) error {
+	c, err := Dial(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	logger.Info("taskworker dispatching", zap.String("api", cfg.APIURL), zap.String("task_queue", cfg.TaskQueue),
+		zap.Duration("interval", cfg.DispatchInterval))
+	return NewDispatcher(c, cfg, logger).Run(ctx)
+}
+
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg Config, logger *zap.Logger) error {
 	c, err := Dial(cfg, logger)
@@ -156,6 +190,9 @@ func Run(ctx context.Context, cfg Config, logger *zap.Logger) error {
 	}
 	if err := w.Start(); err != nil {
 		return err
+	}
+	if cfg.Dispatch {
+		go func() { _ = NewDispatcher(c, cfg, logger).Run(ctx) }()
 	}
 	logger.Info("taskworker serving",
 		zap.String("temporal", cfg.TemporalAddress), zap.String("namespace", cfg.TemporalNamespace),

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"go.uber.org/zap"
+
 	"github.com/taskworker/taskworker/worker"
 )
 
@@ -16,6 +18,8 @@ const usage = `taskworker executes PostHog task runs (the process-task Temporal 
 
 Usage:
   taskworker [run]    serve runs until SIGINT or SIGTERM
+  taskworker dispatch start process-task for queued runs of a Tasks API whose kick-off
+                      can't reach this Temporal cluster (PostHog Cloud); see the README
   taskworker config   list every environment variable with its default and meaning
   taskworker version  print the version
 `
@@ -27,10 +31,9 @@ func main() {
 	}
 	switch cmd {
 	case "run":
-		if err := run(); err != nil {
-			fmt.Fprintln(os.Stderr, "taskworker:", err)
-			os.Exit(1)
-		}
+		exitOn(serve(worker.Load, worker.Run))
+	case "dispatch":
+		exitOn(serve(worker.LoadDispatch, worker.RunDispatcher))
 	case "config":
 		if err := worker.PrintUsage(os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "taskworker:", err)
@@ -46,8 +49,16 @@ func main() {
 	}
 }
 
-func run() error {
-	cfg, err := worker.Load()
+func exitOn(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "taskworker:", err)
+		os.Exit(1)
+	}
+}
+
+// serve loads the configuration and runs until SIGINT or SIGTERM.
+func serve(load func() (worker.Config, error), run func(context.Context, worker.Config, *zap.Logger) error) error {
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
@@ -58,5 +69,5 @@ func run() error {
 	defer func() { _ = logger.Sync() }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return worker.Run(ctx, cfg, logger)
+	return run(ctx, cfg, logger)
 }

@@ -37,7 +37,11 @@ type Options struct {
 	// settings are filled in by the stack. NoWorker leaves it out.
 	Worker   worker.Config
 	NoWorker bool
-	Logger   *zap.Logger
+	// NoKickoff makes POST /tasks/{id}/run/ only create the queued run, as
+	// PostHog Cloud does for a worker that can't reach its Temporal; with
+	// Worker.Dispatch set, the stack's dispatcher starts it instead.
+	NoKickoff bool
+	Logger    *zap.Logger
 }
 
 // Stack is a running local stack.
@@ -51,6 +55,8 @@ type Stack struct {
 	APIURL       string
 	WorkerConfig worker.Config
 	httpServer   *http.Server
+	stopDispatch context.CancelFunc
+	dispatchDone chan struct{}
 }
 
 // Start starts the embedded Temporal server, the local Tasks API and, unless
@@ -98,9 +104,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.DataDir != "" {
 		apiDir = filepath.Join(opts.DataDir, "tasks")
 	}
+	var starter localapi.Starter = &localapi.TemporalStarter{Client: s.Client, TaskQueue: wcfg.TaskQueue, ExecutionTimeout: wcfg.RunTimeout + time.Hour}
+	if opts.NoKickoff {
+		starter = nil
+	}
 	s.API, err = localapi.New(localapi.Config{
-		DataDir: apiDir, APIKey: opts.APIKey, ProjectID: opts.ProjectID, Logger: opts.Logger,
-		Starter: &localapi.TemporalStarter{Client: s.Client, TaskQueue: wcfg.TaskQueue, ExecutionTimeout: wcfg.RunTimeout + time.Hour},
+		DataDir: apiDir, APIKey: opts.APIKey, ProjectID: opts.ProjectID, Logger: opts.Logger, Starter: starter,
 	})
 	if err != nil {
 		listener.Close()
@@ -120,6 +129,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		if err := s.Worker.Start(); err != nil {
 			return nil, err
 		}
+	}
+	if wcfg.Dispatch {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopDispatch, s.dispatchDone = cancel, make(chan struct{})
+		d := worker.NewDispatcher(s.Client, wcfg, opts.Logger)
+		go func() { defer close(s.dispatchDone); _ = d.Run(ctx) }()
 	}
 	ok = true
 	return s, nil
@@ -149,6 +164,10 @@ func dialWithRetry(ctx context.Context, hostPort string, logger *zap.Logger) (cl
 // Stop stops everything the stack started, the worker first.
 func (s *Stack) Stop() error {
 	var errs []error
+	if s.stopDispatch != nil {
+		s.stopDispatch()
+		<-s.dispatchDone
+	}
 	if s.Worker != nil {
 		s.Worker.Stop()
 	}

@@ -261,3 +261,43 @@ type silentLogger struct{}
 func (silentLogger) Errorf(string, ...any) {}
 func (silentLogger) Warnf(string, ...any)  {}
 func (silentLogger) Debugf(string, ...any) {}
+
+// TaskFilter narrows GET /tasks/.
+type TaskFilter struct {
+	OriginProduct string
+	Organization  string
+	Repository    string
+	Stage         string
+}
+
+// ListTasks reads one page of tasks, newest first.
+func (c *Client) ListTasks(ctx context.Context, f TaskFilter, limit, offset int) (Page[Task], error) {
+	var page Page[Task]
+	q := url.Values{"limit": {strconv.Itoa(limit)}, "offset": {strconv.Itoa(offset)}}
+	for k, v := range map[string]string{"origin_product": f.OriginProduct, "organization": f.Organization, "repository": f.Repository, "stage": f.Stage} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return page, c.do(ctx, http.MethodGet, "/tasks/?"+q.Encode(), nil, &page)
+}
+
+// ListRuns reads one page of a task's runs, newest first.
+func (c *Client) ListRuns(ctx context.Context, taskID string, limit, offset int) (Page[TaskRun], error) {
+	var page Page[TaskRun]
+	q := url.Values{"limit": {strconv.Itoa(limit)}, "offset": {strconv.Itoa(offset)}}
+	return page, c.do(ctx, http.MethodGet, taskPath(taskID)+"runs/?"+q.Encode(), nil, &page)
+}
+
+// NextOffset reads the offset of a page's next link; ok is false on the last page.
+func NextOffset[T any](p Page[T]) (offset int, ok bool) {
+	if p.Next == nil || *p.Next == "" {
+		return 0, false
+	}
+	u, err := url.Parse(*p.Next)
+	if err != nil {
+		return 0, false
+	}
+	offset, err = strconv.Atoi(u.Query().Get("offset"))
+	return offset, err == nil
+}

@@ -1,0 +1,202 @@
+// Package dispatch starts process-task for runs that are queued in a Tasks
+// API whose own kick-off can't reach this Temporal cluster (PostHog Cloud).
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.uber.org/zap"
+
+	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/workflows"
+)
+
+// API is the part of the Tasks API the dispatcher uses.
+type API interface {
+	ListTasks(ctx context.Context, f tasksapi.TaskFilter, limit, offset int) (tasksapi.Page[tasksapi.Task], error)
+	ListRuns(ctx context.Context, taskID string, limit, offset int) (tasksapi.Page[tasksapi.TaskRun], error)
+	GetRun(ctx context.Context, taskID, runID string) (tasksapi.TaskRun, error)
+	UpdateRun(ctx context.Context, taskID, runID string, update tasksapi.RunUpdate) (tasksapi.TaskRun, error)
+	AppendLog(ctx context.Context, taskID, runID string, entries []json.RawMessage) error
+}
+
+// Config says what to watch and how hard.
+type Config struct {
+	Filter   tasksapi.TaskFilter
+	PageSize int
+	// MaxPages bounds the task pages, and so the API requests, of one cycle.
+	MaxPages     int
+	PollInterval time.Duration
+	TaskQueue    string
+	// Pool names the workers that take the runs, in the entry each run gets.
+	Pool             string
+	ExecutionTimeout time.Duration
+}
+
+// Stats is what one cycle did.
+type Stats struct {
+	Requests       int // Tasks API requests
+	Queued         int // queued runs seen
+	Started        int // workflows this dispatcher started
+	AlreadyStarted int // runs whose workflow someone else had started
+	Orphaned       int // queued runs whose workflow had already ended: failed, not started again
+}
+
+// Dispatcher watches one project's Tasks API.
+type Dispatcher struct {
+	API      API
+	Temporal client.Client
+	Config   Config
+	Logger   *zap.Logger
+}
+
+// Run dispatches every PollInterval until ctx ends. A failed cycle is logged
+// and retried at the next tick; the API client has already honoured
+// Retry-After within the cycle.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	t := time.NewTicker(d.Config.PollInterval)
+	defer t.Stop()
+	for {
+		stats, err := d.Cycle(ctx)
+		fields := []zap.Field{zap.Int("api_requests", stats.Requests), zap.Int("queued", stats.Queued),
+			zap.Int("started", stats.Started), zap.Int("already_started", stats.AlreadyStarted), zap.Int("orphaned", stats.Orphaned)}
+		if err != nil && ctx.Err() == nil {
+			d.Logger.Warn("dispatch cycle failed", append(fields, zap.Error(err))...)
+		} else if stats.Started+stats.Orphaned > 0 {
+			d.Logger.Info("dispatch cycle", fields...)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Cycle looks at every task page once and starts the queued runs' workflows.
+func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
+	var stats Stats
+	offset := 0
+	for page := 0; page < d.Config.MaxPages; page++ {
+		tasks, err := d.API.ListTasks(ctx, d.Config.Filter, d.Config.PageSize, offset)
+		stats.Requests++
+		if err != nil {
+			return stats, fmt.Errorf("list tasks: %w", err)
+		}
+		for _, task := range tasks.Results {
+			// PostHog kicks off the run it just created, which is the task's
+			// latest; only then are its other runs worth a look.
+			if task.LatestRun == nil || task.LatestRun.Status != tasksapi.StatusQueued {
+				continue
+			}
+			if err := d.dispatchTask(ctx, task, &stats); err != nil {
+				return stats, err
+			}
+		}
+		next, ok := tasksapi.NextOffset(tasks)
+		if !ok {
+			return stats, nil
+		}
+		offset = next
+	}
+	return stats, nil
+}
+
+func (d *Dispatcher) dispatchTask(ctx context.Context, task tasksapi.Task, stats *Stats) error {
+	runs, err := d.API.ListRuns(ctx, task.ID, d.Config.PageSize, 0)
+	stats.Requests++
+	if err != nil {
+		return fmt.Errorf("list runs of task %s: %w", task.ID, err)
+	}
+	for _, run := range runs.Results {
+		if run.Status != tasksapi.StatusQueued {
+			continue
+		}
+		stats.Queued++
+		if err := d.dispatchRun(ctx, task.ID, run.ID, stats); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dispatchRun starts a run's workflow under PostHog's workflow ID. The ID is
+// the lock: Temporal starts a workflow ID at most once (reuse policy "reject
+// duplicate"), however many dispatchers try. A run still queued whose
+// workflow already ended is not started again — it would repeat whatever the
+// first attempt did — but failed with a message, so it is never stuck.
+func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stats *Stats) error {
+	id := workflows.WorkflowID(taskID, runID)
+	_, err := d.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       id,
+		TaskQueue:                d.Config.TaskQueue,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowExecutionTimeout: d.Config.ExecutionTimeout,
+		// Without it the SDK hands back the running workflow as if it had
+		// just started it, and every dispatcher would count the run as its own.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, workflows.ProcessTaskName, map[string]any{"run_id": runID, "create_pr": true})
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	switch {
+	case err == nil:
+		stats.Started++
+		d.note(ctx, taskID, runID, fmt.Sprintf("dispatched to worker pool %s (task queue %s)", d.Config.Pool, d.Config.TaskQueue), stats)
+		return nil
+	case errors.As(err, &already):
+		return d.checkExisting(ctx, taskID, runID, id, stats)
+	default:
+		return fmt.Errorf("start workflow %s: %w", id, err)
+	}
+}
+
+func (d *Dispatcher) checkExisting(ctx context.Context, taskID, runID, id string, stats *Stats) error {
+	desc, err := d.Temporal.DescribeWorkflowExecution(ctx, id, "")
+	if err != nil {
+		return fmt.Errorf("describe workflow %s: %w", id, err)
+	}
+	status := desc.GetWorkflowExecutionInfo().GetStatus()
+	if status == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		stats.AlreadyStarted++
+		return nil
+	}
+	// The listing may be stale: the workflow may have ended the run since.
+	run, err := d.API.GetRun(ctx, taskID, runID)
+	stats.Requests++
+	if err != nil {
+		return fmt.Errorf("read run %s: %w", runID, err)
+	}
+	if run.Status != tasksapi.StatusQueued {
+		stats.AlreadyStarted++
+		return nil
+	}
+	stats.Orphaned++
+	msg := fmt.Sprintf("this run's workflow %s already ended (%s) without finishing the run; it is not started twice: start a new run of the task",
+		id, status.String())
+	failed := tasksapi.StatusFailed
+	_, err = d.API.UpdateRun(ctx, taskID, runID, tasksapi.RunUpdate{Status: failed, ErrorMessage: &msg})
+	stats.Requests++
+	if err != nil {
+		return fmt.Errorf("fail orphaned run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// note writes a console entry on the run; a failure to write it never stops
+// the dispatch.
+func (d *Dispatcher) note(ctx context.Context, taskID, runID, message string, stats *Stats) {
+	e := acp.Console(acp.LevelInfo, message)
+	e.Stamp(time.Now())
+	raw, _ := json.Marshal(e)
+	stats.Requests++
+	if err := d.API.AppendLog(ctx, taskID, runID, []json.RawMessage{raw}); err != nil {
+		d.Logger.Warn("dispatch note not written", zap.String("run_id", runID), zap.Error(err))
+	}
+}

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/dispatch"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/worker"
+	"github.com/taskworker/taskworker/workflows"
+)
+
+// A Tasks API whose kick-off can't reach our Temporal leaves runs queued;
+// the dispatcher starts them.
+func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	gitRoot := filepath.Join(dir, "git")
+	_, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n"})
+	require.NoError(t, err)
+	agent, err := filepath.Abs("testdata/agent.sh")
+	require.NoError(t, err)
+	stack, err := devstack.Start(ctx, devstack.Options{NoKickoff: true, Worker: worker.Config{
+		AgentCommand: "sh " + agent, RepoURLTemplate: devstack.RepoURLTemplate(gitRoot),
+		WorkspaceDir: filepath.Join(dir, "ws"), CacheDir: filepath.Join(dir, "cache"),
+		Dispatch: true, DispatchInterval: 100 * time.Millisecond, DispatchPool: "e2e-pool",
+	}})
+	require.NoError(t, err)
+	defer stack.Stop()
+	cfg := stack.WorkerConfig
+	api := tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
+
+	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "nothing via the dispatcher", Repository: repo})
+	require.NoError(t, err)
+	kicked, err := api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	require.Equal(t, tasksapi.StatusQueued, kicked.LatestRun.Status)
+	var run tasksapi.TaskRun
+	require.Eventually(t, func() bool {
+		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+		require.NoError(t, err)
+		return run.Status.Terminal()
+	}, time.Minute, 50*time.Millisecond)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	raw, err := api.Logs(ctx, task.ID, run.ID)
+	require.NoError(t, err)
+	require.Contains(t, string(raw[0]), "dispatched to worker pool e2e-pool (task queue tasks-task-queue)")
+}
+
+// dispatchStack is a stack whose API only queues runs and whose Temporal has
+// no worker: dispatched workflows wait, which is all these tests look at.
+func dispatchStack(t *testing.T) (*devstack.Stack, *tasksapi.Client) {
+	stack, err := devstack.Start(context.Background(), devstack.Options{NoKickoff: true, NoWorker: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { stack.Stop() })
+	cfg := stack.WorkerConfig
+	return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
+}
+
+func queueRuns(t *testing.T, api *tasksapi.Client, n int) []tasksapi.Task {
+	ctx := context.Background()
+	var tasks []tasksapi.Task
+	for i := range n {
+		task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: fmt.Sprintf("task %d", i), Repository: repo})
+		require.NoError(t, err)
+		kicked, err := api.RunTask(ctx, task.ID)
+		require.NoError(t, err)
+		tasks = append(tasks, kicked)
+	}
+	return tasks
+}
+
+func dispatcher(stack *devstack.Stack, pool string, pageSize int) *dispatch.Dispatcher {
+	cfg := stack.WorkerConfig
+	cfg.DispatchPool, cfg.DispatchPageSize, cfg.DispatchMaxPages = pool, pageSize, 20
+	return worker.NewDispatcher(stack.Client, cfg, zap.NewNop())
+}
+
+func TestTwoDispatchersStartEachRunOnce(t *testing.T) {
+	stack, api := dispatchStack(t)
+	tasks := queueRuns(t, api, 20)
+
+	var wg sync.WaitGroup
+	results := make([]dispatch.Stats, 2)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			results[i], err = dispatcher(stack, fmt.Sprintf("pool-%d", i), 100).Cycle(context.Background())
+			require.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 20, results[0].Started+results[1].Started, "each run started exactly once: %+v", results)
+	for _, task := range tasks {
+		desc, err := stack.Client.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(task.ID, task.LatestRun.ID), "")
+		require.NoError(t, err)
+		require.Equal(t, "Running", desc.WorkflowExecutionInfo.Status.String())
+	}
+}
+
+func TestFiveHundredQueuedRunsAcrossSixPagesAreDispatchedOnce(t *testing.T) {
+	stack, api := dispatchStack(t)
+	queueRuns(t, api, 500)
+	d := dispatcher(stack, "pool", 90) // 500 tasks: 6 pages
+
+	first, err := d.Cycle(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 500, first.Queued)
+	require.Equal(t, 500, first.Started)
+	// 6 task pages, one run listing per queued task, one log entry per start.
+	require.Equal(t, 6+500+500, first.Requests)
+
+	second, err := d.Cycle(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, second.Started, "nothing is started twice")
+	require.Equal(t, 500, second.AlreadyStarted)
+}
+
+func TestAQueuedRunWhoseWorkflowEndedIsFailedNotRestarted(t *testing.T) {
+	stack, api := dispatchStack(t)
+	task := queueRuns(t, api, 1)[0]
+	d := dispatcher(stack, "pool", 100)
+	_, err := d.Cycle(context.Background())
+	require.NoError(t, err)
+	id := workflows.WorkflowID(task.ID, task.LatestRun.ID)
+	// The workflow ends without touching the run (terminated by hand, say).
+	require.NoError(t, stack.Client.TerminateWorkflow(context.Background(), id, "", "by hand"))
+
+	stats, err := d.Cycle(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, stats.Orphaned)
+	require.Zero(t, stats.Started)
+	run, err := api.GetRun(context.Background(), task.ID, task.LatestRun.ID)
+	require.NoError(t, err)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Contains(t, *run.ErrorMessage, "already ended (Terminated)")
+	require.Contains(t, *run.ErrorMessage, "start a new run")
+}
