@@ -33,7 +33,7 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 		cfg := stack.WorkerConfig
 		return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
 	}
-	runToEnd := func(api *tasksapi.Client, title string) (tasksapi.Task, tasksapi.TaskRun) {
+	runToEnd := func(stack *devstack.Stack, api *tasksapi.Client, title string) (tasksapi.Task, tasksapi.TaskRun) {
 		task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Repository: repo})
 		require.NoError(t, err)
 		kicked, err := api.RunTask(ctx, task.ID)
@@ -47,11 +47,13 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 			return run.Status.Terminal()
 		}, 20*time.Second, 50*time.Millisecond)
 		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		// The workflow returns just after its terminal PATCH.
+		require.NoError(t, stack.Client.GetWorkflow(ctx, workflows.WorkflowID(task.ID, run.ID), "").Get(ctx, nil))
 		return task, run
 	}
 
 	stack, api := start()
-	first, firstRun := runToEnd(api, "nothing before the restart")
+	first, firstRun := runToEnd(stack, api, "nothing before the restart")
 	require.NoError(t, stack.Stop())
 
 	stack, api = start()
@@ -64,5 +66,5 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 	require.NoError(t, err, "the workflow history survived the restart")
 	require.Equal(t, "Completed", desc.WorkflowExecutionInfo.Status.String())
 
-	runToEnd(api, "nothing after the restart")
+	runToEnd(stack, api, "nothing after the restart")
 }
