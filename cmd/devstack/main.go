@@ -23,6 +23,7 @@ Usage:
   devstack demo [-data-dir DIR]   make a local git repository, create a task, run it with the
                                   bundled example agent and print its log live
   devstack up [-data-dir DIR]     serve the stack until Ctrl-C; state survives restarts
+  devstack bench                  measure what the worker adds to a run (see docs/benchmarks.md)
 
 The worker reads the same TASKWORKER_* variables as the daemon (see taskworker config);
 TASKWORKER_AGENT_COMMAND defaults to the bundled example agent.
@@ -41,6 +42,8 @@ func main() {
 		err = demo(ctx, os.Args[2:])
 	case "up":
 		err = up(ctx, os.Args[2:])
+	case "bench":
+		err = runBench(ctx, os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -232,4 +233,26 @@ func TestStateSurvivesARestart(t *testing.T) {
 	code, task := c2.do("GET", "/tasks/"+taskID+"/", "")
 	require.Equal(t, 200, code)
 	require.NotNil(t, task["latest_run"])
+}
+
+func TestConcurrentCreatesGetDistinctNumbers(t *testing.T) {
+	_, c := newServer(t)
+	var wg sync.WaitGroup
+	slugs := make(chan string, 40)
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, task := c.do("POST", "/tasks/", `{"title":"t"}`)
+			require.Equal(t, 201, code)
+			slugs <- task["slug"].(string)
+		}()
+	}
+	wg.Wait()
+	close(slugs)
+	seen := map[string]bool{}
+	for s := range slugs {
+		require.False(t, seen[s], "slug %s given twice", s)
+		seen[s] = true
+	}
 }

@@ -109,10 +109,6 @@ type taskFields struct {
 func (s *store) createTask(ctx context.Context, f taskFields) (tasksapi.Task, error) {
 	now := s.now()
 	id := uuid.NewString()
-	var number int
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(task_number), 0) + 1 FROM tasks`).Scan(&number); err != nil {
-		return tasksapi.Task{}, err
-	}
 	origin := "user_created"
 	if f.OriginProduct != nil {
 		origin = *f.OriginProduct
@@ -121,9 +117,12 @@ func (s *store) createTask(ctx context.Context, f taskFields) (tasksapi.Task, er
 	if f.Description != nil {
 		desc = *f.Description
 	}
+	// The number is taken in the same statement that inserts, so concurrent
+	// creates never share one (they did when it was read first).
 	_, err := s.db.ExecContext(ctx, `INSERT INTO tasks (id, task_number, title, description, origin_product, repository,
-		github_integration, json_schema, assignee, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
-		id, number, *f.Title, desc, origin, derefOrNil(f.Repository), derefIntOrNil(f.GithubIntegration),
+		github_integration, json_schema, assignee, created_at, updated_at)
+		SELECT ?, COALESCE(MAX(task_number), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM tasks`,
+		id, *f.Title, desc, origin, derefOrNil(f.Repository), derefIntOrNil(f.GithubIntegration),
 		rawOrNil(f.JSONSchema), derefOrNil(f.Assignee), ts(now), ts(now))
 	if err != nil {
 		return tasksapi.Task{}, err

@@ -1,0 +1,331 @@
+// Package bench measures what the worker adds to a run: kick-off latency,
+// overhead, throughput and memory, on the local stack with the taskworker
+// daemon as a separate process. `devstack bench` runs it.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+// Options sizes the measurements.
+type Options struct {
+	LatencyRuns int   // runs for the kick-off and overhead figures
+	Concurrency []int // levels for throughput
+	Throughput  int   // runs per throughput level
+	ScaleRuns   int   // concurrent sleeping runs
+	ScaleSleep  time.Duration
+	Dir         string
+}
+
+// agentScript writes its start and end times (ns) to the file the task's
+// description names, and makes one change, so publish pushes a branch.
+const agentScript = `printf 'start %s\n' "$(date +%s%N)" >> "$TASK_DESCRIPTION"
+sleep SLEEP_SECONDS
+printf 'bench %s\n' "$RUN_ID" >> CHANGES.md
+printf 'end %s\n' "$(date +%s%N)" >> "$TASK_DESCRIPTION"`
+
+func writeAgent(path string, sleep time.Duration) error {
+	script := strings.Replace(agentScript, "SLEEP_SECONDS", strconv.FormatFloat(sleep.Seconds(), 'f', 3, 64), 1)
+	return os.WriteFile(path, []byte(script), 0o755)
+}
+
+type env struct {
+	stack  *devstack.Stack
+	api    *tasksapi.Client
+	dir    string
+	worker *exec.Cmd
+}
+
+// Run measures and writes the table to out.
+func Run(ctx context.Context, out io.Writer, opts Options) error {
+	dir := opts.Dir
+	gitRoot := filepath.Join(dir, "git")
+	if _, err := devstack.SeedRepository(ctx, gitRoot, "bench/app", map[string]string{"README.md": "# bench\n", "CHANGES.md": ""}); err != nil {
+		return err
+	}
+	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true})
+	if err != nil {
+		return err
+	}
+	defer stack.Stop()
+	cfg := stack.WorkerConfig
+	e := &env{stack: stack, dir: dir,
+		api: tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})}
+
+	bin := filepath.Join(dir, "taskworker")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/taskworker").CombinedOutput(); err != nil {
+		return fmt.Errorf("build taskworker (run the bench from the repository root): %w: %s", err, out)
+	}
+	script := filepath.Join(dir, "agent.sh")
+	if err := writeAgent(script, 0); err != nil {
+		return err
+	}
+	maxRuns := max(opts.ScaleRuns, slices.Max(opts.Concurrency)) + 10
+	e.worker = exec.Command(bin)
+	e.worker.Env = append(os.Environ(),
+		"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
+		"TEMPORAL_ADDRESS="+stack.Temporal.HostPort(),
+		"TASKWORKER_AGENT_COMMAND=sh "+script,
+		"TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
+		"TASKWORKER_WORKSPACE_DIR="+filepath.Join(dir, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(dir, "cache"),
+		"TASKWORKER_MAX_CONCURRENT_RUNS="+strconv.Itoa(maxRuns), "TASKWORKER_LOG_LEVEL=warn")
+	e.worker.Stdout, e.worker.Stderr = os.Stderr, os.Stderr
+	if err := e.worker.Start(); err != nil {
+		return err
+	}
+	defer func() { e.worker.Process.Signal(os.Interrupt); e.worker.Wait() }()
+
+	// Warm up: the first run makes the mirror and the JIT-free paths hot.
+	if _, err := e.runOnce(ctx); err != nil {
+		return fmt.Errorf("warm-up run: %w", err)
+	}
+	idleRSS := rss(e.worker.Process.Pid, "VmRSS")
+
+	fmt.Fprintf(out, "machine: %d cores, %s RAM, %s\n\n", runtime.NumCPU(), memTotal(), runtime.Version())
+	fmt.Fprintf(out, "| figure | value | method |\n|---|---|---|\n")
+
+	var kick, overhead []time.Duration
+	for range opts.LatencyRuns {
+		r, err := e.runOnce(ctx)
+		if err != nil {
+			return err
+		}
+		kick = append(kick, r.kickToAgent)
+		overhead = append(overhead, r.overhead)
+	}
+	fmt.Fprintf(out, "| kick-off → agent started | p50 %s, p95 %s, p99 %s | %d sequential runs, warm cache: POST /tasks/{id}/run/ answered → the agent's first instruction |\n",
+		pct(kick, 50), pct(kick, 95), pct(kick, 99), opts.LatencyRuns)
+	fmt.Fprintf(out, "| worker overhead per run | p50 %s, p99 %s | run wall time (kick-off answered → run completed) − agent time − git time (clone and publish steps) |\n",
+		pct(overhead, 50), pct(overhead, 99))
+
+	for _, c := range opts.Concurrency {
+		perMin, err := e.throughput(ctx, c, opts.Throughput)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "| throughput at %d concurrent | %.0f runs/min | %d runs of an agent that exits at once, %d in flight |\n", c, perMin, opts.Throughput, c)
+	}
+
+	peak, took, err := e.scale(ctx, opts.ScaleRuns, opts.ScaleSleep)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "| %d concurrent sleeping runs | all completed in %s; worker peak RSS %s | agent sleeps %s; peak is the daemon's VmHWM |\n",
+		opts.ScaleRuns, took.Round(time.Millisecond), mib(peak), opts.ScaleSleep)
+	fmt.Fprintf(out, "| worker RSS when idle | %s | VmRSS of the daemon after one warm-up run |\n", mib(idleRSS))
+	return nil
+}
+
+type runFigures struct {
+	kickToAgent time.Duration
+	overhead    time.Duration
+}
+
+func (e *env) runOnce(ctx context.Context) (runFigures, error) {
+	timing := filepath.Join(e.dir, fmt.Sprintf("timing-%d", time.Now().UnixNano()))
+	task, err := e.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "bench", Description: timing, Repository: "bench/app"})
+	if err != nil {
+		return runFigures{}, err
+	}
+	kicked, err := e.api.RunTask(ctx, task.ID)
+	answered := time.Now()
+	if err != nil {
+		return runFigures{}, err
+	}
+	run, err := e.wait(ctx, task.ID, kicked.LatestRun.ID)
+	finished := time.Now()
+	if err != nil {
+		return runFigures{}, err
+	}
+	start, end, err := agentTimes(timing)
+	if err != nil {
+		return runFigures{}, err
+	}
+	git, err := e.gitTime(ctx, task.ID, run.ID)
+	if err != nil {
+		return runFigures{}, err
+	}
+	return runFigures{
+		kickToAgent: start.Sub(answered),
+		overhead:    finished.Sub(answered) - end.Sub(start) - git,
+	}, nil
+}
+
+// wait polls the run until it is terminal; it must complete.
+func (e *env) wait(ctx context.Context, taskID, runID string) (tasksapi.TaskRun, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		run, err := e.api.GetRun(ctx, taskID, runID)
+		if err != nil {
+			return run, err
+		}
+		if run.Status.Terminal() {
+			if run.Status != tasksapi.StatusCompleted {
+				return run, fmt.Errorf("run %s ended %s: %v", runID, run.Status, deref(run.ErrorMessage))
+			}
+			return run, nil
+		}
+		if time.Now().After(deadline) {
+			return run, fmt.Errorf("run %s did not end in 5 minutes", runID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// gitTime adds up the clone and publish steps, from their progress entries.
+func (e *env) gitTime(ctx context.Context, taskID, runID string) (time.Duration, error) {
+	entries, err := e.api.Logs(ctx, taskID, runID)
+	if err != nil {
+		return 0, err
+	}
+	started := map[string]time.Time{}
+	var total time.Duration
+	for _, raw := range entries {
+		s := string(raw)
+		if !strings.Contains(s, `"_posthog/progress"`) {
+			continue
+		}
+		for _, step := range []string{"clone", "publish"} {
+			if !strings.Contains(s, `"step":"`+step+`"`) {
+				continue
+			}
+			ts := timestamp(s)
+			switch {
+			case strings.Contains(s, `"status":"started"`):
+				started[step] = ts
+			case strings.Contains(s, `"status":"completed"`):
+				total += ts.Sub(started[step])
+			}
+		}
+	}
+	return total, nil
+}
+
+func timestamp(entry string) time.Time {
+	i := strings.Index(entry, `"timestamp":"`)
+	if i < 0 {
+		return time.Time{}
+	}
+	rest := entry[i+len(`"timestamp":"`):]
+	t, _ := time.Parse(time.RFC3339Nano, rest[:strings.IndexByte(rest, '"')])
+	return t
+}
+
+func agentTimes(path string) (start, end time.Time, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return start, end, fmt.Errorf("the agent left no timing: %w", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		kind, ns, _ := strings.Cut(line, " ")
+		n, _ := strconv.ParseInt(ns, 10, 64)
+		switch kind {
+		case "start":
+			start = time.Unix(0, n)
+		case "end":
+			end = time.Unix(0, n)
+		}
+	}
+	return start, end, nil
+}
+
+// throughput completes n runs keeping c in flight and returns runs/minute.
+func (e *env) throughput(ctx context.Context, c, n int) (float64, error) {
+	began := time.Now()
+	if err := e.many(ctx, c, n); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(began).Minutes(), nil
+}
+
+func (e *env) many(ctx context.Context, c, n int) error {
+	sem := make(chan struct{}, c)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := e.runOnce(ctx); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// scale runs n sleeping runs at once and returns the daemon's peak RSS.
+func (e *env) scale(ctx context.Context, n int, sleep time.Duration) (int64, time.Duration, error) {
+	script := filepath.Join(e.dir, "agent.sh")
+	if err := writeAgent(script, sleep); err != nil {
+		return 0, 0, err
+	}
+	defer writeAgent(script, 0)
+	began := time.Now()
+	err := e.many(ctx, n, n)
+	return rss(e.worker.Process.Pid, "VmHWM"), time.Since(began), err
+}
+
+// rss reads a memory figure of a process from /proc, in bytes.
+func rss(pid int, field string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, field+":") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func memTotal() string {
+	data, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "MemTotal:") {
+			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return "?"
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := min(len(s)-1, len(s)*p/100)
+	return s[i].Round(time.Millisecond)
+}
