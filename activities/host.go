@@ -339,6 +339,8 @@ type ArtifactsInput struct {
 type ArtifactsOutput struct {
 	Names      []string `json:"names"`
 	LogDropped int      `json:"log_dropped,omitempty"`
+	// Cleaned is true when the step removed the workspace after itself.
+	Cleaned bool `json:"cleaned,omitempty"`
 }
 
 // UploadArtifacts uploads every regular file the agent left in its artifacts
@@ -351,6 +353,11 @@ func (a *Activities) UploadArtifacts(ctx context.Context, in ArtifactsInput) (Ar
 		return fmt.Sprintf("%d uploaded", len(out.Names)), err
 	})
 	out.LogDropped = dropped
+	if err == nil {
+		// The run's last step on this host: its workspace goes now, which
+		// spares the workflow a separate cleanup step.
+		out.Cleaned = a.CleanupWorkspace(ctx, in.Run.RunRef) == nil
+	}
 	return out, err
 }
 

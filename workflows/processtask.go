@@ -51,6 +51,14 @@ func apiOptions() workflow.ActivityOptions {
 	}
 }
 
+// localOptions are for the API steps that run in the workflow's own worker
+// as local activities: no trip through the server's task queues, which on
+// the critical path from kick-off to agent cost more than the calls.
+func localOptions() workflow.LocalActivityOptions {
+	api := apiOptions()
+	return workflow.LocalActivityOptions{StartToCloseTimeout: api.StartToCloseTimeout, RetryPolicy: api.RetryPolicy}
+}
+
 func hostOptions(queue string) workflow.ActivityOptions {
 	return workflow.ActivityOptions{
 		TaskQueue:              queue,
@@ -79,7 +87,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	ref := activities.RunRef{TaskID: taskID, RunID: runID}
 
 	var run activities.RunContext
-	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, apiOptions()), a.StartRun, ref).Get(ctx, &run)
+	err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, localOptions()), a.StartRun, ref).Get(ctx, &run)
 	if err != nil {
 		if errorType(err) == activities.ErrRunAlreadyEnded {
 			// Someone else ended it (cancelled from the UI, say): leave its status alone.
@@ -116,17 +124,17 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 // worker that claimed the run, and always removes the workspace afterwards.
 func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) {
 	var res Result
-	var queue string
-	claim := apiOptions()
-	// Wait for a worker with a free slot for as long as the run may live.
-	claim.ScheduleToCloseTimeout = run.RunTimeout
-	claim.RetryPolicy.MaximumAttempts = 0
-	claim.RetryPolicy.MaximumInterval = 5 * time.Second
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, claim), a.ClaimHost, run).Get(ctx, &queue); err != nil {
+	queue, err := claimHost(ctx, run)
+	if err != nil {
 		return res, err
 	}
 	host := workflow.WithActivityOptions(ctx, hostOptions(queue))
-	defer cleanup(ctx, queue, run.RunRef)
+	cleaned := false
+	defer func() {
+		if !cleaned {
+			cleanup(ctx, queue, run.RunRef)
+		}
+	}()
 
 	// Every step reports the log entries it lost, also when it fails.
 	step := func(ctx workflow.Context, activity, in, out any, dropped func() int) error {
@@ -166,8 +174,30 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) 
 		&arts, func() int { return arts.LogDropped }); err != nil {
 		return res, err
 	}
+	// The last step removed the workspace itself, saving a step.
+	cleaned = arts.Cleaned
 	res.Artifacts = arts.Names
 	return res, nil
+}
+
+// claimHost finds the worker that will hold the run's workspace: first the
+// one running this workflow task, in place; if it is full, any worker with a
+// free slot, waiting for one for as long as the run may live.
+func claimHost(ctx workflow.Context, run activities.RunContext) (string, error) {
+	var queue string
+	here := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 10 * time.Second, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1},
+	})
+	err := workflow.ExecuteLocalActivity(here, a.ClaimHost, run).Get(ctx, &queue)
+	if err == nil || errorType(err) != activities.ErrWorkerBusy {
+		return queue, err
+	}
+	claim := apiOptions()
+	claim.ScheduleToCloseTimeout = run.RunTimeout
+	claim.RetryPolicy.MaximumAttempts = 0
+	claim.RetryPolicy.MaximumInterval = 5 * time.Second
+	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, claim), a.ClaimHost, run).Get(ctx, &queue)
+	return queue, err
 }
 
 func cleanup(ctx workflow.Context, queue string, ref activities.RunRef) {
@@ -196,11 +226,11 @@ func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error
 	res.Status, res.ErrorMessage = in.Status, in.ErrorMessage
 
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	opts := apiOptions()
+	opts := localOptions()
 	opts.RetryPolicy.MaximumAttempts = 0
 	opts.RetryPolicy.MaximumInterval = time.Minute
 	opts.RetryPolicy.NonRetryableErrorTypes = nil
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(dctx, opts), a.FinishRun, in).Get(dctx, nil); err != nil {
+	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(dctx, opts), a.FinishRun, in).Get(dctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("terminal status not recorded", "status", in.Status, "error", err)
 		return res, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("run ended %s but its status could not be recorded: %s", in.Status, describe(err)), ErrRunFailed, nil)

@@ -107,6 +107,28 @@ func (s *workflowSuite) TestAgentFailureFailsTheRunWithItsMessage() {
 	s.env.AssertCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
 }
 
+func (s *workflowSuite) TestAFullWorkerPassesTheRunToAnother() {
+	claims := 0
+	s.steps(map[string][]any{"ClaimHost": {func(context.Context, activities.RunContext) (string, error) {
+		claims++
+		if claims == 1 {
+			return "", temporal.NewApplicationError("worker full", activities.ErrWorkerBusy)
+		}
+		return "other-host", nil
+	}}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.Equal(2, claims, "the local claim declined, the claim any worker can take succeeded")
+	s.requireOneFinish(tasksapi.StatusCompleted)
+}
+
+func (s *workflowSuite) TestTheLastHostStepCleansUpAfterItself() {
+	s.steps(map[string][]any{"UploadArtifacts": {activities.ArtifactsOutput{Cleaned: true}, nil}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.env.AssertNotCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
+}
+
 func (s *workflowSuite) TestLostLogEntriesAreAddedUpAcrossSteps() {
 	rc := s.runContext()
 	rc.LogDropped = 1

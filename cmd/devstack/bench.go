@@ -33,7 +33,7 @@ func runBench(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { if os.Getenv("BENCH_KEEP") == "" { os.RemoveAll(dir) } }()
 	return bench.Run(ctx, os.Stdout, bench.Options{
 		LatencyRuns: *runs, Concurrency: conc, Throughput: *throughput,
 		ScaleRuns: *scale, ScaleSleep: *sleep, Dir: dir,

@@ -182,7 +182,7 @@ func (e *env) wait(ctx context.Context, taskID, runID string) (tasksapi.TaskRun,
 		if time.Now().After(deadline) {
 			return run, fmt.Errorf("run %s did not end in 5 minutes", runID)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
