@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/taskworker/taskworker/internal/acp"
@@ -21,32 +22,16 @@ import (
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
-// PrepareWorkspace clones the repository into a fresh folder for the run and
-// records the base branch and commit.
-func (a *Activities) PrepareWorkspace(ctx context.Context, run RunContext) (Workspace, error) {
-	var ws Workspace
-	dropped, err := a.runStep(ctx, run.RunRef, StepClone, run.Repository, func(log *logstream.Stream) (string, error) {
-		var err error
-		ws, err = a.prepareWorkspace(ctx, run, log)
-		source := "cloned"
-		if ws.CacheHit {
-			source = "from cache"
-		}
-		return fmt.Sprintf("%s@%s (%s), %s", run.Repository, ws.BaseBranch, short(ws.BaseSHA), source), err
-	})
-	ws.LogDropped = dropped
-	return ws, err
-}
-
 // runStep frames a workspace step: it records the run's stage (StartRun has
 // already set the first one), heartbeats, and wraps fn, which returns the
 // detail of its completion, in progress entries on the step's own log stream.
 // It returns how many of the step's log entries were lost; a log the API
 // refused for good fails the step.
-func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail string, fn func(log *logstream.Stream) (string, error)) (int, error) {
+// prior is what the activity's earlier steps lost: a failure reports the sum.
+func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail string, prior int, fn func(log *logstream.Stream) (string, error)) (int, error) {
 	if step != StepClone {
 		if err := a.setStage(ctx, ref, step); err != nil {
-			return 0, a.classify(err)
+			return prior, a.classifyReporting(err, prior)
 		}
 	}
 	log := a.stream(ref)
@@ -63,7 +48,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	if err == nil && logErr != nil {
 		err = logErr
 	}
-	return dropped, a.classifyReporting(err, dropped)
+	return prior + dropped, a.classifyReporting(err, prior+dropped)
 }
 
 func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *logstream.Stream) (Workspace, error) {
@@ -118,23 +103,49 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 
 // AgentInput is what RunAgent works on.
 type AgentInput struct {
-	Run       RunContext `json:"run"`
-	Workspace Workspace  `json:"workspace"`
+	Run RunContext `json:"run"`
 }
 
-// AgentOutput is what the agent produced besides its changes.
+// AgentOutput is the workspace the agent worked in and what it said.
 type AgentOutput struct {
-	Summary    string `json:"summary,omitempty"`
-	LogDropped int    `json:"log_dropped,omitempty"`
+	Workspace  Workspace `json:"workspace"`
+	Summary    string    `json:"summary,omitempty"`
+	LogDropped int       `json:"log_dropped,omitempty"`
 }
 
-// RunAgent runs the coding agent in the clone and streams what it says to the
-// run's log. Cancelling the activity stops the agent's whole process group.
+// cloneAttempts bounds the retries of a clone that could not reach the
+// remote: RunAgent as a whole is never retried, as its agent must not run twice.
+const cloneAttempts = 3
+
+// RunAgent clones the repository into a fresh workspace and runs the coding
+// agent in it, streaming what it says to the run's log. One step, not two:
+// each step costs a trip through the server, and this one is on the path
+// from kick-off to agent. Cancelling it stops the agent's process group.
 func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, error) {
 	ref := in.Run.RunRef
 	var out AgentOutput
-	var err error
-	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), func(log *logstream.Stream) (string, error) {
+	dropped, err := a.runStep(ctx, ref, StepClone, in.Run.Repository, 0, func(log *logstream.Stream) (string, error) {
+		ws, err := a.prepareWorkspace(ctx, in.Run, log)
+		for attempt := 1; attempt < cloneAttempts && retryableClone(err) && ctx.Err() == nil; attempt++ {
+			log.Console(acp.LevelWarn, fmt.Sprintf("clone failed, trying again: %s", a.redactError(err)))
+			select {
+			case <-time.After(time.Duration(attempt) * 2 * time.Second):
+			case <-ctx.Done():
+			}
+			ws, err = a.prepareWorkspace(ctx, in.Run, log)
+		}
+		out.Workspace = ws
+		source := "cloned"
+		if ws.CacheHit {
+			source = "from cache"
+		}
+		return fmt.Sprintf("%s@%s (%s), %s", in.Run.Repository, ws.BaseBranch, short(ws.BaseSHA), source), err
+	})
+	out.LogDropped = dropped
+	if err != nil {
+		return out, err
+	}
+	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), dropped, func(log *logstream.Stream) (string, error) {
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
 		res, err := a.Agent.Run(agentCtx, agent.Request{
@@ -142,9 +153,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 				ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
 				Description: in.Run.Description, Repository: in.Run.Repository,
 			},
-			Dir:          in.Workspace.RepoDir,
-			ArtifactsDir: in.Workspace.ArtifactsDir,
-			ScratchDir:   in.Workspace.Root,
+			Dir:          out.Workspace.RepoDir,
+			ArtifactsDir: out.Workspace.ArtifactsDir,
+			ScratchDir:   out.Workspace.Root,
 		}, log)
 		switch {
 		case err == nil:
@@ -158,6 +169,12 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		return "", err
 	})
 	return out, err
+}
+
+// retryableClone reports a clone that failed for a reason a retry may fix.
+func retryableClone(err error) bool {
+	var gitErr *gitrepo.Error
+	return errors.As(err, &gitErr) && gitErr.Unreachable()
 }
 
 // PublishInput is what Publish works on.
@@ -176,14 +193,21 @@ type PublishOutput struct {
 	FilesChanged int    `json:"files_changed"`
 	Insertions   int    `json:"insertions"`
 	Deletions    int    `json:"deletions"`
-	LogDropped   int    `json:"log_dropped,omitempty"`
+	// Artifacts names what was uploaded.
+	Artifacts  []string `json:"artifacts,omitempty"`
+	LogDropped int      `json:"log_dropped,omitempty"`
+	// Cleaned is true when the step removed the workspace after itself.
+	Cleaned bool `json:"cleaned,omitempty"`
 }
 
-// Publish commits what the agent changed on the run's branch, pushes it, and
-// records branch and output on the run.
+// Publish commits what the agent changed on the run's branch, pushes it,
+// records branch and output on the run, then uploads the artifacts and, the
+// run's last step on this host, removes the workspace. A retry is safe: a
+// push whose commit is already on the remote counts as done, and artifacts
+// replace their namesakes.
 func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutput, error) {
 	var out PublishOutput
-	dropped, err := a.runStep(ctx, in.Run.RunRef, StepPublish, "", func(log *logstream.Stream) (string, error) {
+	dropped, err := a.runStep(ctx, in.Run.RunRef, StepPublish, "", 0, func(log *logstream.Stream) (string, error) {
 		var err error
 		if out, err = a.publish(ctx, in, log); err != nil || !out.Changed {
 			return "no changes", err
@@ -191,6 +215,17 @@ func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutpu
 		return fmt.Sprintf("%s at %s: %d files, +%d -%d", out.Branch, short(out.CommitSHA), out.FilesChanged, out.Insertions, out.Deletions), nil
 	})
 	out.LogDropped = dropped
+	if err != nil {
+		return out, err
+	}
+	out.LogDropped, err = a.runStep(ctx, in.Run.RunRef, StepArtifacts, "", dropped, func(log *logstream.Stream) (string, error) {
+		var err error
+		out.Artifacts, err = a.uploadArtifacts(ctx, in, out, log)
+		return fmt.Sprintf("%d uploaded", len(out.Artifacts)), err
+	})
+	if err == nil {
+		out.Cleaned = a.CleanupWorkspace(ctx, in.Run.RunRef) == nil
+	}
 	return out, err
 }
 
@@ -328,49 +363,18 @@ func BranchName(template string, run RunContext) string {
 	return strings.NewReplacer("{slug}", slug, "{task_id}", run.TaskID, "{run_id}", run.RunID).Replace(template)
 }
 
-// ArtifactsInput is what UploadArtifacts works on.
-type ArtifactsInput struct {
-	Run       RunContext    `json:"run"`
-	Workspace Workspace     `json:"workspace"`
-	Publish   PublishOutput `json:"publish"`
-}
-
-// ArtifactsOutput names what was uploaded.
-type ArtifactsOutput struct {
-	Names      []string `json:"names"`
-	LogDropped int      `json:"log_dropped,omitempty"`
-	// Cleaned is true when the step removed the workspace after itself.
-	Cleaned bool `json:"cleaned,omitempty"`
-}
-
-// UploadArtifacts uploads every regular file the agent left in its artifacts
-// folder, and the run's diff as changes.patch.
-func (a *Activities) UploadArtifacts(ctx context.Context, in ArtifactsInput) (ArtifactsOutput, error) {
-	var out ArtifactsOutput
-	dropped, err := a.runStep(ctx, in.Run.RunRef, StepArtifacts, "", func(log *logstream.Stream) (string, error) {
-		var err error
-		out, err = a.uploadArtifacts(ctx, in, log)
-		return fmt.Sprintf("%d uploaded", len(out.Names)), err
-	})
-	out.LogDropped = dropped
-	if err == nil {
-		// The run's last step on this host: its workspace goes now, which
-		// spares the workflow a separate cleanup step.
-		out.Cleaned = a.CleanupWorkspace(ctx, in.Run.RunRef) == nil
-	}
-	return out, err
-}
-
-func (a *Activities) uploadArtifacts(ctx context.Context, in ArtifactsInput, log *logstream.Stream) (ArtifactsOutput, error) {
+// uploadArtifacts uploads every regular file the agent left in its
+// artifacts folder, and the run's diff as changes.patch.
+func (a *Activities) uploadArtifacts(ctx context.Context, in PublishInput, pub PublishOutput, log *logstream.Stream) ([]string, error) {
 	ref := in.Run.RunRef
 	artifacts, err := collectArtifacts(in.Workspace.ArtifactsDir, log)
 	if err != nil {
-		return ArtifactsOutput{}, err
+		return nil, err
 	}
-	if in.Publish.Changed {
-		patch, err := a.Git.Open(in.Workspace.RepoDir).Patch(ctx, in.Publish.BaseSHA, in.Publish.CommitSHA)
+	if pub.Changed {
+		patch, err := a.Git.Open(in.Workspace.RepoDir).Patch(ctx, pub.BaseSHA, pub.CommitSHA)
 		if err != nil {
-			return ArtifactsOutput{}, err
+			return nil, err
 		}
 		if len(patch) > tasksapi.MaxArtifactBytes {
 			log.Console(acp.LevelWarn, fmt.Sprintf("changes.patch is %d bytes, over the %d byte artifact limit; not uploaded", len(patch), tasksapi.MaxArtifactBytes))
@@ -378,7 +382,7 @@ func (a *Activities) uploadArtifacts(ctx context.Context, in ArtifactsInput, log
 			artifacts = append(artifacts, encodeArtifact("changes.patch", tasksapi.ArtifactOutput, "text/x-diff", patch))
 		}
 	}
-	var out ArtifactsOutput
+	var names []string
 	// One request per artifact keeps each body under the API's size limit.
 	for _, art := range artifacts {
 		art.Source = "agent"
@@ -386,11 +390,11 @@ func (a *Activities) uploadArtifacts(ctx context.Context, in ArtifactsInput, log
 			art.Content = a.Redactor.String(art.Content)
 		}
 		if _, err := a.API.UploadArtifacts(ctx, ref.TaskID, ref.RunID, []tasksapi.Artifact{art}); err != nil {
-			return out, fmt.Errorf("upload artifact %s: %w", art.Name, err)
+			return names, fmt.Errorf("upload artifact %s: %w", art.Name, err)
 		}
-		out.Names = append(out.Names, art.Name)
+		names = append(names, art.Name)
 	}
-	return out, nil
+	return names, nil
 }
 
 // collectArtifacts reads the regular files under dir. Symlinks and files over

@@ -104,8 +104,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
 		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
 	})
 	for name, fn := range map[string]any{
-		"PrepareWorkspace": acts.PrepareWorkspace, "RunAgent": acts.RunAgent, "Publish": acts.Publish,
-		"UploadArtifacts": acts.UploadArtifacts, "CleanupWorkspace": acts.CleanupWorkspace,
+		"RunAgent": acts.RunAgent, "Publish": acts.Publish, "CleanupWorkspace": acts.CleanupWorkspace,
 	} {
 		host.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

@@ -147,36 +147,24 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) 
 		return nil
 	}
 
-	var ws activities.Workspace
-	if err := step(host, a.PrepareWorkspace, run, &ws, func() int { return ws.LogDropped }); err != nil {
-		return res, err
-	}
-
 	agentOpts := hostOptions(queue)
 	agentOpts.StartToCloseTimeout = run.AgentTimeout + agentGrace
 	agentOpts.WaitForCancellation = true // the agent is stopped before the run is marked cancelled
 	agentOpts.RetryPolicy.MaximumAttempts = 1
 	var agentOut activities.AgentOutput
 	if err := step(workflow.WithActivityOptions(ctx, agentOpts), a.RunAgent,
-		activities.AgentInput{Run: run, Workspace: ws}, &agentOut, func() int { return agentOut.LogDropped }); err != nil {
+		activities.AgentInput{Run: run}, &agentOut, func() int { return agentOut.LogDropped }); err != nil {
 		return res, err
 	}
 
 	var pub activities.PublishOutput
-	if err := step(host, a.Publish, activities.PublishInput{Run: run, Workspace: ws, Agent: agentOut},
+	if err := step(host, a.Publish, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
 		&pub, func() int { return pub.LogDropped }); err != nil {
 		return res, err
 	}
-	res.Branch, res.CommitSHA = pub.Branch, pub.CommitSHA
-
-	var arts activities.ArtifactsOutput
-	if err := step(host, a.UploadArtifacts, activities.ArtifactsInput{Run: run, Workspace: ws, Publish: pub},
-		&arts, func() int { return arts.LogDropped }); err != nil {
-		return res, err
-	}
+	res.Branch, res.CommitSHA, res.Artifacts = pub.Branch, pub.CommitSHA, pub.Artifacts
 	// The last step removed the workspace itself, saving a step.
-	cleaned = arts.Cleaned
-	res.Artifacts = arts.Names
+	cleaned = pub.Cleaned
 	return res, nil
 }
 

@@ -54,12 +54,11 @@ func (s *workflowSuite) runContext() activities.RunContext {
 // (activity name → what it returns: a function or the return values).
 func (s *workflowSuite) steps(override map[string][]any) {
 	defaults := map[string][]any{
-		"StartRun":         {s.runContext(), nil},
-		"ClaimHost":        {"host-queue", nil},
-		"PrepareWorkspace": {activities.Workspace{Root: "/w", RepoDir: "/w/repo", BaseSHA: "base"}, nil},
-		"RunAgent":         {activities.AgentOutput{Summary: "done"}, nil},
-		"Publish":          {activities.PublishOutput{Changed: true, Branch: "posthog/task-tsk-1", CommitSHA: "abc", BaseSHA: "base"}, nil},
-		"UploadArtifacts":  {activities.ArtifactsOutput{Names: []string{"plan.md"}}, nil},
+		"StartRun":  {s.runContext(), nil},
+		"ClaimHost": {"host-queue", nil},
+		"RunAgent":  {activities.AgentOutput{Workspace: activities.Workspace{Root: "/w", RepoDir: "/w/repo", BaseSHA: "base"}, Summary: "done"}, nil},
+		"Publish": {activities.PublishOutput{Changed: true, Branch: "posthog/task-tsk-1", CommitSHA: "abc", BaseSHA: "base",
+			Artifacts: []string{"plan.md"}}, nil},
 		"CleanupWorkspace": {nil},
 		"FinishRun":        {s.recordFinish},
 	}
@@ -91,7 +90,7 @@ func (s *workflowSuite) TestSuccess() {
 	s.Equal([]string{"plan.md"}, res.Artifacts)
 	fin := s.requireOneFinish(tasksapi.StatusCompleted)
 	s.Equal(taskID, fin.TaskID, "task_id comes from the workflow ID when the input has none")
-	for _, step := range []string{"StartRun", "ClaimHost", "PrepareWorkspace", "RunAgent", "Publish", "UploadArtifacts", "CleanupWorkspace"} {
+	for _, step := range []string{"StartRun", "ClaimHost", "RunAgent", "Publish", "CleanupWorkspace"} {
 		s.env.AssertCalled(s.T(), step, mock.Anything, mock.Anything)
 	}
 }
@@ -123,7 +122,7 @@ func (s *workflowSuite) TestAFullWorkerPassesTheRunToAnother() {
 }
 
 func (s *workflowSuite) TestTheLastHostStepCleansUpAfterItself() {
-	s.steps(map[string][]any{"UploadArtifacts": {activities.ArtifactsOutput{Cleaned: true}, nil}})
+	s.steps(map[string][]any{"Publish": {activities.PublishOutput{Cleaned: true}, nil}})
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.env.AssertNotCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
@@ -133,14 +132,13 @@ func (s *workflowSuite) TestLostLogEntriesAreAddedUpAcrossSteps() {
 	rc := s.runContext()
 	rc.LogDropped = 1
 	s.steps(map[string][]any{
-		"StartRun":         {rc, nil},
-		"PrepareWorkspace": {activities.Workspace{Root: "/w", LogDropped: 2}, nil},
+		"StartRun": {rc, nil},
 		"RunAgent": {activities.AgentOutput{}, temporal.NewApplicationErrorWithOptions("agent exited with code 1",
 			activities.ErrAgentFailed, temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{4}})},
 	})
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	fin := s.requireOneFinish(tasksapi.StatusFailed)
-	s.Equal(7, fin.LogDropped, "StartRun 1 + PrepareWorkspace 2 + the failed agent step 4")
+	s.Equal(5, fin.LogDropped, "StartRun 1 + the failed agent step 4")
 }
 
 func (s *workflowSuite) TestCancelStopsTheAgentAndRecordsCancelled() {

@@ -186,11 +186,26 @@ func (c *Cache) Push(ctx context.Context, repository, url string, ws *Repo, bran
 	ref := "refs/heads/" + branch
 	if _, err := c.Git.runRemote(ctx, "", "--git-dir", mirror, "push", "--quiet", "--no-verify",
 		"--force-with-lease="+ref+":"+expected, "--", url, staging+":"+ref); err != nil {
+		// A retried push whose commit already got there has nothing to do.
+		if c.remoteHas(ctx, mirror, url, ref, staging) {
+			return nil
+		}
 		return err
 	}
 	// The mirror learns the new tip now rather than at its next fetch.
 	_, err = c.Git.Run(ctx, "", "--git-dir", mirror, "update-ref", ref, staging)
 	return err
+}
+
+// remoteHas reports whether ref on url is at the commit local names.
+func (c *Cache) remoteHas(ctx context.Context, mirror, url, ref, local string) bool {
+	want, err := c.Git.Run(ctx, "", "--git-dir", mirror, "rev-parse", local)
+	if err != nil {
+		return false
+	}
+	out, err := c.Git.runRemote(ctx, "", "--git-dir", mirror, "ls-remote", "--", url, ref)
+	got, _, _ := strings.Cut(out, "\t")
+	return err == nil && got == want
 }
 
 // lock takes the repository's lock; runs of one repository on one worker
