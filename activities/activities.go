@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -170,20 +171,25 @@ func (a *Activities) setStage(ctx context.Context, ref RunRef, stage string) err
 // keepAlive heartbeats until the returned stop is called, so the activity
 // learns of a cancellation within the heartbeat throttle interval.
 func keepAlive(ctx context.Context) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(heartbeatEvery)
 		defer t.Stop()
 		for {
 			select {
+			case <-done:
+				return
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				// The activity's own context: a heartbeat the SDK batches and
+				// sends later must not carry a context that stop cancelled.
 				activity.RecordHeartbeat(ctx)
 			}
 		}
 	}()
-	return cancel
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }
 
 func (a *Activities) workspaceFor(ref RunRef) Workspace {

@@ -31,7 +31,7 @@ const ErrRunFailed = "RunFailed"
 const (
 	apiStepTimeout      = time.Minute
 	hostStepTimeout     = 15 * time.Minute
-	heartbeatTimeout    = 30 * time.Second
+	heartbeatTimeout    = 60 * time.Second
 	hostScheduleToStart = 2 * time.Minute
 	agentGrace          = 2 * time.Minute
 )

@@ -18,6 +18,7 @@ func runBench(ctx context.Context, args []string) error {
 	throughput := fs.Int("throughput-runs", 100, "runs per throughput level")
 	scale := fs.Int("scale", 200, "concurrent sleeping runs")
 	sleep := fs.Duration("scale-sleep", 10*time.Second, "how long each of those sleeps")
+	keep := fs.Bool("keep", false, "keep the bench's folder (repositories, workspaces) for a look afterwards")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -33,7 +34,9 @@ func runBench(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer func() { if os.Getenv("BENCH_KEEP") == "" { os.RemoveAll(dir) } }()
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
 	return bench.Run(ctx, os.Stdout, bench.Options{
 		LatencyRuns: *runs, Concurrency: conc, Throughput: *throughput,
 		ScaleRuns: *scale, ScaleSleep: *sleep, Dir: dir,
