@@ -67,8 +67,13 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		api: tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})}
 
 	bin := filepath.Join(dir, "taskworker")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/taskworker").CombinedOutput(); err != nil {
-		return fmt.Errorf("build taskworker (run the bench from the repository root): %w: %s", err, out)
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return fmt.Errorf("run the bench inside the taskworker repository: it builds the daemon from source")
+	}
+	pkg := filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "cmd", "taskworker")
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		return fmt.Errorf("build taskworker: %w: %s", err, out)
 	}
 	script := filepath.Join(dir, "agent.sh")
 	if err := writeAgent(script, 0); err != nil {
