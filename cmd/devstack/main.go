@@ -121,6 +121,7 @@ func up(ctx context.Context, args []string) error {
 	cfg := stack.WorkerConfig
 	fmt.Printf(`Local stack running (state in %s)
   Temporal       %s  (namespace default, queue %s)
+  Dashboard      %s/
   Tasks API      %s/api/projects/%s/
   API key        %s
   Repositories   %s
@@ -133,7 +134,7 @@ Create and run a task:
   curl -s -X POST -H 'Authorization: Bearer %s' %s/api/projects/%s/tasks/<task id>/run/
 (Make the repository first with: devstack demo, or git init --bare %s/git/demo/hello.git and push to it.)
 Ctrl-C stops the stack.
-`, abs, cfg.TemporalAddress, cfg.TaskQueue, stack.APIURL, cfg.ProjectID, cfg.APIKey, cfg.RepoURLTemplate, cfg.AgentCommand,
+`, abs, cfg.TemporalAddress, cfg.TaskQueue, stack.APIURL, stack.APIURL, cfg.ProjectID, cfg.APIKey, cfg.RepoURLTemplate, cfg.AgentCommand,
 		cfg.APIKey, stack.APIURL, cfg.ProjectID, cfg.APIKey, stack.APIURL, cfg.ProjectID, abs)
 	<-ctx.Done()
 	fmt.Println("\nstopping")

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/taskworker/taskworker/internal/dashboard"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/worker"
 )
@@ -115,7 +116,14 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		listener.Close()
 		return nil, err
 	}
-	s.httpServer = &http.Server{Handler: s.API, ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/api/", s.API)
+	mux.Handle("/dashboard/", dashboard.Handler(dashboard.Config{
+		APIKey: opts.APIKey, ProjectID: opts.ProjectID, ArtifactPath: s.API.ArtifactPath,
+	}))
+	mux.Handle("/{$}", http.RedirectHandler("/dashboard/", http.StatusFound))
+	mux.Handle("/", s.API) // the API's own answer for anything else: 404 JSON
+	s.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.httpServer.Serve(listener) }()
 	s.APIURL = "http://" + listener.Addr().String()
 

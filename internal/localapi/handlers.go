@@ -1,6 +1,8 @@
 package localapi
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -27,14 +29,31 @@ func (s *Server) serve(h handler) http.HandlerFunc {
 		case status == http.StatusNoContent:
 			w.WriteHeader(status)
 		default:
+			contentType := "application/json"
+			var data []byte
 			if lines, ok := body.(jsonLines); ok {
-				w.Header().Set("Content-Type", "application/jsonl")
+				contentType = "application/jsonl"
 				for _, l := range lines {
-					fmt.Fprintln(w, l)
+					data = append(append(data, l...), '\n')
 				}
-				return
+			} else {
+				data, _ = json.Marshal(body)
+				data = append(data, '\n')
 			}
-			writeJSON(w, status, body)
+			w.Header().Set("Content-Type", contentType)
+			// An ETag lets a poller (the dashboard) ask "changed?" for the
+			// price of a 304.
+			if r.Method == http.MethodGet && status == http.StatusOK {
+				sum := sha256.Sum256(data)
+				etag := `"` + hex.EncodeToString(sum[:12]) + `"`
+				w.Header().Set("ETag", etag)
+				if r.Header.Get("If-None-Match") == etag {
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+			}
+			w.WriteHeader(status)
+			_, _ = w.Write(data)
 		}
 	}
 }

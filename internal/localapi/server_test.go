@@ -256,3 +256,27 @@ func TestConcurrentCreatesGetDistinctNumbers(t *testing.T) {
 		seen[s] = true
 	}
 }
+
+func TestGetAnswersCarryAnETagAndA304WhenUnchanged(t *testing.T) {
+	_, c := newServer(t)
+	taskID, runID := c.task()
+	path := c.base + "/tasks/" + taskID + "/runs/" + runID + "/logs/"
+	get := func(etag string) *http.Response {
+		req, _ := http.NewRequest("GET", path, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	first := get("")
+	etag := first.Header.Get("ETag")
+	require.NotEmpty(t, etag)
+	require.Equal(t, http.StatusNotModified, get(etag).StatusCode)
+	code, _ := c.do("POST", "/tasks/"+taskID+"/runs/"+runID+"/append_log/", `{"entries":[{"n":1}]}`)
+	require.Equal(t, 200, code)
+	require.Equal(t, http.StatusOK, get(etag).StatusCode, "a new entry changes the ETag")
+}

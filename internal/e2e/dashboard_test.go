@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDashboardCreatesRunsAndFollowsATask drives the local stack's page in
+// a real headless Chromium: create a task, run it, watch its log and final
+// status appear. Text from tasks and agents must show as text, never markup.
+func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
+	browser, err := exec.LookPath("chromium")
+	require.NoError(t, err, "the dashboard test needs Chromium: apt-get install chromium (.ci/run installs it)")
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900),
+		// This machine has no network beyond localhost; don't let Chromium try.
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true), chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancelCtx := chromedp.NewContext(alloc)
+	defer cancelCtx()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+
+	title := `change the README from the dashboard <b>bold</b>`
+	row := `//tr[contains(., "from the dashboard")]`
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(h.stack.APIURL+"/"),
+		chromedp.WaitVisible(`#create`),
+		chromedp.SendKeys(`#create input[name=title]`, title),
+		chromedp.SendKeys(`#create input[name=repository]`, repo),
+		chromedp.SendKeys(`#create textarea[name=description]`, `<img src=x onerror="document.title='pwned'">`),
+		chromedp.Click(`#create button[type=submit]`),
+		chromedp.WaitVisible(row),
+	))
+	taskCell, err := chromedp.Run(ctx, chromedp.Text(row+`/td[1]`))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(row+`//button[contains(@class, "run")]`),
+		chromedp.WaitVisible(`#run-facts [data-status="completed"]`),
+		chromedp.WaitVisible(`//ol[@id="log"]/li[contains(., "run complete")]`),
+	))
+	logText, err := chromedp.Run(ctx, chromedp.Text(`#log`))
+	require.NoError(t, err)
+	facts, err := chromedp.Run(ctx, chromedp.Text(`#run-facts`))
+	require.NoError(t, err)
+	markup, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#tasks b, #log img, #run-pane img").length`))
+	require.NoError(t, err)
+	pageTitle, err := chromedp.Run(ctx, chromedp.Title())
+	require.NoError(t, err)
+	screenshot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+
+	require.NotEqual(t, "pwned", pageTitle)
+	require.Contains(t, taskCell, title, "the title shows as text")
+	require.Zero(t, markup, "no markup from a task or agent made it into the page")
+	for _, want := range []string{"run started", "Cloning repository started", "line 1: read the prompt", "line 2: editing",
+		"a warning on stderr", "line 3: done", "branch posthog/task-", "run complete"} {
+		require.Contains(t, logText, want)
+	}
+	require.Contains(t, facts, "completed")
+	require.Contains(t, facts, "posthog/task-")
+	require.True(t, strings.Index(logText, "line 1") < strings.Index(logText, "line 3"), "log lines in order")
+
+	// The artifact links download what the agent left.
+	href, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("#artifacts a")].find(a => a.textContent === "plan.md").href`))
+	require.NoError(t, err)
+	resp, err := http.Get(href)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "# Plan\n\n1. Edit README.md\n", string(body))
+
+	// docs/dashboard.png is this screenshot; set TASKWORKER_DASHBOARD_SCREENSHOT to refresh it.
+	if path := os.Getenv("TASKWORKER_DASHBOARD_SCREENSHOT"); path != "" {
+		require.NoError(t, os.WriteFile(path, screenshot, 0o644))
+	}
+}
