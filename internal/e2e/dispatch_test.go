@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -22,21 +21,10 @@ import (
 // the dispatcher starts them.
 func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	gitRoot := filepath.Join(dir, "git")
-	_, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n"})
-	require.NoError(t, err)
-	agent, err := filepath.Abs("testdata/agent.sh")
-	require.NoError(t, err)
-	stack, err := devstack.Start(ctx, devstack.Options{NoKickoff: true, Worker: worker.Config{
-		AgentCommand: "sh " + agent, RepoURLTemplate: devstack.RepoURLTemplate(gitRoot),
-		WorkspaceDir: filepath.Join(dir, "ws"), CacheDir: filepath.Join(dir, "cache"),
+	stack, api := newOwnStack(t, devstack.Options{NoKickoff: true, Worker: worker.Config{
 		Dispatch: true, DispatchInterval: 100 * time.Millisecond, DispatchPool: "e2e-pool",
-	}})
-	require.NoError(t, err)
+	}}).start(t)
 	defer stack.Stop()
-	cfg := stack.WorkerConfig
-	api := tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
 
 	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "nothing via the dispatcher", Repository: repo})
 	require.NoError(t, err)
@@ -58,11 +46,9 @@ func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
 // dispatchStack is a stack whose API only queues runs and whose Temporal has
 // no worker: dispatched workflows wait, which is all these tests look at.
 func dispatchStack(t *testing.T) (*devstack.Stack, *tasksapi.Client) {
-	stack, err := devstack.Start(context.Background(), devstack.Options{NoKickoff: true, NoWorker: true})
-	require.NoError(t, err)
+	stack, api := newOwnStack(t, devstack.Options{NoKickoff: true, NoWorker: true}).start(t)
 	t.Cleanup(func() { stack.Stop() })
-	cfg := stack.WorkerConfig
-	return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
+	return stack, api
 }
 
 func queueRuns(t *testing.T, api *tasksapi.Client, n int) []tasksapi.Task {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/tasksapi"
-	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
 )
 
@@ -18,21 +17,7 @@ import (
 // workflow histories survive a restart, and the restarted stack serves at once.
 func TestLocalStackStateSurvivesARestart(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	gitRoot := filepath.Join(dir, "git")
-	_, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n"})
-	require.NoError(t, err)
-	agent, err := filepath.Abs("testdata/agent.sh")
-	require.NoError(t, err)
-	start := func() (*devstack.Stack, *tasksapi.Client) {
-		stack, err := devstack.Start(ctx, devstack.Options{DataDir: filepath.Join(dir, "state"), Worker: worker.Config{
-			AgentCommand: "sh " + agent, RepoURLTemplate: devstack.RepoURLTemplate(gitRoot),
-			WorkspaceDir: filepath.Join(dir, "workspaces"), CacheDir: filepath.Join(dir, "cache"),
-		}})
-		require.NoError(t, err)
-		cfg := stack.WorkerConfig
-		return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
-	}
+	own := newOwnStack(t, devstack.Options{DataDir: filepath.Join(t.TempDir(), "state")})
 	runToEnd := func(stack *devstack.Stack, api *tasksapi.Client, title string) (tasksapi.Task, tasksapi.TaskRun) {
 		task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Repository: repo})
 		require.NoError(t, err)
@@ -52,11 +37,11 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 		return task, run
 	}
 
-	stack, api := start()
+	stack, api := own.start(t)
 	first, firstRun := runToEnd(stack, api, "nothing before the restart")
 	require.NoError(t, stack.Stop())
 
-	stack, api = start()
+	stack, api = own.start(t)
 	defer stack.Stop()
 	task, err := api.GetTask(ctx, first.ID)
 	require.NoError(t, err)

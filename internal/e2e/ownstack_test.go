@@ -1,0 +1,42 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+// ownStack is a stack of a test's own (the shared one won't do: the test
+// restarts it or changes how it kicks runs off), with the test agent and a
+// seeded acme/app under dir. opts.Worker's agent, repositories, workspace and
+// cache are filled in. Call start for each (re)start; the caller stops it.
+type ownStack struct {
+	dir  string
+	opts devstack.Options
+}
+
+func newOwnStack(t *testing.T, opts devstack.Options) *ownStack {
+	dir := t.TempDir()
+	gitRoot := filepath.Join(dir, "git")
+	_, err := devstack.SeedRepository(context.Background(), gitRoot, repo, map[string]string{"README.md": "# app\n"})
+	require.NoError(t, err)
+	agent, err := filepath.Abs("testdata/agent.sh")
+	require.NoError(t, err)
+	opts.Worker.AgentCommand = "sh " + agent
+	opts.Worker.RepoURLTemplate = devstack.RepoURLTemplate(gitRoot)
+	opts.Worker.WorkspaceDir = filepath.Join(dir, "workspaces")
+	opts.Worker.CacheDir = filepath.Join(dir, "cache")
+	return &ownStack{dir: dir, opts: opts}
+}
+
+func (o *ownStack) start(t *testing.T) (*devstack.Stack, *tasksapi.Client) {
+	stack, err := devstack.Start(context.Background(), o.opts)
+	require.NoError(t, err)
+	cfg := stack.WorkerConfig
+	return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
+}
