@@ -20,6 +20,7 @@ import (
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
+	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -60,7 +61,9 @@ type Activities struct {
 	Slots    *slots.Pool
 	Redactor *redact.Redactor
 	Logger   *zap.Logger
-	Config   Config
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
+	Config  Config
 }
 
 // RunRef names a run.
@@ -143,6 +146,7 @@ func (a *Activities) closeStream(ref RunRef, s *logstream.Stream) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	stats, err := s.Close(ctx)
+	a.Metrics.Log(stats.Sent, stats.Rejected, stats.Dropped, stats.CutEntries, stats.SpilledBytes)
 	if err != nil || stats.Dropped > 0 {
 		a.logger(ref).Warn("log entries not delivered", zap.Int("dropped", stats.Dropped), zap.String("error", a.redactError(err)))
 	}

@@ -37,7 +37,9 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	log := a.stream(ref)
 	stop := keepAlive(ctx)
 	progress(log, step, acp.StepStarted, startDetail)
+	began := time.Now()
 	detail, err := fn(log)
+	a.Metrics.Step(step, time.Since(began), err)
 	if err != nil {
 		progress(log, step, acp.StepFailed, a.redactError(err))
 	} else {
@@ -77,6 +79,14 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		return ws, fmt.Errorf("clone %s: %w", run.Repository, err)
 	}
 	ws.CacheHit = co.Hit
+	switch {
+	case co.Rebuilt:
+		a.Metrics.CloneCache("rebuilt")
+	case co.Hit:
+		a.Metrics.CloneCache("hit")
+	default:
+		a.Metrics.CloneCache("miss")
+	}
 	if co.Rebuilt {
 		log.Console(acp.LevelWarn, "the repository cache was damaged; it was rebuilt from the remote")
 	}
@@ -157,6 +167,13 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			ArtifactsDir: out.Workspace.ArtifactsDir,
 			ScratchDir:   out.Workspace.Root,
 		}, log)
+		var exitErr *agent.ExitError
+		switch {
+		case err == nil:
+			a.Metrics.AgentExit(0, false)
+		case errors.As(err, &exitErr):
+			a.Metrics.AgentExit(exitErr.Result.ExitCode, exitErr.Result.Signal != "")
+		}
 		switch {
 		case err == nil:
 			out.Summary = a.Redactor.String(res.Summary)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/gitrepo"
@@ -61,6 +62,7 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Status: tasksapi.StatusInProgress, Stage: &stage}); err != nil {
 		return RunContext{}, fmt.Errorf("mark run in_progress: %w", err)
 	}
+	a.Metrics.RunStarted()
 	log := a.stream(ref)
 	log.Emit(acp.RunStarted(ref.RunID, ref.TaskID, a.Config.Version+" "+a.Agent.Name()))
 	rc.LogDropped, err = a.closeStream(ref, log)
@@ -116,8 +118,14 @@ func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
 		}
 		update.ErrorMessage = &msg
 	}
-	if _, err := a.API.UpdateRun(ctx, in.TaskID, in.RunID, update); err != nil {
+	run, err := a.API.UpdateRun(ctx, in.TaskID, in.RunID, update)
+	if err != nil {
 		return a.classify(fmt.Errorf("set run %s: %w", in.Status, err))
 	}
+	var took time.Duration
+	if run.CompletedAt != nil {
+		took = run.CompletedAt.Sub(run.CreatedAt)
+	}
+	a.Metrics.RunFinished(string(in.Status), took)
 	return nil
 }

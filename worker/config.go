@@ -71,6 +71,8 @@ type Config struct {
 	LogFlushTimeout time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_TIMEOUT" default:"30s" desc:"How long a step's final log flush may take; entries unsent by then count in output.log_entries_dropped"`
 	LogMaxLineBytes int           `envconfig:"TASKWORKER_LOG_MAX_LINE_BYTES" default:"1048576" desc:"Longest line of agent output kept whole; longer lines are cut with a marker"`
 
+	HTTPAddr string `envconfig:"TASKWORKER_HTTP_ADDR" default:":8080" desc:"Address of /healthz, /readyz and /metrics (Prometheus); empty turns them off"`
+
 	LogFormat string `envconfig:"TASKWORKER_LOG_FORMAT" default:"json" desc:"Log format: json or console"`
 	LogLevel  string `envconfig:"TASKWORKER_LOG_LEVEL" default:"info" desc:"Log level: debug, info, warn or error"`
 }

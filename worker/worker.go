@@ -18,6 +18,7 @@ import (
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
+	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -40,8 +41,8 @@ type Worker struct {
 	acts   *activities.Activities
 }
 
-// New builds the workers on an existing Temporal client.
-func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
+// New builds the workers on an existing Temporal client. m may be nil.
+func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*Worker, error) {
 	cfg.applyDefaults()
 	if err := os.MkdirAll(cfg.WorkspaceDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create workspace dir %s (TASKWORKER_WORKSPACE_DIR): %w", cfg.WorkspaceDir, err)
@@ -58,12 +59,11 @@ func New(c client.Client, cfg Config, logger *zap.Logger) (*Worker, error) {
 	}
 	hostQueue := cfg.TaskQueue + "@" + cfg.WorkerID
 	acts := &activities.Activities{
-		API: tasksapi.New(tasksapi.Config{
-			BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: "taskworker/" + Version,
-		}),
-		Git:    git,
-		Cache:  &gitrepo.Cache{Dir: cfg.CacheDir, MaxBytes: int64(cfg.CacheMaxBytes), Git: git},
-		GitHub: gh,
+		API:     newAPI(cfg, "taskworker/"+Version, m),
+		Metrics: m,
+		Git:     git,
+		Cache:   &gitrepo.Cache{Dir: cfg.CacheDir, MaxBytes: int64(cfg.CacheMaxBytes), Git: git},
+		GitHub:  gh,
 		Agent: &agent.Command{Command: cfg.AgentCommand, Passthrough: cfg.AgentEnv, ExtraEnv: agentEnv,
 			StopGrace: cfg.StopGrace, MaxLineBytes: cfg.LogMaxLineBytes},
 		Slots:    slots.New(cfg.MaxConcurrentRuns),
@@ -129,13 +129,14 @@ func (w *Worker) Stop() {
 	w.host.Stop()
 }
 
-// Dial connects to Temporal with the worker's logger.
-func Dial(cfg Config, logger *zap.Logger) (client.Client, error) {
+// Dial connects to Temporal with the worker's logger; the SDK's metrics go to m (which may be nil).
+func Dial(cfg Config, logger *zap.Logger, m *metrics.Metrics) (client.Client, error) {
 	c, err := client.Dial(client.Options{
-		HostPort:  cfg.TemporalAddress,
-		Namespace: cfg.TemporalNamespace,
-		Identity:  cfg.WorkerID,
-		Logger:    NewTemporalLogger(logger),
+		HostPort:       cfg.TemporalAddress,
+		Namespace:      cfg.TemporalNamespace,
+		Identity:       cfg.WorkerID,
+		Logger:         NewTemporalLogger(logger),
+		MetricsHandler: m.TemporalHandler(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS), namespace %s: %w", cfg.TemporalAddress, cfg.TemporalNamespace, err)
@@ -143,13 +144,23 @@ func Dial(cfg Config, logger *zap.Logger) (client.Client, error) {
 	return c, nil
 }
 
-// NewDispatcher builds the dispatcher of queued runs (see package dispatch).
-func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger) *dispatch.Dispatcher {
+// newAPI is the Tasks API client, its requests counted in m (which may be nil).
+func newAPI(cfg Config, userAgent string, m *metrics.Metrics) *tasksapi.Client {
+	apiCfg := tasksapi.Config{BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: userAgent}
+	if m != nil {
+		apiCfg.Observe = func(method, path string, code int, took time.Duration) {
+			m.APIRequest(metrics.Endpoint(method, path), code, took)
+		}
+	}
+	return tasksapi.New(apiCfg)
+}
+
+// NewDispatcher builds the dispatcher of queued runs (see package dispatch). m may be nil.
+func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) *dispatch.Dispatcher {
 	cfg.applyDefaults()
 	return &dispatch.Dispatcher{
-		API: tasksapi.New(tasksapi.Config{
-			BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: "taskworker-dispatch/" + Version,
-		}),
+		API:      newAPI(cfg, "taskworker-dispatch/"+Version, m),
+		Metrics:  m,
 		Temporal: c,
 		Logger:   logger.With(zap.String("component", "dispatch")),
 		Config: dispatch.Config{
@@ -166,38 +177,45 @@ func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger) *dispatch.Di
 
 // RunDispatcher dispatches queued runs until ctx ends.
 func RunDispatcher(ctx context.Context, cfg Config, logger *zap.Logger) error {
-	c, err := Dial(cfg, logger)
+	m := metrics.New(Version)
+	c, err := Dial(cfg, logger, m)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	probes := serveProbes(ctx, cfg.HTTPAddr, c, m, logger)
+	probes.setReady(true)
 	logger.Info("taskworker dispatching", zap.String("api", cfg.APIURL), zap.String("task_queue", cfg.TaskQueue),
 		zap.Duration("interval", cfg.DispatchInterval))
-	return NewDispatcher(c, cfg, logger).Run(ctx)
+	return NewDispatcher(c, cfg, logger, m).Run(ctx)
 }
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg Config, logger *zap.Logger) error {
-	c, err := Dial(cfg, logger)
+	m := metrics.New(Version)
+	c, err := Dial(cfg, logger, m)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	w, err := New(c, cfg, logger)
+	probes := serveProbes(ctx, cfg.HTTPAddr, c, m, logger)
+	w, err := New(c, cfg, logger, m)
 	if err != nil {
 		return err
 	}
 	if err := w.Start(); err != nil {
 		return err
 	}
+	probes.setReady(true)
 	if cfg.Dispatch {
-		go func() { _ = NewDispatcher(c, cfg, logger).Run(ctx) }()
+		go func() { _ = NewDispatcher(c, cfg, logger, m).Run(ctx) }()
 	}
 	logger.Info("taskworker serving",
 		zap.String("temporal", cfg.TemporalAddress), zap.String("namespace", cfg.TemporalNamespace),
 		zap.String("task_queue", cfg.TaskQueue), zap.String("agent", cfg.Agent),
 		zap.Int("max_concurrent_runs", cfg.MaxConcurrentRuns), zap.String("version", Version))
 	<-ctx.Done()
+	probes.setReady(false)
 	logger.Info("taskworker stopping")
 	w.Stop()
 	return nil

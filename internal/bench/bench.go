@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,6 +82,10 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		return err
 	}
 	maxRuns := max(opts.ScaleRuns, slices.Max(opts.Concurrency)) + 10
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	e.worker = exec.Command(bin)
 	e.worker.Env = append(os.Environ(),
 		"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
@@ -87,13 +93,17 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		"TASKWORKER_AGENT_COMMAND=sh "+script,
 		"TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
 		"TASKWORKER_WORKSPACE_DIR="+filepath.Join(dir, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(dir, "cache"),
-		"TASKWORKER_MAX_CONCURRENT_RUNS="+strconv.Itoa(maxRuns), "TASKWORKER_LOG_LEVEL=warn")
+		"TASKWORKER_MAX_CONCURRENT_RUNS="+strconv.Itoa(maxRuns), "TASKWORKER_LOG_LEVEL=warn",
+		"TASKWORKER_HTTP_ADDR="+httpAddr)
 	e.worker.Stdout, e.worker.Stderr = os.Stderr, os.Stderr
 	if err := e.worker.Start(); err != nil {
 		return err
 	}
 	defer func() { e.worker.Process.Signal(os.Interrupt); e.worker.Wait() }()
 
+	if err := waitReady(ctx, "http://"+httpAddr+"/readyz"); err != nil {
+		return err
+	}
 	// Warm up: the first run makes the mirror and the JIT-free paths hot.
 	if _, err := e.runOnce(ctx); err != nil {
 		return fmt.Errorf("warm-up run: %w", err)
@@ -132,7 +142,60 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 	fmt.Fprintf(out, "| %d concurrent sleeping runs | all completed in %s; worker peak RSS %s | agent sleeps %s; peak is the daemon's VmHWM |\n",
 		opts.ScaleRuns, took.Round(time.Millisecond), mib(peak), opts.ScaleSleep)
 	fmt.Fprintf(out, "| worker RSS when idle | %s | VmRSS of the daemon after one warm-up run |\n", mib(idleRSS))
+
+	completed, err := scrape("http://"+httpAddr+"/metrics", `taskworker_runs_finished_total{status="completed"}`)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "| runs completed, per the worker's /metrics | %d | taskworker_runs_finished_total{status=\"completed\"} |\n", completed)
 	return nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// waitReady polls the daemon's /readyz until it answers 200.
+func waitReady(ctx context.Context, url string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the daemon never became ready at %s: %v", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// scrape reads one sample of a Prometheus text page.
+func scrape(url, series string) (int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return int(v), err
+		}
+	}
+	return 0, fmt.Errorf("%s has no %s", url, series)
 }
 
 type runFigures struct {

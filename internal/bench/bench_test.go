@@ -21,4 +21,6 @@ func TestBenchProducesEveryFigure(t *testing.T) {
 		"throughput at 2 concurrent", "3 concurrent sleeping runs | all completed", "worker RSS when idle"} {
 		require.Contains(t, out.String(), row)
 	}
+	// 1 warm-up + 3 + 2 + 2 + 3 runs, every one counted by the daemon's own metrics.
+	require.Contains(t, out.String(), "| runs completed, per the worker's /metrics | 11 |")
 }

@@ -130,7 +130,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	wcfg.APIURL, wcfg.APIKey, wcfg.ProjectID = s.APIURL, opts.APIKey, opts.ProjectID
 	s.WorkerConfig = wcfg
 	if !opts.NoWorker {
-		s.Worker, err = worker.New(s.Client, wcfg, opts.Logger)
+		s.Worker, err = worker.New(s.Client, wcfg, opts.Logger, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -141,7 +141,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if wcfg.Dispatch {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopDispatch, s.dispatchDone = cancel, make(chan struct{})
-		d := worker.NewDispatcher(s.Client, wcfg, opts.Logger)
+		d := worker.NewDispatcher(s.Client, wcfg, opts.Logger, nil)
 		go func() { defer close(s.dispatchDone); _ = d.Run(ctx) }()
 	}
 	ok = true

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/workflows"
 )
@@ -56,6 +57,8 @@ type Dispatcher struct {
 	Temporal client.Client
 	Config   Config
 	Logger   *zap.Logger
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Run dispatches every PollInterval until ctx ends. A failed cycle is logged
@@ -66,6 +69,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		stats, err := d.Cycle(ctx)
+		d.Metrics.DispatchCycle(stats.Requests, stats.Started, stats.AlreadyStarted, stats.Orphaned)
 		fields := []zap.Field{zap.Int("api_requests", stats.Requests), zap.Int("queued", stats.Queued),
 			zap.Int("started", stats.Started), zap.Int("already_started", stats.AlreadyStarted), zap.Int("orphaned", stats.Orphaned)}
 		if err != nil && ctx.Err() == nil {

@@ -67,7 +67,7 @@ func queueRuns(t *testing.T, api *tasksapi.Client, n int) []tasksapi.Task {
 func dispatcher(stack *devstack.Stack, pool string, pageSize int) *dispatch.Dispatcher {
 	cfg := stack.WorkerConfig
 	cfg.DispatchPool, cfg.DispatchPageSize, cfg.DispatchMaxPages = pool, pageSize, 20
-	return worker.NewDispatcher(stack.Client, cfg, zap.NewNop())
+	return worker.NewDispatcher(stack.Client, cfg, zap.NewNop(), nil)
 }
 
 func TestTwoDispatchersStartEachRunOnce(t *testing.T) {

@@ -30,6 +30,9 @@ type Config struct {
 	// RequestTimeout bounds one HTTP attempt.
 	RequestTimeout time.Duration
 	UserAgent      string
+	// Observe, when set, hears about every HTTP attempt (retries included):
+	// its method and path, status code (0 when no answer came) and latency.
+	Observe func(method, path string, code int, took time.Duration)
 }
 
 // maxRetryAfter caps a Retry-After the API sends, so one answer can't park a
@@ -75,6 +78,9 @@ func New(cfg Config) *Client {
 		AddRetryCondition(shouldRetry)
 	// resty logs request failures on its own; the callers wrap and report them.
 	h.SetLogger(silentLogger{})
+	if cfg.Observe != nil {
+		h.SetTransport(observed{next: http.DefaultTransport, observe: cfg.Observe})
+	}
 	return &Client{http: h}
 }
 
@@ -254,6 +260,23 @@ func (c *Client) Logs(ctx context.Context, taskID, runID string) ([]json.RawMess
 		entries = append(entries, json.RawMessage(line))
 	}
 	return entries, nil
+}
+
+// observed measures each HTTP attempt.
+type observed struct {
+	next    http.RoundTripper
+	observe func(method, path string, code int, took time.Duration)
+}
+
+func (o observed) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := o.next.RoundTrip(req)
+	code := 0
+	if err == nil {
+		code = resp.StatusCode
+	}
+	o.observe(req.Method, req.URL.Path, code, time.Since(start))
+	return resp, err
 }
 
 type silentLogger struct{}
