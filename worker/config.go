@@ -37,6 +37,7 @@ type Config struct {
 	AgentEnv     []string      `envconfig:"TASKWORKER_AGENT_ENV" desc:"Comma-separated names of worker environment variables the agent may see (besides PATH, HOME, locale and proxies)"`
 	AgentTimeout time.Duration `envconfig:"TASKWORKER_AGENT_TIMEOUT" default:"1h" desc:"Longest an agent may run before it is stopped and the run fails"`
 	RunTimeout   time.Duration `envconfig:"TASKWORKER_RUN_TIMEOUT" default:"2h" desc:"Longest a whole run may take (waiting for a free worker included); it then ends failed"`
+	DrainTimeout time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long running runs may go on (taking no new ones) before they are stopped; keep terminationGracePeriodSeconds above it"`
 	StopGrace    time.Duration `envconfig:"TASKWORKER_AGENT_STOP_GRACE" default:"10s" desc:"Time an agent gets between SIGTERM and SIGKILL when its run is cancelled"`
 
 	RepoURLTemplate string `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`

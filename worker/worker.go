@@ -28,6 +28,10 @@ import (
 // Version is the daemon's version, set at build time with -ldflags.
 var Version = "dev"
 
+// stopFlush is how long steps that a drain had to stop get to flush their
+// logs and report before the worker gives up on them.
+const stopFlush = 30 * time.Second
+
 // heartbeatThrottle bounds how long a cancelled run's agent keeps running:
 // the SDK would otherwise batch heartbeats for up to 80% of the heartbeat timeout.
 const heartbeatThrottle = 2 * time.Second
@@ -102,6 +106,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		// Slots bound the runs; this only has to leave room for each run's cleanup.
 		MaxConcurrentActivityExecutionSize: 2*cfg.MaxConcurrentRuns + 2,
 		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
+		WorkerStopTimeout:                  stopFlush,
 	})
 	for name, fn := range map[string]any{
 		"RunAgent": acts.RunAgent, "Publish": acts.Publish, "CleanupWorkspace": acts.CleanupWorkspace,
@@ -128,6 +133,27 @@ func (w *Worker) Stop() {
 	w.shared.Stop()
 	w.host.Stop()
 }
+
+// Drain stops taking new runs — every claim is declined, so other workers
+// take them — and lets the runs this worker holds finish for up to timeout,
+// still serving their workflow tasks and their steps on its own queue. Then
+// it stops, and steps still running are cancelled (their agents stopped,
+// their logs flushed).
+func (w *Worker) Drain(timeout time.Duration) {
+	w.acts.Slots.Close()
+	deadline := time.Now().Add(timeout)
+	for w.acts.Slots.InUse() > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A run leaves this host before its last workflow task (the terminal
+	// PATCH) runs; give that a moment here rather than hand it to another
+	// worker, or leave it waiting when there is none.
+	time.Sleep(min(drainTail, time.Until(deadline)))
+	w.Stop()
+}
+
+// drainTail is the moment Drain gives the last workflow tasks of its runs.
+const drainTail = 3 * time.Second
 
 // Dial connects to Temporal with the worker's logger; the SDK's metrics go to m (which may be nil).
 func Dial(cfg Config, logger *zap.Logger, m *metrics.Metrics) (client.Client, error) {
@@ -216,7 +242,8 @@ func Run(ctx context.Context, cfg Config, logger *zap.Logger) error {
 		zap.Int("max_concurrent_runs", cfg.MaxConcurrentRuns), zap.String("version", Version))
 	<-ctx.Done()
 	probes.setReady(false)
-	logger.Info("taskworker stopping")
-	w.Stop()
+	logger.Info("taskworker draining: no new runs; running ones may finish", zap.Duration("drain_timeout", cfg.DrainTimeout))
+	w.Drain(cfg.DrainTimeout)
+	logger.Info("taskworker stopped")
 	return nil
 }

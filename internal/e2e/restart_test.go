@@ -53,3 +53,25 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 
 	runToEnd(stack, api, "nothing after the restart")
 }
+
+// A draining worker takes no new runs but lets the ones it holds finish on
+// its own queue, then stops.
+func TestADrainingWorkerFinishesItsRuns(t *testing.T) {
+	ctx := context.Background()
+	stack, api := newOwnStack(t, devstack.Options{}).start(t)
+	defer stack.Stop()
+	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "slow work", Repository: repo})
+	require.NoError(t, err)
+	kicked, err := api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		run, err := api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+		require.NoError(t, err)
+		return run.Stage != nil && *run.Stage == "agent"
+	}, time.Minute, 20*time.Millisecond)
+
+	stack.Worker.Drain(time.Minute)
+	run, err := api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+	require.NoError(t, err)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "the run the worker held finished before it stopped: %v", run.ErrorMessage)
+}

@@ -11,6 +11,7 @@ import (
 // on its own, so a run whose workflow vanished can't keep its slot forever.
 type Pool struct {
 	mu     sync.Mutex
+	closed bool
 	size   int
 	claims map[string]time.Time
 	now    func() time.Time
@@ -32,7 +33,7 @@ func (p *Pool) Acquire(key string, ttl time.Duration) bool {
 			delete(p.claims, k)
 		}
 	}
-	if _, held := p.claims[key]; !held && len(p.claims) >= p.size {
+	if _, held := p.claims[key]; !held && (p.closed || len(p.claims) >= p.size) {
 		return false
 	}
 	p.claims[key] = now.Add(ttl)
@@ -51,4 +52,11 @@ func (p *Pool) InUse() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.claims)
+}
+
+// Close makes the pool decline every new claim; claims held stay until released.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
 }

@@ -22,4 +22,8 @@ func TestPool(t *testing.T) {
 	require.True(t, p.Acquire("d", time.Minute), "expired claims free their slots")
 	require.Equal(t, 1, p.InUse())
 	p.Release("nobody")
+
+	p.Close()
+	require.False(t, p.Acquire("e", time.Minute), "a closed pool takes no new claim")
+	require.True(t, p.Acquire("d", time.Minute), "but renews one it holds")
 }

@@ -23,6 +23,11 @@ commit*)
 	printf 'left for the worker\n' > WORKER.md
 	echo "committed one change, left one"
 	;;
+slow*)
+	echo "working slowly"
+	sleep 2
+	echo "done slowly"
+	;;
 nothing*)
 	echo "looked around, nothing to change"
 	;;
