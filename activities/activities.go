@@ -120,7 +120,8 @@ const (
 )
 
 func (a *Activities) logger(ref RunRef) *zap.Logger {
-	return a.Logger.With(zap.String("task_id", ref.TaskID), zap.String("run_id", ref.RunID))
+	return a.Logger.With(zap.String("task_id", ref.TaskID), zap.String("run_id", ref.RunID),
+		zap.String("workflow_id", "task-processing-"+ref.TaskID+"-"+ref.RunID))
 }
 
 func (a *Activities) stream(ref RunRef) *logstream.Stream {

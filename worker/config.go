@@ -55,6 +55,8 @@ type Config struct {
 
 	WorkspaceDir      string `envconfig:"TASKWORKER_WORKSPACE_DIR" desc:"Folder for the runs' clones and artifacts (default: <temp dir>/taskworker/workspaces)"`
 	MaxConcurrentRuns int    `envconfig:"TASKWORKER_MAX_CONCURRENT_RUNS" default:"10" desc:"Runs this worker executes at once; more wait for a free worker"`
+	DeploymentName    string `envconfig:"TASKWORKER_DEPLOYMENT_NAME" desc:"Temporal worker deployment of this worker; set it to turn on worker versioning (see the README's upgrade procedure)"`
+	BuildID           string `envconfig:"TASKWORKER_BUILD_ID" desc:"Build ID of this worker within its deployment (default: the version)"`
 	WorkerID          string `envconfig:"TASKWORKER_WORKER_ID" desc:"Name of this worker in Temporal and its own task queue (default: hostname-pid)"`
 
 	Dispatch              bool          `envconfig:"TASKWORKER_DISPATCH" desc:"Also run the dispatcher in the worker process (see taskworker dispatch)"`
@@ -179,6 +181,9 @@ func (c *Config) fillComputed() {
 	}
 	if c.DispatchPool == "" {
 		c.DispatchPool = c.TaskQueue
+	}
+	if c.BuildID == "" {
+		c.BuildID = Version
 	}
 }
 

@@ -92,10 +92,20 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		},
 	}
 
-	shared := tworker.New(c, cfg.TaskQueue, tworker.Options{
+	sharedOpts := tworker.Options{
 		Identity:                     cfg.WorkerID,
 		MaxHeartbeatThrottleInterval: heartbeatThrottle,
-	})
+	}
+	if cfg.DeploymentName != "" {
+		// A run stays on the build that started it (pinned), so a rolling
+		// deploy never replays a run's history on code it wasn't written by.
+		sharedOpts.DeploymentOptions = tworker.DeploymentOptions{
+			UseVersioning:             true,
+			Version:                   tworker.WorkerDeploymentVersion{DeploymentName: cfg.DeploymentName, BuildID: cfg.BuildID},
+			DefaultVersioningBehavior: workflow.VersioningBehaviorPinned,
+		}
+	}
+	shared := tworker.New(c, cfg.TaskQueue, sharedOpts)
 	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
 	for name, fn := range map[string]any{"StartRun": acts.StartRun, "ClaimHost": acts.ClaimHost, "FinishRun": acts.FinishRun} {
 		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})

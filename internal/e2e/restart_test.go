@@ -7,9 +7,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
 )
 
@@ -74,4 +77,34 @@ func TestADrainingWorkerFinishesItsRuns(t *testing.T) {
 	run, err := api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
 	require.NoError(t, err)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "the run the worker held finished before it stopped: %v", run.ErrorMessage)
+}
+
+// With a worker deployment configured, runs are pinned to the build that
+// started them; the worker serves once its version is made current.
+func TestAVersionedWorkerServesItsCurrentVersion(t *testing.T) {
+	ctx := context.Background()
+	stack, api := newOwnStack(t, devstack.Options{Worker: worker.Config{DeploymentName: "taskworker", BuildID: "build-1"}}).start(t)
+	defer stack.Stop()
+	deployment := stack.Client.WorkerDeploymentClient().GetHandle("taskworker")
+	require.Eventually(t, func() bool {
+		_, err := deployment.SetCurrentVersion(ctx, client.WorkerDeploymentSetCurrentVersionOptions{BuildID: "build-1"})
+		return err == nil
+	}, time.Minute, 100*time.Millisecond, "the worker's version registers when it polls")
+
+	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "nothing on a versioned worker", Repository: repo})
+	require.NoError(t, err)
+	kicked, err := api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	var run tasksapi.TaskRun
+	require.Eventually(t, func() bool {
+		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+		require.NoError(t, err)
+		return run.Status.Terminal()
+	}, time.Minute, 50*time.Millisecond)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	desc, err := stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(task.ID, run.ID), "")
+	require.NoError(t, err)
+	info := desc.GetWorkflowExecutionInfo().GetVersioningInfo()
+	require.Equal(t, "build-1", info.GetDeploymentVersion().GetBuildId())
+	require.Equal(t, enumspb.VERSIONING_BEHAVIOR_PINNED, info.GetBehavior())
 }
