@@ -88,6 +88,8 @@ type Stats struct {
 	CutBytes     int64
 	SpilledBytes int64
 	Requests     int
+	// Redacted counts the entries that had a secret masked.
+	Redacted int
 }
 
 // Stream is the log of one run, for the life of one activity.
@@ -132,10 +134,13 @@ func New(api Appender, taskID, runID string, redactor *redact.Redactor, cfg Conf
 func (s *Stream) Emit(e acp.Entry) {
 	now := s.now()
 	e.Stamp(now)
-	data := s.encode(e)
+	data, redacted := s.encode(e)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Emitted++
+	if redacted {
+		s.stats.Redacted++
+	}
 	if s.closed || s.fatal != nil {
 		s.stats.Dropped++
 		return
@@ -172,7 +177,7 @@ func (s *Stream) Console(level, message string) { s.Emit(acp.Console(level, mess
 // encode turns an entry into JSON with every secret masked. Masking the
 // encoded text reaches every value, whatever its type; the redactor knows
 // each secret's JSON-escaped forms too.
-func (s *Stream) encode(e acp.Entry) []byte {
+func (s *Stream) encode(e acp.Entry) (data []byte, redacted bool) {
 	raw, err := json.Marshal(e)
 	if err != nil {
 		raw, _ = json.Marshal(acp.Console(acp.LevelWarn, fmt.Sprintf("log entry could not be encoded: %v", err)))
@@ -180,15 +185,15 @@ func (s *Stream) encode(e acp.Entry) []byte {
 	text := string(raw)
 	clean := s.redactor.String(text)
 	if clean == text {
-		return raw
+		return raw, false
 	}
 	if json.Valid([]byte(clean)) {
-		return []byte(clean)
+		return []byte(clean), true
 	}
 	// A secret that spans JSON syntax: mask value by value instead.
 	e.Notification.Params, _ = s.redactor.Value(e.Notification.Params).(map[string]any)
 	raw, _ = json.Marshal(e)
-	return raw
+	return raw, true
 }
 
 // Close sends what is queued and stops the stream. It returns when everything
@@ -202,7 +207,8 @@ func (s *Stream) Close(ctx context.Context) (Stats, error) {
 				"log cut: %d entries (%d bytes) past this step's cap of %d bytes were not sent",
 				s.stats.CutEntries, s.stats.CutBytes, s.cfg.MaxBytes))
 			note.Stamp(s.now())
-			s.enqueue(s.encode(note), s.now())
+			data, _ := s.encode(note)
+			s.enqueue(data, s.now())
 		}
 		s.closed = true
 		s.mu.Unlock()
@@ -352,7 +358,8 @@ func (s *Stream) isolateRejected(batch []json.RawMessage, cause *tasksapi.APIErr
 		_ = json.Unmarshal(batch[0], &id)
 		note := acp.Console(acp.LevelWarn, fmt.Sprintf("log entry %s was rejected by the Tasks API: %s", id.EventID, cause.Detail))
 		note.Stamp(s.now())
-		n, _, err := s.deliver([]json.RawMessage{s.encode(note)})
+		data, _ := s.encode(note)
+		n, _, err := s.deliver([]json.RawMessage{data})
 		if err != nil {
 			return 0, 1, err
 		}

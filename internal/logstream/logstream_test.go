@@ -213,8 +213,10 @@ func TestSecretsAreRedactedBeforeQueueing(t *testing.T) {
 	srv := &logServer{}
 	s := newStream(t, srv, Config{}, "hunter2-secret-value")
 	s.Console(acp.LevelInfo, "password is hunter2-secret-value and token ghp_abcdefghijklmnop1234")
-	closeStream(t, s)
-	require.Equal(t, []string{"password is [REDACTED] and token [REDACTED]"}, srv.messages())
+	s.Console(acp.LevelInfo, "nothing secret here")
+	stats := closeStream(t, s)
+	require.Equal(t, []string{"password is [REDACTED] and token [REDACTED]", "nothing secret here"}, srv.messages())
+	require.Equal(t, 1, stats.Redacted)
 }
 
 func TestEmitNeverBlocksWhileTheAPIIsDown(t *testing.T) {

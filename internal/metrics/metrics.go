@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/uber-go/tally/v4"
 	tallyprom "github.com/uber-go/tally/v4/prometheus"
-	sdktally "go.temporal.io/sdk/contrib/tally"
 	"go.temporal.io/sdk/client"
+	sdktally "go.temporal.io/sdk/contrib/tally"
 )
 
 // Metrics are the worker's own metrics. A nil *Metrics records nothing, so
@@ -54,7 +54,7 @@ func New(version string) *Metrics {
 		stepDuration: f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "taskworker_step_duration_seconds", Help: "Time of each step of a run (clone, agent, publish, artifacts).",
 			Buckets: steps}, []string{"step", "outcome"})).(*prometheus.HistogramVec),
 		agentExits:    f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_agent_exits_total", Help: "Agent processes that ended, by exit code (\"signal\" when killed)."}, []string{"code"})).(*prometheus.CounterVec),
-		logEntries:    f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_log_entries_total", Help: "Log entries by outcome: sent, rejected, dropped, cut."}, []string{"outcome"})).(*prometheus.CounterVec),
+		logEntries:    f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_log_entries_total", Help: "Log entries by outcome: sent, rejected, dropped, cut; and redacted, the entries that had a secret masked."}, []string{"outcome"})).(*prometheus.CounterVec),
 		logSpillBytes: f(prometheus.NewCounter(prometheus.CounterOpts{Name: "taskworker_log_spill_bytes_total", Help: "Bytes of log entries that waited on disk for the API."})).(prometheus.Counter),
 		apiRequests:   f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_api_requests_total", Help: "Tasks API requests (retries included), by endpoint and status code."}, []string{"endpoint", "code"})).(*prometheus.CounterVec),
 		apiLatency: f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "taskworker_api_request_duration_seconds", Help: "Tasks API request latency by endpoint.",
@@ -121,11 +121,11 @@ func (m *Metrics) AgentExit(code int, signaled bool) {
 }
 
 // Log adds a step's log figures.
-func (m *Metrics) Log(sent, rejected, dropped, cut int, spilled int64) {
+func (m *Metrics) Log(sent, rejected, dropped, cut, redacted int, spilled int64) {
 	if m == nil {
 		return
 	}
-	for outcome, n := range map[string]int{"sent": sent, "rejected": rejected, "dropped": dropped, "cut": cut} {
+	for outcome, n := range map[string]int{"sent": sent, "rejected": rejected, "dropped": dropped, "cut": cut, "redacted": redacted} {
 		m.logEntries.WithLabelValues(outcome).Add(float64(n))
 	}
 	m.logSpillBytes.Add(float64(spilled))
