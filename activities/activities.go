@@ -41,6 +41,12 @@ type Config struct {
 	Author         gitrepo.Author
 	AgentTimeout   time.Duration
 	RunTimeout     time.Duration
+	// HeartbeatTimeout and HostAttempts govern recovery from a lost host.
+	HeartbeatTimeout time.Duration
+	HostAttempts     int
+	// StatusCheckEvery is how often a running agent's run is read, to stop
+	// the agent if the run was ended elsewhere (cancelled from the UI).
+	StatusCheckEvery time.Duration
 	// HostQueue is this worker's own task queue: the steps that use the
 	// workspace on its disk are scheduled there.
 	HostQueue string
@@ -85,7 +91,11 @@ type RunContext struct {
 	CreatePR     bool          `json:"create_pr"`
 	AgentTimeout time.Duration `json:"agent_timeout"`
 	RunTimeout   time.Duration `json:"run_timeout"`
-	LogDropped   int           `json:"log_dropped,omitempty"`
+	// HeartbeatTimeout is how soon a lost host is noticed, and HostAttempts
+	// how many hosts the run's workspace steps may be tried on.
+	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty"`
+	HostAttempts     int           `json:"host_attempts,omitempty"`
+	LogDropped       int           `json:"log_dropped,omitempty"`
 }
 
 // Workspace is a run's folder on the host that claimed it.
@@ -215,6 +225,21 @@ func (a *Activities) CleanupWorkspace(ctx context.Context, ref RunRef) error {
 		return a.classify(fmt.Errorf("remove workspace %s: %w", ws.Root, err))
 	}
 	return nil
+}
+
+// NoteInput is a console entry for a run's log.
+type NoteInput struct {
+	RunRef
+	Level   string `json:"level"`
+	Message string `json:"message"`
+}
+
+// Note writes one console entry in a run's log.
+func (a *Activities) Note(ctx context.Context, in NoteInput) error {
+	log := a.stream(in.RunRef)
+	log.Console(in.Level, in.Message)
+	_, err := a.closeStream(in.RunRef, log)
+	return a.classify(err)
 }
 
 // ClaimHost takes one of this worker's run slots and returns the worker's own

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -158,6 +159,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), dropped, func(log *logstream.Stream) (string, error) {
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
+		ended := a.watchRun(agentCtx, ref, cancel)
 		res, err := a.Agent.Run(agentCtx, agent.Request{
 			Task: agent.Task{
 				ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
@@ -180,12 +182,44 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
 			err = ctx.Err()
+		case ended() != "":
+			log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", ended()))
+			err = alreadyEnded(tasksapi.Status(ended()))
 		case agentCtx.Err() != nil:
 			err = &agentTimeoutError{after: in.Run.AgentTimeout.String()}
 		}
 		return "", err
 	})
 	return out, err
+}
+
+// watchRun reads the run every StatusCheckEvery while its agent works; if
+// someone else ended it (cancelled from the UI), it stops the agent. ended
+// says which status they set, "" while nobody did.
+func (a *Activities) watchRun(ctx context.Context, ref RunRef, stop context.CancelFunc) (ended func() string) {
+	var status atomic.Value
+	status.Store("")
+	if a.Config.StatusCheckEvery <= 0 {
+		return func() string { return "" }
+	}
+	go func() {
+		t := time.NewTicker(a.Config.StatusCheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				run, err := a.API.GetRun(ctx, ref.TaskID, ref.RunID)
+				if err == nil && run.Status.Terminal() {
+					status.Store(string(run.Status))
+					stop()
+					return
+				}
+			}
+		}
+	}()
+	return func() string { return status.Load().(string) }
 }
 
 // retryableClone reports a clone that failed for a reason a retry may fix.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -46,6 +48,7 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	rc := RunContext{
 		RunRef: ref, Title: task.Title, Description: task.Description, Repository: repo,
 		Slug: task.Slug, AgentTimeout: a.Config.AgentTimeout, RunTimeout: a.Config.RunTimeout,
+		HeartbeatTimeout: a.Config.HeartbeatTimeout, HostAttempts: a.Config.HostAttempts,
 	}
 	if base, ok := run.State["pr_base_branch"].(string); ok {
 		rc.BaseBranch = strings.TrimSpace(base)
@@ -106,6 +109,11 @@ func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
 	}
 	dropped, _ := a.closeStream(in.RunRef, log)
 
+	// A run someone else ended (cancelled from the UI) keeps their status.
+	if current, err := a.API.GetRun(ctx, in.TaskID, in.RunID); err == nil && current.Status.Terminal() {
+		a.logger(in.RunRef).Info("run already ended elsewhere; its status stays", zap.String("status", string(current.Status)))
+		return nil
+	}
 	output := map[string]any{"log_entries_dropped": in.LogDropped + dropped}
 	for k, v := range in.Output {
 		output[k] = v

@@ -74,18 +74,21 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		Redactor: redactor,
 		Logger:   logger,
 		Config: activities.Config{
-			WorkspaceDir:    cfg.WorkspaceDir,
-			RepoURLTemplate: cfg.RepoURLTemplate,
-			BranchTemplate:  cfg.BranchTemplate,
-			BaseBranch:      cfg.BaseBranch,
-			PRStrict:        cfg.PRStrict,
-			RunURLTemplate:  cfg.RunURLTemplate,
-			Author:          gitrepo.Author{Name: cfg.GitAuthorName, Email: cfg.GitAuthorEmail},
-			AgentTimeout:    cfg.AgentTimeout,
-			RunTimeout:      cfg.RunTimeout,
-			HostQueue:       hostQueue,
-			Version:         "taskworker/" + Version,
-			FlushTimeout:    cfg.LogFlushTimeout,
+			WorkspaceDir:     cfg.WorkspaceDir,
+			RepoURLTemplate:  cfg.RepoURLTemplate,
+			BranchTemplate:   cfg.BranchTemplate,
+			BaseBranch:       cfg.BaseBranch,
+			PRStrict:         cfg.PRStrict,
+			RunURLTemplate:   cfg.RunURLTemplate,
+			Author:           gitrepo.Author{Name: cfg.GitAuthorName, Email: cfg.GitAuthorEmail},
+			AgentTimeout:     cfg.AgentTimeout,
+			RunTimeout:       cfg.RunTimeout,
+			HeartbeatTimeout: cfg.HeartbeatTimeout,
+			HostAttempts:     cfg.HostAttempts,
+			StatusCheckEvery: cfg.StatusCheckEvery,
+			HostQueue:        hostQueue,
+			Version:          "taskworker/" + Version,
+			FlushTimeout:     cfg.LogFlushTimeout,
 			Log: logstream.Config{
 				FlushDelay: cfg.LogFlushDelay, MemoryBytes: cfg.LogMemoryBytes, MaxBytes: int64(cfg.LogMaxBytes),
 			},
@@ -107,7 +110,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 	}
 	shared := tworker.New(c, cfg.TaskQueue, sharedOpts)
 	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
-	for name, fn := range map[string]any{"StartRun": acts.StartRun, "ClaimHost": acts.ClaimHost, "FinishRun": acts.FinishRun} {
+	for name, fn := range map[string]any{"StartRun": acts.StartRun, "ClaimHost": acts.ClaimHost, "FinishRun": acts.FinishRun, "Note": acts.Note} {
 		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/taskworker/taskworker/activities"
+	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -59,12 +61,18 @@ func localOptions() workflow.LocalActivityOptions {
 	return workflow.LocalActivityOptions{StartToCloseTimeout: api.StartToCloseTimeout, RetryPolicy: api.RetryPolicy}
 }
 
-func hostOptions(queue string) workflow.ActivityOptions {
+func hostOptions(queue string, run activities.RunContext) workflow.ActivityOptions {
+	beat, start := heartbeatTimeout, hostScheduleToStart
+	if run.HeartbeatTimeout > 0 {
+		// A lost host is noticed within this much: no heartbeat from a step
+		// it runs, or no poll for a step waiting on its queue.
+		beat, start = run.HeartbeatTimeout, run.HeartbeatTimeout
+	}
 	return workflow.ActivityOptions{
 		TaskQueue:              queue,
-		ScheduleToStartTimeout: hostScheduleToStart,
+		ScheduleToStartTimeout: start,
 		StartToCloseTimeout:    hostStepTimeout,
-		HeartbeatTimeout:       heartbeatTimeout,
+		HeartbeatTimeout:       beat,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
 			MaximumAttempts: 3, NonRetryableErrorTypes: nonRetryable,
@@ -109,29 +117,73 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 			cancelWork()
 		}
 	})
-	res, err := hostPhase(workCtx, run)
-	res.LogDropped += run.LogDropped
+	var res Result
+	dropped := run.LogDropped
+	attempts := max(run.HostAttempts, 1)
+	for attempt := 1; ; attempt++ {
+		res, err = hostPhase(workCtx, run)
+		dropped += res.LogDropped
+		if err == nil || !hostLost(err) || workCtx.Err() != nil || attempt >= attempts {
+			break
+		}
+		// The worker holding the workspace is gone: start the host phase
+		// over on another one, and say so in the run's log.
+		note(ctx, ref, acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
+			describe(err), attempt+1, attempts))
+	}
+	res.LogDropped = dropped
 	cancelTimer()
 	if err != nil && timedOut && ctx.Err() == nil {
 		err = temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("run did not finish within %s and was stopped; raise TASKWORKER_RUN_TIMEOUT or narrow the task", run.RunTimeout),
 			"RunTimeout", nil)
 	}
+	if errorType(err) == activities.ErrRunAlreadyEnded {
+		// Ended elsewhere (cancelled from the UI): the agent was stopped,
+		// and the status someone else set stays.
+		workflow.GetLogger(ctx).Info("run ended elsewhere", "reason", describe(err))
+		return res, nil
+	}
 	return finish(ctx, ref, res, err)
+}
+
+// hostLost reports a host step that timed out waiting for its worker: no
+// heartbeat, or no worker polling its queue. The host is gone.
+func hostLost(err error) bool {
+	var timeoutErr *temporal.TimeoutError
+	if !errors.As(err, &timeoutErr) {
+		return false
+	}
+	switch timeoutErr.TimeoutType() {
+	case enumspb.TIMEOUT_TYPE_HEARTBEAT, enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START:
+		return true
+	}
+	return false
+}
+
+// note writes a console entry in the run's log; a failure to write it is
+// logged, never fatal.
+func note(ctx workflow.Context, ref activities.RunRef, level, message string) {
+	opts := localOptions()
+	opts.RetryPolicy.MaximumAttempts = 3
+	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, opts), a.Note,
+		activities.NoteInput{RunRef: ref, Level: level, Message: message}).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Warn("run log note not written", "error", err)
+	}
 }
 
 // hostPhase runs the steps that use the workspace, all on the queue of the
 // worker that claimed the run, and always removes the workspace afterwards.
-func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) {
-	var res Result
+func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err error) {
 	queue, err := claimHost(ctx, run)
 	if err != nil {
 		return res, err
 	}
-	host := workflow.WithActivityOptions(ctx, hostOptions(queue))
+	host := workflow.WithActivityOptions(ctx, hostOptions(queue, run))
 	cleaned := false
 	defer func() {
-		if !cleaned {
+		// A lost host has no one to clean up after it on its queue.
+		if !cleaned && !hostLost(err) {
 			cleanup(ctx, queue, run.RunRef)
 		}
 	}()
@@ -147,18 +199,18 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (Result, error) 
 		return nil
 	}
 
-	agentOpts := hostOptions(queue)
+	agentOpts := hostOptions(queue, run)
 	agentOpts.StartToCloseTimeout = run.AgentTimeout + agentGrace
 	agentOpts.WaitForCancellation = true // the agent is stopped before the run is marked cancelled
 	agentOpts.RetryPolicy.MaximumAttempts = 1
 	var agentOut activities.AgentOutput
-	if err := step(workflow.WithActivityOptions(ctx, agentOpts), a.RunAgent,
+	if err = step(workflow.WithActivityOptions(ctx, agentOpts), a.RunAgent,
 		activities.AgentInput{Run: run}, &agentOut, func() int { return agentOut.LogDropped }); err != nil {
 		return res, err
 	}
 
 	var pub activities.PublishOutput
-	if err := step(host, a.Publish, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
+	if err = step(host, a.Publish, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
 		&pub, func() int { return pub.LogDropped }); err != nil {
 		return res, err
 	}
@@ -190,7 +242,7 @@ func claimHost(ctx workflow.Context, run activities.RunContext) (string, error) 
 
 func cleanup(ctx workflow.Context, queue string, ref activities.RunRef) {
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	opts := hostOptions(queue)
+	opts := hostOptions(queue, activities.RunContext{})
 	opts.ScheduleToStartTimeout = time.Minute
 	opts.StartToCloseTimeout = time.Minute
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(dctx, opts), a.CleanupWorkspace, ref).Get(dctx, nil); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"github.com/stretchr/testify/suite"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -119,6 +120,56 @@ func (s *workflowSuite) TestAFullWorkerPassesTheRunToAnother() {
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(2, claims, "the local claim declined, the claim any worker can take succeeded")
 	s.requireOneFinish(tasksapi.StatusCompleted)
+}
+
+func (s *workflowSuite) TestALostHostIsReplacedAndTheRunCompletes() {
+	rc := s.runContext()
+	rc.HostAttempts = 3
+	agentCalls, notes := 0, []string{}
+	s.steps(map[string][]any{
+		"StartRun": {rc, nil},
+		"RunAgent": {func(context.Context, activities.AgentInput) (activities.AgentOutput, error) {
+			agentCalls++
+			if agentCalls == 1 {
+				return activities.AgentOutput{}, temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_HEARTBEAT, nil)
+			}
+			return activities.AgentOutput{Summary: "done"}, nil
+		}},
+	})
+	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.NoteInput) error {
+		notes = append(notes, in.Message)
+		return nil
+	})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.Equal(2, agentCalls)
+	s.Require().Len(notes, 1)
+	s.Contains(notes[0], "starting over on another worker, attempt 2 of 3")
+	s.requireOneFinish(tasksapi.StatusCompleted)
+}
+
+func (s *workflowSuite) TestHostLossOnEveryAttemptFailsTheRun() {
+	rc := s.runContext()
+	rc.HostAttempts = 2
+	s.steps(map[string][]any{
+		"StartRun": {rc, nil},
+		"RunAgent": {activities.AgentOutput{}, temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)},
+	})
+	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(nil)
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().Error(s.env.GetWorkflowError())
+	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	s.Contains(fin.ErrorMessage, "timed out")
+	s.env.AssertNotCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
+}
+
+func (s *workflowSuite) TestARunEndedElsewhereKeepsItsStatus() {
+	s.steps(map[string][]any{"RunAgent": {activities.AgentOutput{},
+		temporal.NewNonRetryableApplicationError("run is already cancelled", activities.ErrRunAlreadyEnded, nil)}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.Empty(s.finished, "no terminal PATCH over the status the UI set")
+	s.env.AssertCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
 }
 
 func (s *workflowSuite) TestTheLastHostStepCleansUpAfterItself() {

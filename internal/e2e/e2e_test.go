@@ -82,6 +82,7 @@ func runWithStack(m *testing.M) (int, error) {
 		AgentTimeout:      2 * time.Minute,
 		RunTimeout:        5 * time.Minute,
 		StopGrace:         2 * time.Second,
+		StatusCheckEvery:  200 * time.Millisecond,
 		GitHubToken:       githubTokenCanary,
 	}})
 	if err != nil {
@@ -338,20 +339,7 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pids")
 	task, run := startRun(t, "hang around", pidFile, repo)
 
-	var pids []int
-	require.Eventually(t, func() bool {
-		data, err := os.ReadFile(pidFile)
-		if err != nil {
-			return false
-		}
-		for _, f := range strings.Fields(string(data)) {
-			pid, err := strconv.Atoi(f)
-			require.NoError(t, err)
-			pids = append(pids, pid)
-		}
-		return true
-	}, time.Minute, 20*time.Millisecond, "the agent never started")
-	require.Len(t, pids, 2)
+	pids := waitForAgent(t, pidFile)
 	for _, pid := range pids {
 		require.True(t, process.Alive(pid), "pid %d should be running before the cancel", pid)
 	}
@@ -368,6 +356,44 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	require.Contains(t, lines, "info: working for a long time")
 	require.Contains(t, lines, "warn: agent stopped: the run was cancelled")
 	require.Contains(t, lines, "warn: run cancelled")
+}
+
+// waitForAgent reads the PIDs the "hang" agent writes once it runs.
+func waitForAgent(t *testing.T, pidFile string) []int {
+	var pids []int
+	require.Eventually(t, func() bool {
+		data, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false
+		}
+		for _, f := range strings.Fields(string(data)) {
+			pid, err := strconv.Atoi(f)
+			require.NoError(t, err)
+			pids = append(pids, pid)
+		}
+		return true
+	}, time.Minute, 20*time.Millisecond, "the agent never started")
+	require.Len(t, pids, 2)
+	return pids
+}
+
+func TestARunCancelledFromTheUIStopsItsAgentAndKeepsItsStatus(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	task, run := startRun(t, "hang around", pidFile, repo)
+	pids := waitForAgent(t, pidFile)
+
+	// What PostHog's UI does: set the run's status itself.
+	_, err := h.api.UpdateRun(context.Background(), task.ID, run.ID, tasksapi.RunUpdate{Status: tasksapi.StatusCancelled})
+	require.NoError(t, err)
+	wf := h.stack.Client.GetWorkflow(context.Background(), workflows.WorkflowID(task.ID, run.ID), "")
+	require.NoError(t, wf.Get(context.Background(), nil), "the workflow ends without error")
+
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
+		statusHistory(t, task.ID, run.ID), "the worker wrote no status over the UI's")
+	for _, pid := range pids {
+		require.False(t, process.Alive(pid), "agent process %d still running", pid)
+	}
+	require.Contains(t, consoleLines(logOf(t, task.ID, run.ID)), "warn: agent stopped: the run was ended elsewhere (cancelled)")
 }
 
 func TestMissingRepositoryFailsTheRunSayingSo(t *testing.T) {
