@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"time"
 
@@ -10,8 +11,9 @@ import (
 	"github.com/taskworker/taskworker/internal/process"
 )
 
-// Command runs any program through /bin/sh -c, with the prompt on stdin and in
-// TASK_PROMPT. Each stdout line is an info console entry, each stderr line a warn one.
+// Command runs any program — directly when its command line is plain words,
+// else through /bin/sh -c — with the prompt on stdin and in TASK_PROMPT. Each
+// stdout line is an info console entry, each stderr line a warn one.
 type Command struct {
 	// Command is a shell command line, e.g. "python3 /opt/agent.py --fast".
 	Command string
@@ -33,11 +35,12 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 	if strings.TrimSpace(c.Command) == "" {
 		return Result{}, errors.New("no agent command configured: set TASKWORKER_AGENT_COMMAND")
 	}
+	path, args := commandLine(c.Command)
 	spec := process.Spec{
-		Path:         "/bin/sh",
-		Args:         []string{"-c", c.Command},
+		Path:         path,
+		Args:         args,
 		Dir:          req.Dir,
-		Env:          Environment(req, c.Passthrough),
+		Env:          append(Environment(req, c.Passthrough), c.ExtraEnv...),
 		Stdin:        strings.NewReader(req.Task.Prompt()),
 		StopGrace:    c.StopGrace,
 		MaxLineBytes: c.MaxLineBytes,
@@ -61,4 +64,18 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 		return Result{}, &ExitError{Agent: c.Name(), Result: res}
 	}
 	return Result{}, nil
+}
+
+var plainWords = regexp.MustCompile(`^[A-Za-z0-9_./:@+,=-]+( +[A-Za-z0-9_./:@+,=-]+)*$`)
+
+// commandLine runs a plain "program arg..." line directly, so the agent is
+// the worker's own child and dies with it (see process.Spec); anything that
+// needs a shell (quotes, pipes, &&, variables) goes through /bin/sh -c.
+func commandLine(command string) (string, []string) {
+	command = strings.TrimSpace(command)
+	if plainWords.MatchString(command) {
+		words := strings.Fields(command)
+		return words[0], words[1:]
+	}
+	return "/bin/sh", []string{"-c", command}
 }

@@ -42,13 +42,13 @@ func TestCommandGetsThePromptAndTaskButNoWorkerSecrets(t *testing.T) {
 	t.Setenv("TASKWORKER_GITHUB_TOKEN", "ghs_must_not_leak_456")
 	t.Setenv("ALLOWED_SETTING", "visible")
 	var s sink
-	cmd := &Command{Command: `cat; echo; env | sort`, Passthrough: []string{"ALLOWED_SETTING"}}
+	cmd := &Command{Command: `cat; echo; env | sort`, Passthrough: []string{"ALLOWED_SETTING"}, ExtraEnv: []string{"GIT_CONFIG_COUNT=1"}}
 	_, err := cmd.Run(context.Background(), request(t), &s)
 	require.NoError(t, err)
 	out := strings.Join(s.lines(), "\n")
 	require.Contains(t, out, "info: Fix the bug\ninfo: \ninfo: It crashes.", "the prompt arrives on stdin")
 	for _, want := range []string{"TASK_ID=task-1", "RUN_ID=run-1", "TASK_TITLE=Fix the bug", "TASK_DESCRIPTION=It crashes.",
-		"TASK_REPOSITORY=acme/app", "TASK_ARTIFACTS_DIR=", "ALLOWED_SETTING=visible"} {
+		"TASK_REPOSITORY=acme/app", "TASK_ARTIFACTS_DIR=", "ALLOWED_SETTING=visible", "GIT_CONFIG_COUNT=1"} {
 		require.Contains(t, out, want)
 	}
 	require.NotContains(t, out, "phx_must_not_leak_123")
@@ -77,7 +77,20 @@ func TestCommandFailureCarriesExitCodeAndStderrTail(t *testing.T) {
 func TestCommandNotFoundIsReported(t *testing.T) {
 	var s sink
 	_, err := (&Command{Command: "/nonexistent/agent --go"}).Run(context.Background(), request(t), &s)
-	require.ErrorContains(t, err, "exited with code 127")
+	require.ErrorContains(t, err, "start /nonexistent/agent: executable not found")
+	_, err = (&Command{Command: "/nonexistent/agent --go && true"}).Run(context.Background(), request(t), &s)
+	require.ErrorContains(t, err, "exited with code 127", "through a shell, a missing program is the shell's 127")
 	_, err = (&Command{}).Run(context.Background(), request(t), &s)
 	require.ErrorContains(t, err, "TASKWORKER_AGENT_COMMAND")
+}
+
+func TestPlainCommandLinesRunWithoutAShell(t *testing.T) {
+	path, args := commandLine("  claude -p --output-format=stream-json ")
+	require.Equal(t, "claude", path)
+	require.Equal(t, []string{"-p", "--output-format=stream-json"}, args)
+	for _, shell := range []string{"cd src && make", "echo $HOME", `run "a b"`, "a | b", "x > y"} {
+		path, args := commandLine(shell)
+		require.Equal(t, "/bin/sh", path, shell)
+		require.Equal(t, []string{"-c", shell}, args)
+	}
 }

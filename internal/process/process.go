@@ -113,7 +113,9 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env
 	cmd.Stdin = spec.Stdin
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group, so the whole of it can be stopped; and killed with the
+	// worker, so a worker that dies (SIGKILL, OOM) leaves no agent behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Stdin copying must not outlive the child.
 	cmd.WaitDelay = time.Second
 

@@ -28,6 +28,19 @@ slow*)
 	sleep 2
 	echo "done slowly"
 	;;
+once*)
+	# Hangs on its first run, so the test can kill the worker running it;
+	# finishes on the next one.
+	if [ -e "$TASK_DESCRIPTION/ran-once" ]; then
+		echo "second attempt: finishing"
+		printf 'finished on attempt 2\n' >> README.md
+	else
+		touch "$TASK_DESCRIPTION/ran-once"
+		echo "first attempt: hanging"
+		echo "$$" > "$TASK_DESCRIPTION/pid.tmp" && mv "$TASK_DESCRIPTION/pid.tmp" "$TASK_DESCRIPTION/pid"
+		exec sleep 300
+	fi
+	;;
 nothing*)
 	echo "looked around, nothing to change"
 	;;
