@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
+	"go.uber.org/zap"
 
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/github"
@@ -103,3 +107,36 @@ func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 type discardLog struct{}
 
 func (discardLog) AppendLog(context.Context, string, string, []json.RawMessage) error { return nil }
+
+func TestAStepGoesOnWhenItsStageCantBeRecorded(t *testing.T) {
+	for _, tc := range []struct {
+		patchStatus int
+		wantErr     bool
+	}{{503, false}, {403, true}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPatch {
+				w.WriteHeader(tc.patchStatus)
+				_, _ = w.Write([]byte(`{"detail":"no"}`))
+				return
+			}
+			_, _ = w.Write([]byte(`{}`))
+		}))
+		a := &Activities{
+			API:      tasksapi.New(tasksapi.Config{BaseURL: srv.URL, APIKey: "k", ProjectID: "1", Retries: 1, RetryWait: time.Millisecond, RetryMaxWait: time.Millisecond}),
+			Redactor: redact.New(), Logger: zap.NewNop(), Config: Config{WorkspaceDir: t.TempDir()},
+		}
+		ran := false
+		_, err := a.runStep(context.Background(), RunRef{TaskID: "t", RunID: "r"}, StepAgent, "", 0, func(*logstream.Stream) (string, error) {
+			ran = true
+			return "", nil
+		})
+		srv.Close()
+		if tc.wantErr {
+			require.ErrorContains(t, err, "HTTP 403")
+			require.False(t, ran, "a refused run is not worked on")
+			continue
+		}
+		require.NoError(t, err, "a stage PATCH that got 503 does not fail the step")
+		require.True(t, ran)
+	}
+}

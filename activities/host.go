@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/github"
@@ -31,8 +33,14 @@ import (
 // prior is what the activity's earlier steps lost: a failure reports the sum.
 func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail string, prior int, fn func(log *logstream.Stream) (string, error)) (int, error) {
 	if step != StepClone {
+		// The stage only informs; a Tasks API that is down for a while must
+		// not cost the run a step (the agent above all, which never retries).
+		// One that refuses the run for good still ends it.
 		if err := a.setStage(ctx, ref, step); err != nil {
-			return prior, a.classifyReporting(err, prior)
+			if !tasksapi.IsRetryable(err) {
+				return prior, a.classifyReporting(err, prior)
+			}
+			a.logger(ref).Warn("stage not recorded", zap.String("stage", step), zap.String("error", a.redactError(err)))
 		}
 	}
 	log := a.stream(ref)
