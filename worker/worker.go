@@ -214,15 +214,23 @@ func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger, m *metrics.M
 	}
 }
 
-// RunDispatcher dispatches queued runs until ctx ends.
-func RunDispatcher(ctx context.Context, cfg Config, logger *zap.Logger) error {
+// connect dials Temporal with metrics and serves the probes, not ready yet.
+func connect(ctx context.Context, cfg Config, logger *zap.Logger) (client.Client, *metrics.Metrics, *probes, error) {
 	m := metrics.New(Version)
 	c, err := Dial(cfg, logger, m)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c, m, serveProbes(ctx, cfg.HTTPAddr, c, m, logger), nil
+}
+
+// RunDispatcher dispatches queued runs until ctx ends.
+func RunDispatcher(ctx context.Context, cfg Config, logger *zap.Logger) error {
+	c, m, probes, err := connect(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	probes := serveProbes(ctx, cfg.HTTPAddr, c, m, logger)
 	probes.setReady(true)
 	logger.Info("taskworker dispatching", zap.String("api", cfg.APIURL), zap.String("task_queue", cfg.TaskQueue),
 		zap.Duration("interval", cfg.DispatchInterval))
@@ -231,13 +239,11 @@ func RunDispatcher(ctx context.Context, cfg Config, logger *zap.Logger) error {
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg Config, logger *zap.Logger) error {
-	m := metrics.New(Version)
-	c, err := Dial(cfg, logger, m)
+	c, m, probes, err := connect(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	probes := serveProbes(ctx, cfg.HTTPAddr, c, m, logger)
 	w, err := New(c, cfg, logger, m)
 	if err != nil {
 		return err

@@ -26,17 +26,7 @@ func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
 	}}).start(t)
 	defer stack.Stop()
 
-	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "nothing via the dispatcher", Repository: repo})
-	require.NoError(t, err)
-	kicked, err := api.RunTask(ctx, task.ID)
-	require.NoError(t, err)
-	require.Equal(t, tasksapi.StatusQueued, kicked.LatestRun.Status)
-	var run tasksapi.TaskRun
-	require.Eventually(t, func() bool {
-		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
-		require.NoError(t, err)
-		return run.Status.Terminal()
-	}, time.Minute, 50*time.Millisecond)
+	task, run := runToEnd(t, stack, api, "nothing via the dispatcher", "", time.Minute)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
 	raw, err := api.Logs(ctx, task.ID, run.ID)
 	require.NoError(t, err)

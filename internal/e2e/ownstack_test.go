@@ -4,11 +4,13 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/workflows"
 )
 
 // ownStack is a stack of a test's own (the shared one won't do: the test
@@ -39,4 +41,24 @@ func (o *ownStack) start(t *testing.T) (*devstack.Stack, *tasksapi.Client) {
 	require.NoError(t, err)
 	cfg := stack.WorkerConfig
 	return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
+}
+
+// runToEnd creates a task, runs it, and waits (up to within) for the run to
+// end and its workflow to return.
+func runToEnd(t *testing.T, stack *devstack.Stack, api *tasksapi.Client, title, description string, within time.Duration) (tasksapi.Task, tasksapi.TaskRun) {
+	t.Helper()
+	ctx := context.Background()
+	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: description, Repository: repo})
+	require.NoError(t, err)
+	kicked, err := api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	var run tasksapi.TaskRun
+	require.Eventually(t, func() bool {
+		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+		require.NoError(t, err)
+		return run.Status.Terminal()
+	}, within, 50*time.Millisecond, "run %s did not end", kicked.LatestRun.ID)
+	// The workflow returns just after its terminal PATCH.
+	require.NoError(t, stack.Client.GetWorkflow(ctx, workflows.WorkflowID(task.ID, run.ID), "").Get(ctx, nil))
+	return task, run
 }

@@ -21,27 +21,12 @@ import (
 func TestLocalStackStateSurvivesARestart(t *testing.T) {
 	ctx := context.Background()
 	own := newOwnStack(t, devstack.Options{DataDir: filepath.Join(t.TempDir(), "state")})
-	runToEnd := func(stack *devstack.Stack, api *tasksapi.Client, title string) (tasksapi.Task, tasksapi.TaskRun) {
-		task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Repository: repo})
-		require.NoError(t, err)
-		kicked, err := api.RunTask(ctx, task.ID)
-		require.NoError(t, err)
-		var run tasksapi.TaskRun
-		// A restarted server that can't route (stale membership) stalls for a
-		// minute; a deadline well under that catches it.
-		require.Eventually(t, func() bool {
-			run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
-			require.NoError(t, err)
-			return run.Status.Terminal()
-		}, 20*time.Second, 50*time.Millisecond)
-		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
-		// The workflow returns just after its terminal PATCH.
-		require.NoError(t, stack.Client.GetWorkflow(ctx, workflows.WorkflowID(task.ID, run.ID), "").Get(ctx, nil))
-		return task, run
-	}
-
+	// A restarted server that can't route (stale membership) stalls for a
+	// minute; a deadline well under that catches it.
+	const within = 20 * time.Second
 	stack, api := own.start(t)
-	first, firstRun := runToEnd(stack, api, "nothing before the restart")
+	first, firstRun := runToEnd(t, stack, api, "nothing before the restart", "", within)
+	require.Equal(t, tasksapi.StatusCompleted, firstRun.Status, "error: %v", firstRun.ErrorMessage)
 	require.NoError(t, stack.Stop())
 
 	stack, api = own.start(t)
@@ -54,7 +39,8 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 	require.NoError(t, err, "the workflow history survived the restart")
 	require.Equal(t, "Completed", desc.WorkflowExecutionInfo.Status.String())
 
-	runToEnd(stack, api, "nothing after the restart")
+	_, again := runToEnd(t, stack, api, "nothing after the restart", "", within)
+	require.Equal(t, tasksapi.StatusCompleted, again.Status, "error: %v", again.ErrorMessage)
 }
 
 // A draining worker takes no new runs but lets the ones it holds finish on
@@ -91,16 +77,7 @@ func TestAVersionedWorkerServesItsCurrentVersion(t *testing.T) {
 		return err == nil
 	}, time.Minute, 100*time.Millisecond, "the worker's version registers when it polls")
 
-	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "nothing on a versioned worker", Repository: repo})
-	require.NoError(t, err)
-	kicked, err := api.RunTask(ctx, task.ID)
-	require.NoError(t, err)
-	var run tasksapi.TaskRun
-	require.Eventually(t, func() bool {
-		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
-		require.NoError(t, err)
-		return run.Status.Terminal()
-	}, time.Minute, 50*time.Millisecond)
+	task, run := runToEnd(t, stack, api, "nothing on a versioned worker", "", time.Minute)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
 	desc, err := stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(task.ID, run.ID), "")
 	require.NoError(t, err)
