@@ -54,8 +54,10 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	} else {
 		progress(log, step, acp.StepCompleted, detail)
 	}
-	stop()
+	// The heartbeat goes on through the final flush: a flush that waits out
+	// an API outage must not look like a lost worker.
 	dropped, logErr := a.closeStream(ref, log)
+	stop()
 	if err == nil && logErr != nil {
 		err = logErr
 	}

@@ -35,7 +35,7 @@ const (
 	hostStepTimeout     = 15 * time.Minute
 	heartbeatTimeout    = 60 * time.Second
 	hostScheduleToStart = 2 * time.Minute
-	agentGrace          = 2 * time.Minute
+	agentGrace          = 10 * time.Minute // the step outlives its agent by its final log flush
 )
 
 var nonRetryable = []string{
@@ -73,9 +73,10 @@ func hostOptions(queue string, run activities.RunContext) workflow.ActivityOptio
 		ScheduleToStartTimeout: start,
 		StartToCloseTimeout:    hostStepTimeout,
 		HeartbeatTimeout:       beat,
+		// Enough attempts to ride out a few minutes of Tasks API outage.
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
-			MaximumAttempts: 3, NonRetryableErrorTypes: nonRetryable,
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute,
+			MaximumAttempts: 6, NonRetryableErrorTypes: nonRetryable,
 		},
 	}
 }
