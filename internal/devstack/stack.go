@@ -42,7 +42,9 @@ type Options struct {
 	// PostHog Cloud does for a worker that can't reach its Temporal; with
 	// Worker.Dispatch set, the stack's dispatcher starts it instead.
 	NoKickoff bool
-	Logger    *zap.Logger
+	// Faults, when set, make the local Tasks API misbehave (tests).
+	Faults *localapi.Faults
+	Logger *zap.Logger
 }
 
 // Stack is a running local stack.
@@ -110,7 +112,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		starter = nil
 	}
 	s.API, err = localapi.New(localapi.Config{
-		DataDir: apiDir, APIKey: opts.APIKey, ProjectID: opts.ProjectID, Logger: opts.Logger, Starter: starter,
+		DataDir: apiDir, APIKey: opts.APIKey, ProjectID: opts.ProjectID, Logger: opts.Logger, Starter: starter, Faults: opts.Faults,
 	})
 	if err != nil {
 		listener.Close()

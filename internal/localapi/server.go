@@ -39,7 +39,9 @@ type Config struct {
 	ProjectID string
 	// Starter may be nil: runs are then created queued and nothing starts them.
 	Starter Starter
-	Logger  *zap.Logger
+	// Faults, when set, make the API misbehave (tests).
+	Faults *Faults
+	Logger *zap.Logger
 }
 
 // Server is the local Tasks API.
@@ -48,6 +50,7 @@ type Server struct {
 	store        *store
 	artifactsDir string
 	mux          *http.ServeMux
+	handler      http.Handler
 }
 
 const (
@@ -93,6 +96,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, artifactsDir: artifactsDir, mux: http.NewServeMux()}
 	s.routes()
+	s.handler = s.mux
+	if cfg.Faults != nil {
+		s.handler = cfg.Faults.wrap(s.mux)
+	}
 	return s, nil
 }
 
@@ -112,7 +119,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	s.handler.ServeHTTP(w, r)
 }
 
 func (s *Server) routes() {

@@ -280,3 +280,43 @@ func TestGetAnswersCarryAnETagAndA304WhenUnchanged(t *testing.T) {
 	require.Equal(t, 200, code)
 	require.Equal(t, http.StatusOK, get(etag).StatusCode, "a new entry changes the ETag")
 }
+
+func TestFaultsSpareControlRequestsAndServeOutages(t *testing.T) {
+	faults := NewFaults(1)
+	s, err := New(Config{DataDir: t.TempDir(), APIKey: key, ProjectID: "1", Faults: faults})
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	get := func(agent string) int {
+		req, _ := http.NewRequest("GET", srv.URL+"/api/projects/1/tasks/", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("User-Agent", agent)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	faults.SetOutage(true)
+	require.Equal(t, http.StatusServiceUnavailable, get("taskworker/dev"))
+	require.Equal(t, http.StatusOK, get(ControlUserAgent+"/test"), "control requests are never faulted")
+	faults.SetOutage(false)
+	faults.SetRate(1)
+	failed := 0
+	for range 20 {
+		if get("taskworker/dev") != http.StatusOK {
+			failed++
+		}
+	}
+	counts := faults.Counts()
+	require.Equal(t, 1, counts["outage"])
+	total := 0
+	for kind, n := range counts {
+		if kind != "outage" {
+			total += n
+		}
+	}
+	require.Equal(t, 20, total, "every request faulted: %v", counts)
+	require.Equal(t, 20-counts["slow"], failed, "all but the slow ones answered an error")
+	faults.SetRate(0)
+	require.Equal(t, http.StatusOK, get("taskworker/dev"))
+}

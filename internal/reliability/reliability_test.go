@@ -1,0 +1,354 @@
+// Package reliability is the fault-injection suite: a real embedded Temporal
+// server, the local Tasks API misbehaving on purpose, and two taskworker
+// daemons as processes. Each scenario checks the final status, the status
+// history, the log (every line the agent printed, once, in order) and that
+// no agent process is left; the summary table is printed at the end.
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/localapi"
+	"github.com/taskworker/taskworker/internal/process"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+)
+
+const (
+	repo = "acme/app"
+	// Canaries: secrets the worker holds, which must appear nowhere.
+	githubTokenCanary = "ghs_canaryGithubToken0123456789"
+	agentKeyCanary    = "sk-ant-canaryAgentKey0123456789"
+)
+
+type suite struct {
+	stack   *devstack.Stack
+	faults  *localapi.Faults
+	control *tasksapi.Client
+	dir     string
+	logs    []string // the daemons' own log files
+
+	mu      sync.Mutex
+	summary []row
+	argv    map[string]bool // every child command line seen while runs worked
+}
+
+type row struct {
+	scenario                       string
+	runs, terminal, correct, lost  int
+	duplicates, leaks, agentsAlive int
+}
+
+var s *suite
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reliability:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "taskworker-reliability-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	gitRoot := filepath.Join(dir, "git")
+	if _, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n"}); err != nil {
+		return 0, err
+	}
+	faults := localapi.NewFaults(42)
+	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true, Faults: faults})
+	if err != nil {
+		return 0, err
+	}
+	defer stack.Stop()
+	cfg := stack.WorkerConfig
+	s = &suite{stack: stack, faults: faults, dir: dir,
+		control: tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID,
+			UserAgent: localapi.ControlUserAgent + "/suite"})}
+
+	bin := filepath.Join(dir, "taskworker")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/taskworker").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("build taskworker: %w: %s", err, out)
+	}
+	agent, _ := filepath.Abs("testdata/agent.sh")
+	for _, id := range []string{"worker-a", "worker-b"} {
+		logPath := filepath.Join(dir, id+".log")
+		logFile, err := os.Create(logPath)
+		if err != nil {
+			return 0, err
+		}
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
+			"TEMPORAL_ADDRESS="+stack.Temporal.HostPort(), "TASKWORKER_WORKER_ID="+id,
+			"TASKWORKER_AGENT_COMMAND=sh "+agent, "TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
+			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(dir, id, "cache"),
+			"TASKWORKER_MAX_CONCURRENT_RUNS=20", "TASKWORKER_HEARTBEAT_TIMEOUT=10s", "TASKWORKER_HTTP_ADDR=",
+			"TASKWORKER_GITHUB_TOKEN="+githubTokenCanary, "ANTHROPIC_API_KEY="+agentKeyCanary,
+			"TASKWORKER_LOG_LEVEL=info")
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		s.logs = append(s.logs, logPath)
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logFile.Close() }()
+	}
+	s.argv = map[string]bool{}
+	stopSampling := make(chan struct{})
+	go sampleArgv(stopSampling)
+	code := m.Run()
+	close(stopSampling)
+	s.print()
+	return code, nil
+}
+
+func (s *suite) record(r row) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.summary = append(s.summary, r)
+}
+
+func (s *suite) print() {
+	fmt.Println("\n| scenario | runs | terminal | correct status | entries lost | duplicates | leaks | agents left |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, r := range s.summary {
+		fmt.Printf("| %s | %d | %d | %d | %d | %d | %d | %d |\n", r.scenario, r.runs, r.terminal, r.correct, r.lost, r.duplicates, r.leaks, r.agentsAlive)
+	}
+}
+
+// kickOff creates a task and runs it; marks is where the agent leaves its PID.
+func kickOff(t *testing.T, title string) (tasksapi.Task, string, string) {
+	ctx := context.Background()
+	marks := t.TempDir()
+	task, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: marks, Repository: repo})
+	require.NoError(t, err)
+	kicked, err := s.control.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	return task, kicked.LatestRun.ID, marks
+}
+
+func waitEnd(t *testing.T, taskID, runID string, within time.Duration) tasksapi.TaskRun {
+	var run tasksapi.TaskRun
+	require.Eventually(t, func() bool {
+		var err error
+		run, err = s.control.GetRun(context.Background(), taskID, runID)
+		require.NoError(t, err)
+		return run.Status.Terminal()
+	}, within, 100*time.Millisecond, "run %s did not end", runID)
+	return run
+}
+
+// outcome checks one run against what its agent printed.
+type outcome struct {
+	correct, lost, duplicates, agentsAlive, leaks int
+}
+
+// leaks counts the canaries in text.
+func leaks(text string) int {
+	return strings.Count(text, githubTokenCanary) + strings.Count(text, agentKeyCanary) +
+		strings.Count(text, s.stack.WorkerConfig.APIKey)
+}
+
+func check(t *testing.T, taskID string, run tasksapi.TaskRun, marks string, lines int) outcome {
+	var o outcome
+	if run.Status == tasksapi.StatusCompleted {
+		o.correct = 1
+	} else {
+		t.Errorf("run %s ended %s: %v", run.ID, run.Status, run.ErrorMessage)
+	}
+	// Status history: queued, in_progress, completed; a PATCH stored but
+	// answered 502 is sent again, so a status may repeat, never go back.
+	history := statusHistory(t, taskID, run.ID)
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCompleted},
+		slices.Compact(history), "run %s", run.ID)
+
+	raw, err := s.control.Logs(context.Background(), taskID, run.ID)
+	require.NoError(t, err)
+	record, _ := json.Marshal(run)
+	o.leaks += leaks(string(record))
+	for _, r := range raw {
+		o.leaks += leaks(string(r))
+	}
+	for _, a := range run.Artifacts {
+		data, err := os.ReadFile(s.stack.API.ArtifactPath(run.ID, a.Name))
+		require.NoError(t, err)
+		o.leaks += leaks(string(data))
+	}
+	seen := map[string]bool{}
+	var printed []string
+	for _, r := range raw {
+		var e struct {
+			EventID      string `json:"event_id"`
+			Notification struct {
+				Method string         `json:"method"`
+				Params map[string]any `json:"params"`
+			} `json:"notification"`
+		}
+		require.NoError(t, json.Unmarshal(r, &e))
+		if seen[e.EventID] {
+			o.duplicates++
+			continue
+		}
+		seen[e.EventID] = true
+		if msg, _ := e.Notification.Params["message"].(string); strings.HasPrefix(msg, "line ") {
+			printed = append(printed, msg)
+		}
+	}
+	var want []string
+	for i := 1; i <= lines; i++ {
+		want = append(want, fmt.Sprintf("line %d", i))
+	}
+	o.lost = max(0, len(want)-len(printed))
+	require.Equal(t, want, printed, "run %s: every line the agent printed, once, in order", run.ID)
+	require.EqualValues(t, 0, run.Output["log_entries_dropped"])
+
+	pid, err := os.ReadFile(filepath.Join(marks, "pid."+run.ID))
+	require.NoError(t, err)
+	n, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+	if process.Alive(n) {
+		o.agentsAlive++
+	}
+	return o
+}
+
+func statusHistory(t *testing.T, taskID, runID string) []tasksapi.Status {
+	cfg := s.stack.WorkerConfig
+	req, _ := http.NewRequest(http.MethodGet, s.stack.APIURL+"/api/projects/"+cfg.ProjectID+"/tasks/"+taskID+"/runs/"+runID+"/status_history/", nil)
+	req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
+	req.Header.Set("User-Agent", localapi.ControlUserAgent)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var changes []struct {
+		Status tasksapi.Status `json:"status"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&changes))
+	var out []tasksapi.Status
+	for _, c := range changes {
+		out = append(out, c.Status)
+	}
+	return out
+}
+
+// TestFaultsOnThirtyPercentOfCalls: 20 concurrent runs while 30 % of the
+// worker's calls fail (500, 502, 503 and 429 with Retry-After, slow, and
+// stored-but-502).
+func TestFaultsOnThirtyPercentOfCalls(t *testing.T) {
+	const runs, lines = 20, 40
+	s.faults.SetRate(0.3)
+	type started struct{ taskID, runID, marks string }
+	var all []started
+	for i := range runs {
+		task, runID, marks := kickOff(t, fmt.Sprintf("lines %d", lines))
+		_ = i
+		all = append(all, started{task.ID, runID, marks})
+	}
+	r := row{scenario: "1. API faults on 30 % of calls, 20 concurrent runs", runs: runs}
+	var ended []tasksapi.TaskRun
+	for _, st := range all {
+		run := waitEnd(t, st.taskID, st.runID, 5*time.Minute)
+		ended = append(ended, run)
+		r.terminal++
+	}
+	s.faults.SetRate(0)
+	for i, st := range all {
+		o := check(t, st.taskID, ended[i], st.marks, lines)
+		r.correct += o.correct
+		r.lost += o.lost
+		r.duplicates += o.duplicates
+		r.agentsAlive += o.agentsAlive
+		r.leaks += o.leaks
+	}
+	t.Logf("faults served: %v", s.faults.Counts())
+	s.record(r)
+}
+
+// TestASixtySecondOutage: the API answers nothing but 503 for 60 s while a
+// run's agent works.
+func TestASixtySecondOutage(t *testing.T) {
+	const lines = 20
+	task, runID, marks := kickOff(t, fmt.Sprintf("lines %d sleep 3", lines))
+	require.Eventually(t, func() bool {
+		run, err := s.control.GetRun(context.Background(), task.ID, runID)
+		require.NoError(t, err)
+		return run.Stage != nil && *run.Stage == "agent"
+	}, time.Minute, 20*time.Millisecond)
+	s.faults.SetOutage(true)
+	time.Sleep(60 * time.Second) // the outage lasts its 60 s; nothing is polled here
+	s.faults.SetOutage(false)
+	run := waitEnd(t, task.ID, runID, 5*time.Minute)
+	o := check(t, task.ID, run, marks, lines)
+	s.record(row{scenario: "2. a 60 s API outage during the agent", runs: 1, terminal: 1,
+		correct: o.correct, lost: o.lost, duplicates: o.duplicates, agentsAlive: o.agentsAlive, leaks: o.leaks})
+}
+
+// sampleArgv records the command lines of every process on the machine
+// until stop is closed: a secret in a child's argv would be readable by
+// anyone on the host.
+func sampleArgv(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			data, err := os.ReadFile(p)
+			if err != nil || len(data) == 0 {
+				continue
+			}
+			line := strings.ReplaceAll(string(data), "\x00", " ")
+			s.mu.Lock()
+			s.argv[line] = true
+			s.mu.Unlock()
+		}
+	}
+}
+
+// TestCanarySecretsAppearNowhere runs last: the worker's secrets (API key,
+// GitHub token, agent API key) are in no stored entry, run, artifact (the
+// scenarios above checked theirs), nor the daemons' own logs, nor the argv
+// of any process seen while the runs above worked.
+func TestCanarySecretsAppearNowhere(t *testing.T) {
+	found := 0
+	for _, path := range s.logs {
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.NotEmpty(t, data, "the daemon logged something")
+		found += leaks(string(data))
+	}
+	s.mu.Lock()
+	require.NotEmpty(t, s.argv, "command lines were sampled")
+	for line := range s.argv {
+		found += leaks(line)
+	}
+	sampled := len(s.argv)
+	s.mu.Unlock()
+	for _, r := range s.summary {
+		found += r.leaks
+	}
+	t.Logf("%d distinct command lines sampled", sampled)
+	s.record(row{scenario: "7. canary secrets in entries, runs, artifacts, worker logs, argv", leaks: found})
+	require.Zero(t, found, "a canary secret leaked")
+}
