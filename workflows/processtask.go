@@ -273,8 +273,12 @@ func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error
 	opts.RetryPolicy.NonRetryableErrorTypes = nil
 	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(dctx, opts), a.FinishRun, in).Get(dctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("terminal status not recorded", "status", in.Status, "error", err)
+		reason := string(in.Status)
+		if in.ErrorMessage != "" {
+			reason += ": " + in.ErrorMessage
+		}
 		return res, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("run ended %s but its status could not be recorded: %s", in.Status, describe(err)), ErrRunFailed, nil)
+			fmt.Sprintf("run ended %s; its status could not be recorded: %s", reason, describe(err)), ErrRunFailed, nil)
 	}
 	switch in.Status {
 	case tasksapi.StatusCancelled:

@@ -254,7 +254,7 @@ func (s *workflowSuite) TestUnauthorizedAPIIsNotRetriedAndEndsTheWorkflow() {
 	err := s.env.GetWorkflowError()
 	s.Require().Error(err)
 	s.Equal(1, calls, "a 401 is not retried")
-	s.Contains(err.Error(), "could not be recorded")
+	s.Contains(err.Error(), "its status could not be recorded")
 	s.Len(s.finished, 1, "the terminal PATCH is tried, and not retried on 401")
 }
 

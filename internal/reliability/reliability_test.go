@@ -17,15 +17,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/workflows"
 )
 
 const (
@@ -41,6 +44,10 @@ type suite struct {
 	control *tasksapi.Client
 	dir     string
 	logs    []string // the daemons' own log files
+
+	bin     string
+	env     []string
+	daemons map[int]*exec.Cmd
 
 	mu      sync.Mutex
 	summary []row
@@ -86,32 +93,30 @@ func run(m *testing.M) (int, error) {
 		control: tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID,
 			UserAgent: localapi.ControlUserAgent + "/suite"})}
 
-	bin := filepath.Join(dir, "taskworker")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/taskworker").CombinedOutput(); err != nil {
+	s.bin = filepath.Join(dir, "taskworker")
+	if out, err := exec.Command("go", "build", "-o", s.bin, "../../cmd/taskworker").CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build taskworker: %w: %s", err, out)
 	}
 	agent, _ := filepath.Abs("testdata/agent.sh")
+	s.env = append(os.Environ(),
+		"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
+		"TEMPORAL_ADDRESS="+stack.Temporal.HostPort(),
+		"TASKWORKER_AGENT_COMMAND=sh "+agent, "TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
+		"TASKWORKER_MAX_CONCURRENT_RUNS=20", "TASKWORKER_HEARTBEAT_TIMEOUT=10s", "TASKWORKER_HTTP_ADDR=",
+		"TASKWORKER_DRAIN_TIMEOUT=2m", "TASKWORKER_AGENT_STOP_GRACE=2s",
+		"TASKWORKER_GITHUB_TOKEN="+githubTokenCanary, "ANTHROPIC_API_KEY="+agentKeyCanary,
+		"TASKWORKER_LOG_LEVEL=info")
+	s.daemons = map[int]*exec.Cmd{}
+	defer func() {
+		for _, d := range s.daemons {
+			_ = d.Process.Kill()
+			_ = d.Wait()
+		}
+	}()
 	for _, id := range []string{"worker-a", "worker-b"} {
-		logPath := filepath.Join(dir, id+".log")
-		logFile, err := os.Create(logPath)
-		if err != nil {
+		if err := s.startDaemon(id); err != nil {
 			return 0, err
 		}
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
-			"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
-			"TEMPORAL_ADDRESS="+stack.Temporal.HostPort(), "TASKWORKER_WORKER_ID="+id,
-			"TASKWORKER_AGENT_COMMAND=sh "+agent, "TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
-			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(dir, id, "cache"),
-			"TASKWORKER_MAX_CONCURRENT_RUNS=20", "TASKWORKER_HEARTBEAT_TIMEOUT=10s", "TASKWORKER_HTTP_ADDR=",
-			"TASKWORKER_GITHUB_TOKEN="+githubTokenCanary, "ANTHROPIC_API_KEY="+agentKeyCanary,
-			"TASKWORKER_LOG_LEVEL=info")
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		s.logs = append(s.logs, logPath)
-		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logFile.Close() }()
 	}
 	s.argv = map[string]bool{}
 	stopSampling := make(chan struct{})
@@ -120,6 +125,67 @@ func run(m *testing.M) (int, error) {
 	close(stopSampling)
 	s.print()
 	return code, nil
+}
+
+// startDaemon starts a taskworker process with its own workspace, cache and log.
+func (s *suite) startDaemon(id string) error {
+	logPath := filepath.Join(s.dir, id+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin)
+	cmd.Env = append(slices.Clone(s.env), "TASKWORKER_WORKER_ID="+id,
+		"TASKWORKER_WORKSPACE_DIR="+filepath.Join(s.dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(s.dir, id, "cache"))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.daemons[cmd.Process.Pid] = cmd
+	s.logs = append(s.logs, logPath)
+	s.mu.Unlock()
+	return nil
+}
+
+// holder is the daemon whose agent process pid is.
+func (s *suite) holder(t *testing.T, pid int) *exec.Cmd {
+	for p, hops := pid, 0; hops < 4; hops++ {
+		s.mu.Lock()
+		d, ok := s.daemons[p]
+		s.mu.Unlock()
+		if ok {
+			return d
+		}
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
+		require.NoError(t, err)
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		p, _ = strconv.Atoi(fields[1])
+	}
+	t.Fatalf("no daemon runs agent %d", pid)
+	return nil
+}
+
+// retire forgets a daemon that was killed or drained, and starts another in its place.
+func (s *suite) retire(t *testing.T, d *exec.Cmd, id string) {
+	s.mu.Lock()
+	delete(s.daemons, d.Process.Pid)
+	s.mu.Unlock()
+	require.NoError(t, s.startDaemon(id))
+}
+
+// agentPID waits for the agent of a run to write its PID.
+func agentPID(t *testing.T, marks, runID string) int {
+	var pid int
+	require.Eventually(t, func() bool {
+		data, err := os.ReadFile(filepath.Join(marks, "pid."+runID))
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(data)))
+		return err == nil
+	}, time.Minute, 20*time.Millisecond, "the agent of run %s never started", runID)
+	return pid
 }
 
 func (s *suite) record(r row) {
@@ -300,6 +366,165 @@ func TestASixtySecondOutage(t *testing.T) {
 	o := check(t, task.ID, run, marks, lines)
 	s.record(row{scenario: "2. a 60 s API outage during the agent", runs: 1, terminal: 1,
 		correct: o.correct, lost: o.lost, duplicates: o.duplicates, agentsAlive: o.agentsAlive, leaks: o.leaks})
+}
+
+// TestSIGKILLOfTheWorkerRunningAnAgent: the worker dies outright; the other
+// notices within the heartbeat timeout and runs the workspace steps again.
+func TestSIGKILLOfTheWorkerRunningAnAgent(t *testing.T) {
+	const lines = 10
+	task, runID, marks := kickOff(t, fmt.Sprintf("once %d", lines))
+	first := agentPID(t, marks, runID)
+	victim := s.holder(t, first)
+	require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+	_ = victim.Wait()
+	s.retire(t, victim, "worker-c")
+	run := waitEnd(t, task.ID, runID, 3*time.Minute)
+	o := check(t, task.ID, run, marks, lines)
+	require.Eventually(t, func() bool { return !process.Alive(first) }, 10*time.Second, 20*time.Millisecond,
+		"the dead worker's agent died with it")
+	raw, err := s.control.Logs(context.Background(), task.ID, runID)
+	require.NoError(t, err)
+	require.Contains(t, strings.Join(rawStrings(raw), ""), "starting over on another worker")
+	s.record(row{scenario: "3. SIGKILL of the worker running the agent", runs: 1, terminal: 1,
+		correct: o.correct, lost: o.lost, duplicates: o.duplicates, agentsAlive: o.agentsAlive, leaks: o.leaks})
+}
+
+func rawStrings(raw []json.RawMessage) []string {
+	out := make([]string, len(raw))
+	for i, r := range raw {
+		out[i] = string(r)
+	}
+	return out
+}
+
+// TestSIGTERMDrainsTheRun: the worker holding a run is told to stop; it
+// takes nothing new and finishes the run first.
+func TestSIGTERMDrainsTheRun(t *testing.T) {
+	const lines = 10
+	task, runID, marks := kickOff(t, fmt.Sprintf("lines %d sleep 4", lines))
+	holder := s.holder(t, agentPID(t, marks, runID))
+	require.NoError(t, holder.Process.Signal(syscall.SIGTERM))
+	run := waitEnd(t, task.ID, runID, 3*time.Minute)
+	o := check(t, task.ID, run, marks, lines)
+	require.NoError(t, holder.Wait(), "the drained worker exits cleanly")
+	s.retire(t, holder, "worker-d")
+	s.record(row{scenario: "4. SIGTERM of the worker running the agent (drain)", runs: 1, terminal: 1,
+		correct: o.correct, lost: o.lost, duplicates: o.duplicates, agentsAlive: o.agentsAlive, leaks: o.leaks})
+}
+
+// TestCancelDuringTheAgent: the workflow is cancelled while the agent works.
+func TestCancelDuringTheAgent(t *testing.T) {
+	task, runID, marks := kickOff(t, "hang")
+	pid := agentPID(t, marks, runID)
+	require.NoError(t, s.stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, runID), ""))
+	run := waitEnd(t, task.ID, runID, time.Minute)
+	r := row{scenario: "5. cancel during the agent", runs: 1, terminal: 1}
+	if run.Status == tasksapi.StatusCancelled {
+		r.correct = 1
+	}
+	require.Equal(t, tasksapi.StatusCancelled, run.Status)
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
+		slices.Compact(statusHistory(t, task.ID, runID)))
+	require.Eventually(t, func() bool { return !process.Alive(pid) }, 10*time.Second, 20*time.Millisecond)
+	s.record(r)
+}
+
+// TestBadInputsFailWithAMessageAndTheWorkerServesOn: each ends failed (or
+// its workflow fails, when there is no run to mark) with a message that
+// names the problem; a normal run afterwards completes.
+func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
+	ctx := context.Background()
+	r := row{scenario: "6. bad inputs"}
+	runCase := func(title, repository, want string, wantStatus tasksapi.Status) {
+		marks := t.TempDir()
+		task, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: marks, Repository: repository})
+		require.NoError(t, err)
+		kicked, err := s.control.RunTask(ctx, task.ID)
+		require.NoError(t, err)
+		run := waitEnd(t, task.ID, kicked.LatestRun.ID, 3*time.Minute)
+		r.runs++
+		r.terminal++
+		text := fmt.Sprint(run.ErrorMessage)
+		if run.ErrorMessage != nil {
+			text = *run.ErrorMessage
+		}
+		raw, err := s.control.Logs(ctx, task.ID, run.ID)
+		require.NoError(t, err)
+		logText := strings.Join(rawStrings(raw), "\n")
+		r.leaks += leaks(logText) + leaks(text)
+		if run.Status == wantStatus && (strings.Contains(text, want) || strings.Contains(logText, want)) {
+			r.correct++
+		} else {
+			t.Errorf("%s on %q: %s %q, want %s naming %q", title, repository, run.Status, text, wantStatus, want)
+		}
+		if data, err := os.ReadFile(filepath.Join(marks, "pid."+run.ID)); err == nil {
+			pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+			if !assertGone(pid) {
+				r.agentsAlive++
+			}
+		}
+	}
+	runCase("fail", repo, "exited with code 3; last stderr lines: error: the build is broken", tasksapi.StatusFailed)
+	runCase("killed", repo, "was killed by signal killed", tasksapi.StatusFailed)
+	runCase("bigline", repo, "[line cut: 8951424 more bytes]", tasksapi.StatusCompleted)
+	runCase("gib", repo, "log cut:", tasksapi.StatusCompleted)
+	runCase("artifacts", repo, "artifact passwd is not a regular file (symlink or device); skipped", tasksapi.StatusCompleted)
+	runCase("artifacts", repo, "artifact too-big.bin is 31457281 bytes, over the 31457280 byte limit; skipped", tasksapi.StatusCompleted)
+	runCase("lines 1", "", "has no repository", tasksapi.StatusFailed)
+	runCase("lines 1", "../x", "is not of the form org/repo", tasksapi.StatusFailed)
+	runCase("lines 1", "-x/y", "is not of the form org/repo", tasksapi.StatusFailed)
+	runCase("lines 1", "acme/does-not-exist", "the repository does not exist or this worker can't read it", tasksapi.StatusFailed)
+
+	// Workflows for a task or a run that doesn't exist: no run to mark, the
+	// workflow itself fails saying which.
+	for name, ids := range map[string][2]string{
+		"task": {"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"},
+	} {
+		wf, err := s.stack.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID: workflows.WorkflowID(ids[0], ids[1]), TaskQueue: workflows.DefaultTaskQueue,
+		}, workflows.ProcessTaskName, map[string]any{"run_id": ids[1]})
+		require.NoError(t, err)
+		err = wf.Get(ctx, nil)
+		r.runs++
+		r.terminal++
+		if err != nil && strings.Contains(err.Error(), "task "+ids[0]+" not found in this project") {
+			r.correct++
+		} else {
+			t.Errorf("missing %s: %v", name, err)
+		}
+	}
+	task, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "lines 1", Repository: repo})
+	require.NoError(t, err)
+	missingRun := "00000000-0000-4000-8000-000000000003"
+	wf, err := s.stack.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: workflows.WorkflowID(task.ID, missingRun), TaskQueue: workflows.DefaultTaskQueue,
+	}, workflows.ProcessTaskName, map[string]any{"run_id": missingRun})
+	require.NoError(t, err)
+	err = wf.Get(ctx, nil)
+	r.runs++
+	r.terminal++
+	if err != nil && strings.Contains(err.Error(), "run "+missingRun+" of task") {
+		r.correct++
+	} else {
+		t.Errorf("missing run: %v", err)
+	}
+
+	// And the workers still serve.
+	next, runID, marks := kickOff(t, "lines 3")
+	run := waitEnd(t, next.ID, runID, time.Minute)
+	o := check(t, next.ID, run, marks, 3)
+	r.runs++
+	r.terminal++
+	r.correct += o.correct
+	s.record(r)
+}
+
+func assertGone(pid int) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for process.Alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return !process.Alive(pid)
 }
 
 // sampleArgv records the command lines of every process on the machine

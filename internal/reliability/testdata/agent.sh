@@ -17,6 +17,42 @@ lines)
 	done
 	printf 'run %s\n' "$RUN_ID" >> CHANGES.md
 	;;
+once)
+	# Hangs on its first attempt (the test kills or drains its worker), prints
+	# its lines on the next.
+	if [ -e "$TASK_DESCRIPTION/ran-once" ]; then
+		i=1
+		while [ "$i" -le "$2" ]; do echo "line $i"; i=$((i + 1)); done
+		printf 'run %s\n' "$RUN_ID" >> CHANGES.md
+	else
+		touch "$TASK_DESCRIPTION/ran-once"
+		exec sleep 300
+	fi
+	;;
+hang)
+	exec sleep 300
+	;;
+fail)
+	echo "error: the build is broken" >&2
+	exit 3
+	;;
+killed)
+	kill -9 $$
+	;;
+bigline)
+	head -c 10000000 /dev/zero | tr '\0' x
+	echo
+	;;
+gib)
+	# 1 GiB of output, in 1 MiB lines.
+	head -c 1073741824 /dev/zero | tr '\0' y | fold -w 1048575
+	;;
+artifacts)
+	ln -s /etc/passwd "$TASK_ARTIFACTS_DIR/passwd"
+	head -c 31457281 /dev/zero > "$TASK_ARTIFACTS_DIR/too-big.bin"
+	echo "small" > "$TASK_ARTIFACTS_DIR/ok.txt"
+	printf 'run %s\n' "$RUN_ID" >> CHANGES.md
+	;;
 *)
 	echo "unknown scenario: $TASK_TITLE" >&2
 	exit 64
