@@ -82,6 +82,9 @@ func run(m *testing.M) (int, error) {
 	if _, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n"}); err != nil {
 		return 0, err
 	}
+	if err := bigRepository(filepath.Join(gitRoot, "acme", "big.git"), 30000); err != nil {
+		return 0, err
+	}
 	faults := localapi.NewFaults(42)
 	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true, Faults: faults})
 	if err != nil {
@@ -429,6 +432,85 @@ func TestCancelDuringTheAgent(t *testing.T) {
 	s.record(r)
 }
 
+// bigRepository writes a repository whose checkout takes a while, with git
+// fast-import: one commit of files files.
+func bigRepository(path string, files int) error {
+	if out, err := exec.Command("git", "init", "--quiet", "--bare", "--initial-branch=main", path).CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	var stream strings.Builder
+	fmt.Fprintf(&stream, "commit refs/heads/main\ncommitter Gen <gen@example.com> 1700000000 +0000\ndata 3\nbig\n")
+	for i := range files {
+		content := fmt.Sprintf("file %d\n", i)
+		fmt.Fprintf(&stream, "M 100644 inline d%03d/f%05d.txt\ndata %d\n%s\n", i/100, i, len(content), content)
+	}
+	cmd := exec.Command("git", "--git-dir", path, "fast-import", "--quiet")
+	cmd.Stdin = strings.NewReader(stream.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
+}
+
+// TestCancelWhileCloning: the run is cancelled while its workspace is being
+// cloned (a repository of 30,000 files).
+func TestCancelWhileCloning(t *testing.T) {
+	ctx := context.Background()
+	marks := t.TempDir()
+	task, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "lines 1", Description: marks, Repository: "acme/big"})
+	require.NoError(t, err)
+	kicked, err := s.control.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	runID := kicked.LatestRun.ID
+	var log string
+	require.Eventually(t, func() bool {
+		raw, err := s.control.Logs(ctx, task.ID, runID)
+		require.NoError(t, err)
+		log = strings.Join(rawStrings(raw), "")
+		return strings.Contains(log, `"status":"started","step":"clone"`)
+	}, time.Minute, 5*time.Millisecond, "the clone never started")
+	require.NoError(t, s.stack.Client.CancelWorkflow(ctx, workflows.WorkflowID(task.ID, runID), ""))
+	require.NotContains(t, log, `"status":"completed","step":"clone"`, "the cancel came while the clone ran")
+	run := waitEnd(t, task.ID, runID, time.Minute)
+	r := row{scenario: "5. cancel while cloning", runs: 1, terminal: 1}
+	if run.Status == tasksapi.StatusCancelled {
+		r.correct = 1
+	}
+	require.Equal(t, tasksapi.StatusCancelled, run.Status, "error: %v", run.ErrorMessage)
+	// The cancel reaches the step at its next heartbeat (up to 2 s): the
+	// agent may have started by then, and must be gone now.
+	if data, err := os.ReadFile(filepath.Join(marks, "pid."+runID)); err == nil {
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+		if !assertGone(pid) {
+			r.agentsAlive++
+		}
+	}
+	require.Zero(t, r.agentsAlive)
+	s.record(r)
+}
+
+// TestCancelWhilePublishing: the run is cancelled while its Publish step
+// waits on the Tasks API.
+func TestCancelWhilePublishing(t *testing.T) {
+	s.faults.Delay(`"stage":"publish"`, time.Minute)
+	defer s.faults.Delay(`"stage":"publish"`, 0)
+	task, runID, _ := kickOff(t, "lines 2")
+	require.Eventually(t, func() bool {
+		raw, err := s.control.Logs(context.Background(), task.ID, runID)
+		require.NoError(t, err)
+		return strings.Contains(strings.Join(rawStrings(raw), ""), `"status":"completed","step":"agent"`)
+	}, time.Minute, 20*time.Millisecond, "the agent step never finished")
+	require.NoError(t, s.stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, runID), ""))
+	run := waitEnd(t, task.ID, runID, time.Minute)
+	r := row{scenario: "5. cancel while publishing", runs: 1, terminal: 1}
+	if run.Status == tasksapi.StatusCancelled {
+		r.correct = 1
+	}
+	require.Equal(t, tasksapi.StatusCancelled, run.Status, "error: %v", run.ErrorMessage)
+	require.Nil(t, run.Branch, "nothing was published")
+	s.record(r)
+}
+
 // TestBadInputsFailWithAMessageAndTheWorkerServesOn: each ends failed (or
 // its workflow fails, when there is no run to mark) with a message that
 // names the problem; a normal run afterwards completes.
@@ -474,6 +556,41 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 	runCase("lines 1", "../x", "is not of the form org/repo", tasksapi.StatusFailed)
 	runCase("lines 1", "-x/y", "is not of the form org/repo", tasksapi.StatusFailed)
 	runCase("lines 1", "acme/does-not-exist", "the repository does not exist or this worker can't read it", tasksapi.StatusFailed)
+	runCase("missing", repo, "exited with code 127; last stderr lines:", tasksapi.StatusFailed)
+
+	// The API answers a body that is not JSON: the run still ends failed, saying so.
+	broken, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "lines 1", Repository: repo})
+	require.NoError(t, err)
+	s.faults.InvalidJSON(broken.ID)
+	kicked, err := s.control.RunTask(ctx, broken.ID)
+	require.NoError(t, err)
+	run := waitEnd(t, broken.ID, kicked.LatestRun.ID, time.Minute)
+	r.runs++
+	r.terminal++
+	if run.Status == tasksapi.StatusFailed && strings.Contains(*run.ErrorMessage, "not valid JSON") {
+		r.correct++
+	} else {
+		t.Errorf("invalid JSON: %s %v", run.Status, run.ErrorMessage)
+	}
+
+	// The API answers 401 or 403: nothing can be written to the run; the
+	// workflow fails with the API's answer and what to check.
+	for code, hint := range map[int]string{401: "check POSTHOG_PERSONAL_API_KEY", 403: "task:read and task:write scopes"} {
+		refused, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "lines 1", Repository: repo})
+		require.NoError(t, err)
+		s.faults.Force(refused.ID, code)
+		kicked, err := s.control.RunTask(ctx, refused.ID)
+		require.NoError(t, err)
+		err = s.stack.Client.GetWorkflow(ctx, workflows.WorkflowID(refused.ID, kicked.LatestRun.ID), "").Get(ctx, nil)
+		s.faults.Force(refused.ID, 0)
+		r.runs++
+		r.terminal++
+		if err != nil && strings.Contains(err.Error(), fmt.Sprintf("HTTP %d", code)) && strings.Contains(err.Error(), hint) {
+			r.correct++
+		} else {
+			t.Errorf("HTTP %d: %v", code, err)
+		}
+	}
 
 	// Workflows for a task or a run that doesn't exist: no run to mark, the
 	// workflow itself fails saying which.
@@ -511,7 +628,7 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 
 	// And the workers still serve.
 	next, runID, marks := kickOff(t, "lines 3")
-	run := waitEnd(t, next.ID, runID, time.Minute)
+	run = waitEnd(t, next.ID, runID, time.Minute)
 	o := check(t, next.ID, run, marks, 3)
 	r.runs++
 	r.terminal++

@@ -29,6 +29,9 @@ once)
 		exec sleep 300
 	fi
 	;;
+missing)
+	exec /nonexistent/agent-binary --work
+	;;
 hang)
 	exec sleep 300
 	;;
