@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,24 +127,11 @@ func waitForEnd(t *testing.T, taskID, runID string) tasksapi.TaskRun {
 	return run
 }
 
-func statusHistory(t *testing.T, taskID, runID string) []tasksapi.Status {
+func statusHistory(t *testing.T, runID string) []tasksapi.Status {
 	t.Helper()
-	cfg := h.stack.WorkerConfig
-	req, _ := http.NewRequest(http.MethodGet, h.stack.APIURL+"/api/projects/"+cfg.ProjectID+"/tasks/"+taskID+"/runs/"+runID+"/status_history/", nil)
-	req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
-	resp, err := http.DefaultClient.Do(req)
+	history, err := h.stack.API.StatusHistory(context.Background(), runID)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var changes []struct {
-		Status tasksapi.Status `json:"status"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&changes))
-	var out []tasksapi.Status
-	for _, c := range changes {
-		out = append(out, c.Status)
-	}
-	return out
+	return history
 }
 
 type entry struct {
@@ -218,7 +204,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	run = waitForEnd(t, task.ID, run.ID)
 
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
-	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCompleted}, statusHistory(t, task.ID, run.ID))
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCompleted}, statusHistory(t, run.ID))
 	require.NotNil(t, run.CompletedAt)
 
 	// The branch is on origin, at the commit the run reports, with the agent's change.
@@ -321,7 +307,7 @@ func TestAgentExitingNonZeroFailsTheRunWithItsExitCodeAndStderr(t *testing.T) {
 	run = waitForEnd(t, task.ID, run.ID)
 
 	require.Equal(t, tasksapi.StatusFailed, run.Status)
-	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusFailed}, statusHistory(t, task.ID, run.ID))
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusFailed}, statusHistory(t, run.ID))
 	require.NotNil(t, run.ErrorMessage)
 	require.Contains(t, *run.ErrorMessage, "exited with code 3")
 	require.Contains(t, *run.ErrorMessage, "error: could not compile | fatal: giving up")
@@ -348,7 +334,7 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	run = waitForEnd(t, task.ID, run.ID)
 
 	require.Equal(t, tasksapi.StatusCancelled, run.Status)
-	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled}, statusHistory(t, task.ID, run.ID))
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled}, statusHistory(t, run.ID))
 	for _, pid := range pids {
 		require.False(t, process.Alive(pid), "agent process %d still running after the run was cancelled", pid)
 	}
@@ -389,7 +375,7 @@ func TestARunCancelledFromTheUIStopsItsAgentAndKeepsItsStatus(t *testing.T) {
 	require.NoError(t, wf.Get(context.Background(), nil), "the workflow ends without error")
 
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
-		statusHistory(t, task.ID, run.ID), "the worker wrote no status over the UI's")
+		statusHistory(t, run.ID), "the worker wrote no status over the UI's")
 	for _, pid := range pids {
 		require.False(t, process.Alive(pid), "agent process %d still running", pid)
 	}
@@ -401,7 +387,7 @@ func TestMissingRepositoryFailsTheRunSayingSo(t *testing.T) {
 	run = waitForEnd(t, task.ID, run.ID)
 
 	require.Equal(t, tasksapi.StatusFailed, run.Status)
-	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusFailed}, statusHistory(t, task.ID, run.ID))
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusFailed}, statusHistory(t, run.ID))
 	require.NotNil(t, run.ErrorMessage)
 	require.Contains(t, *run.ErrorMessage, "clone acme/does-not-exist: the repository does not exist or this worker can't read it")
 	require.Contains(t, methods(logOf(t, task.ID, run.ID)), "_posthog/progress:clone:failed")

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -247,7 +246,7 @@ func check(t *testing.T, taskID string, run tasksapi.TaskRun, marks string, line
 	}
 	// Status history: queued, in_progress, completed; a PATCH stored but
 	// answered 502 is sent again, so a status may repeat, never go back.
-	history := statusHistory(t, taskID, run.ID)
+	history := statusHistory(t, run.ID)
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCompleted},
 		slices.Compact(history), "run %s", run.ID)
 
@@ -300,23 +299,10 @@ func check(t *testing.T, taskID string, run tasksapi.TaskRun, marks string, line
 	return o
 }
 
-func statusHistory(t *testing.T, taskID, runID string) []tasksapi.Status {
-	cfg := s.stack.WorkerConfig
-	req, _ := http.NewRequest(http.MethodGet, s.stack.APIURL+"/api/projects/"+cfg.ProjectID+"/tasks/"+taskID+"/runs/"+runID+"/status_history/", nil)
-	req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
-	req.Header.Set("User-Agent", localapi.ControlUserAgent)
-	resp, err := http.DefaultClient.Do(req)
+func statusHistory(t *testing.T, runID string) []tasksapi.Status {
+	history, err := s.stack.API.StatusHistory(context.Background(), runID)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	var changes []struct {
-		Status tasksapi.Status `json:"status"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&changes))
-	var out []tasksapi.Status
-	for _, c := range changes {
-		out = append(out, c.Status)
-	}
-	return out
+	return history
 }
 
 // TestFaultsOnThirtyPercentOfCalls: 20 concurrent runs while 30 % of the
@@ -427,7 +413,7 @@ func TestCancelDuringTheAgent(t *testing.T) {
 	}
 	require.Equal(t, tasksapi.StatusCancelled, run.Status)
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
-		slices.Compact(statusHistory(t, task.ID, runID)))
+		slices.Compact(statusHistory(t, runID)))
 	require.Eventually(t, func() bool { return !process.Alive(pid) }, 10*time.Second, 20*time.Millisecond)
 	s.record(r)
 }
