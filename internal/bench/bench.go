@@ -68,14 +68,9 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 	e := &env{stack: stack, dir: dir,
 		api: tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})}
 
-	bin := filepath.Join(dir, "taskworker")
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
-		return fmt.Errorf("run the bench inside the taskworker repository: it builds the daemon from source")
-	}
-	pkg := filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "cmd", "taskworker")
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-		return fmt.Errorf("build taskworker: %w: %s", err, out)
+	bin, err := devstack.BuildDaemon(dir)
+	if err != nil {
+		return err
 	}
 	script := filepath.Join(dir, "agent.sh")
 	if err := writeAgent(script, 0); err != nil {
@@ -87,9 +82,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		return err
 	}
 	e.worker = exec.Command(bin)
-	e.worker.Env = append(os.Environ(),
-		"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
-		"TEMPORAL_ADDRESS="+stack.Temporal.HostPort(),
+	e.worker.Env = stack.DaemonEnv(
 		"TASKWORKER_AGENT_COMMAND=sh "+script,
 		"TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
 		"TASKWORKER_WORKSPACE_DIR="+filepath.Join(dir, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(dir, "cache"),

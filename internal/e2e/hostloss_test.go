@@ -27,15 +27,12 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 	defer stack.Stop()
 	cfg := stack.WorkerConfig
 
-	bin := filepath.Join(t.TempDir(), "taskworker")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/taskworker").CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin, err := devstack.BuildDaemon(t.TempDir())
+	require.NoError(t, err)
 	daemons := map[int]*exec.Cmd{}
 	for _, id := range []string{"worker-a", "worker-b"} {
 		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
-			"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
-			"TEMPORAL_ADDRESS="+stack.Temporal.HostPort(), "TASKWORKER_WORKER_ID="+id,
+		cmd.Env = stack.DaemonEnv("TASKWORKER_WORKER_ID="+id,
 			"TASKWORKER_AGENT_COMMAND="+cfg.AgentCommand, "TASKWORKER_REPO_URL_TEMPLATE="+cfg.RepoURLTemplate,
 			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(own.dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(own.dir, id, "cache"),
 			"TASKWORKER_HEARTBEAT_TIMEOUT=3s", "TASKWORKER_HTTP_ADDR=", "TASKWORKER_LOG_LEVEL=error")
@@ -66,7 +63,8 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 		if _, ok := daemons[holder]; ok {
 			break
 		}
-		holder = parentOf(t, holder)
+		holder, err = process.Parent(holder)
+		require.NoError(t, err)
 	}
 	victim, ok := daemons[holder]
 	require.True(t, ok, "one of the daemons started the agent")
@@ -90,13 +88,4 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 	}
 	require.Contains(t, log.String(), "starting over on another worker, attempt 2 of 3")
 	require.Contains(t, log.String(), "second attempt: finishing")
-}
-
-func parentOf(t *testing.T, pid int) int {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	require.NoError(t, err)
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	ppid, err := strconv.Atoi(fields[1])
-	require.NoError(t, err)
-	return ppid
 }

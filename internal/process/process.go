@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -330,13 +331,30 @@ func Alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fields, err := stat(pid)
+	return err == nil && len(fields) > 0 && fields[0] != "Z"
+}
+
+// Parent is the parent of pid.
+func Parent(pid int) (int, error) {
+	fields, err := stat(pid)
 	if err != nil {
-		return false
+		return 0, err
 	}
-	// The state follows the command name, which is in parentheses and may hold spaces.
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
+	if len(fields) < 2 {
+		return 0, fmt.Errorf("/proc/%d/stat has no parent", pid)
+	}
+	return strconv.Atoi(fields[1])
+}
+
+// stat is /proc/pid/stat after the command name, which is in parentheses and
+// may hold spaces: state, parent, ...
+func stat(pid int) ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])), nil
 }
 
 // pipeBytes is the kernel buffer of the child's output pipes: room for a

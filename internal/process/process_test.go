@@ -168,3 +168,11 @@ func TestATenMegabyteLineIsCutAtTheDefaultCap(t *testing.T) {
 	require.Equal(t, fmt.Sprintf(" … [line cut: %d more bytes]", 10_000_000-DefaultMaxLineBytes), line[DefaultMaxLineBytes:])
 	require.Equal(t, "after", c.lines[Stdout][1])
 }
+
+func TestParent(t *testing.T) {
+	parent, err := Parent(os.Getpid())
+	require.NoError(t, err)
+	require.Equal(t, os.Getppid(), parent)
+	_, err = Parent(1 << 30)
+	require.Error(t, err)
+}

@@ -95,14 +95,11 @@ func run(m *testing.M) (int, error) {
 		control: tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID,
 			UserAgent: localapi.ControlUserAgent + "/suite"})}
 
-	s.bin = filepath.Join(dir, "taskworker")
-	if out, err := exec.Command("go", "build", "-o", s.bin, "../../cmd/taskworker").CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("build taskworker: %w: %s", err, out)
+	if s.bin, err = devstack.BuildDaemon(dir); err != nil {
+		return 0, err
 	}
 	agent, _ := filepath.Abs("testdata/agent.sh")
-	s.env = append(os.Environ(),
-		"POSTHOG_API_URL="+stack.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
-		"TEMPORAL_ADDRESS="+stack.Temporal.HostPort(),
+	s.env = stack.DaemonEnv(
 		"TASKWORKER_AGENT_COMMAND=sh "+agent, "TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
 		"TASKWORKER_MAX_CONCURRENT_RUNS=20", "TASKWORKER_HEARTBEAT_TIMEOUT=10s", "TASKWORKER_HTTP_ADDR=",
 		"TASKWORKER_DRAIN_TIMEOUT=2m", "TASKWORKER_AGENT_STOP_GRACE=2s",
@@ -159,10 +156,9 @@ func (s *suite) holder(t *testing.T, pid int) *exec.Cmd {
 		if ok {
 			return d
 		}
-		stat, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
+		var err error
+		p, err = process.Parent(p)
 		require.NoError(t, err)
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		p, _ = strconv.Atoi(fields[1])
 	}
 	t.Fatalf("no daemon runs agent %d", pid)
 	return nil
