@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -32,7 +33,7 @@ type Config struct {
 	TemporalNamespace string `envconfig:"TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
 	TaskQueue         string `envconfig:"TEMPORAL_TASK_QUEUE" default:"tasks-task-queue" desc:"Task queue PostHog starts process-task on"`
 
-	Agent            string        `envconfig:"TASKWORKER_AGENT" default:"command" desc:"Agent adapter: command (claude and codex are planned)"`
+	Agent            string        `envconfig:"TASKWORKER_AGENT" default:"command" desc:"Agent adapter: claude (Claude Code), codex (OpenAI Codex) or command (any program)"`
 	AgentCommand     string        `envconfig:"TASKWORKER_AGENT_COMMAND" desc:"Shell command the command agent runs in the clone; the prompt is on stdin and in TASK_PROMPT"`
 	AgentEnv         []string      `envconfig:"TASKWORKER_AGENT_ENV" desc:"Comma-separated names of worker environment variables the agent may see (besides PATH, HOME, locale and proxies)"`
 	AgentTimeout     time.Duration `envconfig:"TASKWORKER_AGENT_TIMEOUT" default:"1h" desc:"Longest an agent may run before it is stopped and the run fails"`
@@ -42,6 +43,25 @@ type Config struct {
 	StatusCheckEvery time.Duration `envconfig:"TASKWORKER_STATUS_CHECK_INTERVAL" default:"10s" desc:"How often a running agent's run is read, to stop the agent if the run was ended elsewhere (cancelled from the UI)"`
 	DrainTimeout     time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long running runs may go on (taking no new ones) before they are stopped; keep terminationGracePeriodSeconds above it"`
 	StopGrace        time.Duration `envconfig:"TASKWORKER_AGENT_STOP_GRACE" default:"10s" desc:"Time an agent gets between SIGTERM and SIGKILL when its run is cancelled"`
+	ExitGrace        time.Duration `envconfig:"TASKWORKER_AGENT_EXIT_GRACE" default:"5s" desc:"Time claude or codex may take to exit after reporting its result before its process group is stopped"`
+	MaxEventBytes    int           `envconfig:"TASKWORKER_AGENT_MAX_EVENT_BYTES" default:"67108864" desc:"Longest JSON event line of claude or codex read whole (64 MiB); a longer one is reported and skipped"`
+
+	ClaudePath           string   `envconfig:"TASKWORKER_CLAUDE_PATH" default:"claude" desc:"Claude Code binary (npm @anthropic-ai/claude-code)"`
+	ClaudeModel          string   `envconfig:"TASKWORKER_CLAUDE_MODEL" desc:"Model Claude Code uses (--model; default: its own)"`
+	ClaudeMaxTurns       int      `envconfig:"TASKWORKER_CLAUDE_MAX_TURNS" default:"200" desc:"Most turns Claude Code may take (--max-turns); 0 for no limit"`
+	ClaudePermissionMode string   `envconfig:"TASKWORKER_CLAUDE_PERMISSION_MODE" default:"acceptEdits" desc:"Claude Code --permission-mode (bypassPermissions is refused when the worker runs as root)"`
+	ClaudeAllowedTools   []string `envconfig:"TASKWORKER_CLAUDE_ALLOWED_TOOLS" default:"Bash,Edit,MultiEdit,Write,NotebookEdit,Read,Glob,Grep,TodoWrite,Task" desc:"Comma-separated tools Claude Code may use without asking (--allowedTools), e.g. Bash(npm test:*)"`
+	ClaudeArgs           string   `envconfig:"TASKWORKER_CLAUDE_ARGS" desc:"More space-separated arguments for Claude Code, e.g. --mcp-config /etc/taskworker/mcp.json"`
+	AnthropicAPIKey      string   `envconfig:"ANTHROPIC_API_KEY" desc:"API key Claude Code uses (secret; given to the agent only)"`
+	AnthropicAuthToken   string   `envconfig:"ANTHROPIC_AUTH_TOKEN" desc:"Bearer token Claude Code sends instead of an API key, e.g. for a gateway (secret; given to the agent only)"`
+	AnthropicBaseURL     string   `envconfig:"ANTHROPIC_BASE_URL" desc:"Anthropic API Claude Code talks to (default: Anthropic's), e.g. a gateway"`
+
+	CodexPath     string `envconfig:"TASKWORKER_CODEX_PATH" default:"codex" desc:"Codex CLI binary (npm @openai/codex)"`
+	CodexModel    string `envconfig:"TASKWORKER_CODEX_MODEL" desc:"Model Codex uses (--model; default: its own)"`
+	CodexSandbox  string `envconfig:"TASKWORKER_CODEX_SANDBOX" default:"workspace-write" desc:"Codex --sandbox: workspace-write, or danger-full-access where its sandbox can't run (the pod is the sandbox)"`
+	CodexArgs     string `envconfig:"TASKWORKER_CODEX_ARGS" desc:"More space-separated arguments for codex exec, e.g. -c model_reasoning_effort=high"`
+	OpenAIAPIKey  string `envconfig:"OPENAI_API_KEY" desc:"API key Codex uses (secret; given to the agent only)"`
+	OpenAIBaseURL string `envconfig:"OPENAI_BASE_URL" desc:"Responses API Codex talks to (default https://api.openai.com/v1)"`
 
 	RepoURLTemplate string `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`
 	GitHubToken     string `envconfig:"TASKWORKER_GITHUB_TOKEN" desc:"Token for cloning and pushing over HTTPS (secret; passed to git in its environment only)"`
@@ -209,10 +229,29 @@ func (c Config) Validate() error {
 		if strings.TrimSpace(c.AgentCommand) == "" {
 			errs = append(errs, errors.New("TASKWORKER_AGENT_COMMAND is not set: the command agent needs the command to run"))
 		}
-	case "claude", "codex":
-		errs = append(errs, fmt.Errorf("TASKWORKER_AGENT=%s is not available in this version yet: use command", c.Agent))
+	case "claude":
+		errs = append(errs, checkBinary("TASKWORKER_CLAUDE_PATH", c.ClaudePath, "@anthropic-ai/claude-code")...)
+		if c.AnthropicAPIKey == "" && c.AnthropicAuthToken == "" && !c.agentGetsCloudCredentials() {
+			errs = append(errs, errors.New("claude needs ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN (or CLAUDE_CODE_USE_BEDROCK / CLAUDE_CODE_USE_VERTEX in TASKWORKER_AGENT_ENV)"))
+		}
+		if c.ClaudeMaxTurns < 0 {
+			errs = append(errs, fmt.Errorf("TASKWORKER_CLAUDE_MAX_TURNS must be 0 (no limit) or more, not %d", c.ClaudeMaxTurns))
+		}
+	case "codex":
+		errs = append(errs, checkBinary("TASKWORKER_CODEX_PATH", c.CodexPath, "@openai/codex")...)
+		if c.OpenAIAPIKey == "" {
+			errs = append(errs, errors.New("codex needs OPENAI_API_KEY"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("TASKWORKER_AGENT %q is not one of command, claude, codex", c.Agent))
+	}
+	for _, u := range []struct{ name, value string }{{"ANTHROPIC_BASE_URL", c.AnthropicBaseURL}, {"OPENAI_BASE_URL", c.OpenAIBaseURL}} {
+		if p, err := url.Parse(u.value); u.value != "" && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "") {
+			errs = append(errs, fmt.Errorf("%s %q is not an http(s) URL", u.name, u.value))
+		}
+	}
+	if c.MaxEventBytes < 1<<20 {
+		errs = append(errs, errors.New("TASKWORKER_AGENT_MAX_EVENT_BYTES must be at least 1048576"))
 	}
 	if !strings.Contains(c.RepoURLTemplate, "{repo}") {
 		errs = append(errs, fmt.Errorf("TASKWORKER_REPO_URL_TEMPLATE %q has no {repo} placeholder", c.RepoURLTemplate))
@@ -237,7 +276,29 @@ func (c Config) Validate() error {
 // Secrets are the values that must never appear in output: the configured
 // credentials, and every environment variable whose name says it is a secret.
 func (c Config) Secrets() []string {
-	return append([]string{c.APIKey, c.GitHubToken}, redact.FromEnvironment(os.Environ())...)
+	return append([]string{c.APIKey, c.GitHubToken, c.AnthropicAPIKey, c.AnthropicAuthToken, c.OpenAIAPIKey},
+		redact.FromEnvironment(os.Environ())...)
+}
+
+// checkBinary reports an agent binary that can't be found, naming the
+// variable that sets it and the package that provides it.
+func checkBinary(variable, path, npmPackage string) []error {
+	if _, err := exec.LookPath(path); err != nil {
+		return []error{fmt.Errorf("%s: %s is not an executable on this machine: install %s from npm (npm install -g %s) or set the path",
+			variable, path, npmPackage, npmPackage)}
+	}
+	return nil
+}
+
+// agentGetsCloudCredentials reports a Claude Code set up for Bedrock or
+// Vertex through variables the agent may see.
+func (c Config) agentGetsCloudCredentials() bool {
+	for _, name := range c.AgentEnv {
+		if name == "CLAUDE_CODE_USE_BEDROCK" || name == "CLAUDE_CODE_USE_VERTEX" {
+			return true
+		}
+	}
+	return false
 }
 
 // PrintUsage writes every variable with its default and meaning.

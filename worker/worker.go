@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -63,13 +64,12 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 	}
 	hostQueue := cfg.TaskQueue + "@" + cfg.WorkerID
 	acts := &activities.Activities{
-		API:     newAPI(cfg, "taskworker/"+Version, m),
-		Metrics: m,
-		Git:     git,
-		Cache:   &gitrepo.Cache{Dir: cfg.CacheDir, MaxBytes: int64(cfg.CacheMaxBytes), Git: git},
-		GitHub:  gh,
-		Agent: &agent.Command{Command: cfg.AgentCommand, Passthrough: cfg.AgentEnv, ExtraEnv: agentEnv,
-			StopGrace: cfg.StopGrace, MaxLineBytes: cfg.LogMaxLineBytes},
+		API:      newAPI(cfg, "taskworker/"+Version, m),
+		Metrics:  m,
+		Git:      git,
+		Cache:    &gitrepo.Cache{Dir: cfg.CacheDir, MaxBytes: int64(cfg.CacheMaxBytes), Git: git},
+		GitHub:   gh,
+		Agent:    newAgent(cfg, agentEnv),
 		Slots:    slots.New(cfg.MaxConcurrentRuns),
 		Redactor: redactor,
 		Logger:   logger,
@@ -181,6 +181,34 @@ func Dial(cfg Config, logger *zap.Logger, m *metrics.Metrics) (client.Client, er
 		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS), namespace %s: %w", cfg.TemporalAddress, cfg.TemporalNamespace, err)
 	}
 	return c, nil
+}
+
+// newAgent is the configured agent adapter. The agents' credentials reach
+// them in their environment, set here from the worker's configuration.
+func newAgent(cfg Config, extraEnv []string) agent.Agent {
+	opts := agent.Options{Passthrough: cfg.AgentEnv, ExtraEnv: extraEnv, StopGrace: cfg.StopGrace,
+		ExitGrace: cfg.ExitGrace, MaxLineBytes: cfg.LogMaxLineBytes, MaxEventBytes: cfg.MaxEventBytes}
+	setEnv := func(pairs ...string) []string {
+		var env []string
+		for i := 0; i+1 < len(pairs); i += 2 {
+			if pairs[i+1] != "" {
+				env = append(env, pairs[i]+"="+pairs[i+1])
+			}
+		}
+		return env
+	}
+	switch cfg.Agent {
+	case "claude":
+		return &agent.Claude{Path: cfg.ClaudePath, Model: cfg.ClaudeModel, MaxTurns: cfg.ClaudeMaxTurns,
+			PermissionMode: cfg.ClaudePermissionMode, AllowedTools: cfg.ClaudeAllowedTools, ExtraArgs: strings.Fields(cfg.ClaudeArgs),
+			Env: setEnv("ANTHROPIC_API_KEY", cfg.AnthropicAPIKey, "ANTHROPIC_AUTH_TOKEN", cfg.AnthropicAuthToken,
+				"ANTHROPIC_BASE_URL", cfg.AnthropicBaseURL),
+			Options: opts}
+	case "codex":
+		return &agent.Codex{Path: cfg.CodexPath, Model: cfg.CodexModel, Sandbox: cfg.CodexSandbox, BaseURL: cfg.OpenAIBaseURL,
+			ExtraArgs: strings.Fields(cfg.CodexArgs), Env: setEnv("OPENAI_API_KEY", cfg.OpenAIAPIKey), Options: opts}
+	}
+	return &agent.Command{Command: cfg.AgentCommand, Options: opts}
 }
 
 // newAPI is the Tasks API client, its requests counted in m (which may be nil).

@@ -117,3 +117,90 @@ func AgentMessage(text string) Entry {
 		"content":       map[string]any{"type": "text", "text": text},
 	}})
 }
+
+// AgentThought is the agent's reasoning, as a session/update.
+func AgentThought(text string) Entry {
+	return New(MethodSessionUpdate, map[string]any{"update": map[string]any{
+		"sessionUpdate": "agent_thought_chunk",
+		"content":       map[string]any{"type": "text", "text": text},
+	}})
+}
+
+// Tool call statuses.
+const (
+	ToolPending    = "pending"
+	ToolInProgress = "in_progress"
+	ToolCompleted  = "completed"
+	ToolFailed     = "failed"
+)
+
+// Tool kinds the UI knows; anything else is other.
+const (
+	KindRead    = "read"
+	KindEdit    = "edit"
+	KindDelete  = "delete"
+	KindMove    = "move"
+	KindSearch  = "search"
+	KindExecute = "execute"
+	KindThink   = "think"
+	KindFetch   = "fetch"
+	KindOther   = "other"
+)
+
+// ToolKind returns kind when the UI knows it, else other.
+func ToolKind(kind string) string {
+	switch kind {
+	case KindRead, KindEdit, KindDelete, KindMove, KindSearch, KindExecute, KindThink, KindFetch:
+		return kind
+	}
+	return KindOther
+}
+
+// ToolCall announces a tool the agent calls, with its input as the agent gave it.
+func ToolCall(id, title, kind string, rawInput any) Entry {
+	update := map[string]any{
+		"sessionUpdate": "tool_call",
+		"toolCallId":    id,
+		"title":         title,
+		"kind":          ToolKind(kind),
+		"status":        ToolInProgress,
+	}
+	if rawInput != nil {
+		update["rawInput"] = rawInput
+	}
+	return New(MethodSessionUpdate, map[string]any{"update": update})
+}
+
+// ToolCallUpdate reports how a tool call ended and what it returned.
+func ToolCallUpdate(id string, failed bool, output string) Entry {
+	status := ToolCompleted
+	if failed {
+		status = ToolFailed
+	}
+	update := map[string]any{
+		"sessionUpdate": "tool_call_update",
+		"toolCallId":    id,
+		"status":        status,
+		"rawOutput":     output,
+	}
+	if output != "" {
+		update["content"] = []any{map[string]any{"type": "content", "content": map[string]any{"type": "text", "text": output}}}
+	}
+	return New(MethodSessionUpdate, map[string]any{"update": update})
+}
+
+// PlanEntry is one step of the agent's plan.
+type PlanEntry struct {
+	Content  string `json:"content"`
+	Priority string `json:"priority"`
+	Status   string `json:"status"`
+}
+
+// Plan is the agent's current plan, as a session/update.
+func Plan(entries []PlanEntry) Entry {
+	list := make([]any, 0, len(entries))
+	for _, e := range entries {
+		list = append(list, map[string]any{"content": e.Content, "priority": e.Priority, "status": e.Status})
+	}
+	return New(MethodSessionUpdate, map[string]any{"update": map[string]any{"sessionUpdate": "plan", "entries": list}})
+}

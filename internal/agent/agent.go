@@ -1,12 +1,15 @@
 // Package agent runs a coding agent on a clone and turns what it says into
-// log entries. Adapters: command (any program; Claude Code and Codex follow).
+// log entries. Adapters: Claude Code, Codex and command (any program, with an
+// optional JSON-lines protocol for rich logs).
 package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/process"
@@ -19,15 +22,33 @@ type Task struct {
 	Title       string
 	Description string
 	Repository  string
+	// JSONSchema, when set, is the schema the agent's result must match.
+	JSONSchema json.RawMessage
 }
 
-// Prompt is the text an agent receives: the title, then the description.
+// Prompt is the text an agent receives: the title, then the description,
+// then, for a task with a JSON schema, how to hand over the result.
 func (t Task) Prompt() string {
-	if strings.TrimSpace(t.Description) == "" {
-		return t.Title
+	prompt := t.Title
+	if strings.TrimSpace(t.Description) != "" {
+		prompt += "\n\n" + t.Description
 	}
-	return t.Title + "\n\n" + t.Description
+	if t.HasSchema() {
+		prompt += "\n\n" + structuredOutputInstructions + string(t.JSONSchema)
+	}
+	return prompt
 }
+
+// HasSchema reports a task whose result must be JSON matching its schema.
+func (t Task) HasSchema() bool {
+	s := strings.TrimSpace(string(t.JSONSchema))
+	return s != "" && s != "null"
+}
+
+// structuredOutputInstructions end the prompt of a task with a JSON schema.
+const structuredOutputInstructions = "When you are done, give your result as one JSON value matching the JSON Schema below: " +
+	"either write it to the file named by the TASK_OUTPUT_FILE environment variable, or make your final message " +
+	"that JSON and nothing else (no prose, no code fence).\n\nJSON Schema:\n"
 
 // Request is one agent run.
 type Request struct {
@@ -37,13 +58,25 @@ type Request struct {
 	// ArtifactsDir is where the agent leaves files to upload; outside the clone.
 	ArtifactsDir string
 	// ScratchDir is the run's folder for the worker's own files (output
-	// buffers); outside the clone. Empty means the system's temp dir.
+	// buffers, the agent's HOME); outside the clone. Empty means the system's
+	// temp dir.
 	ScratchDir string
+	// OutputFile is where the agent may write its JSON result (TASK_OUTPUT_FILE).
+	OutputFile string
 }
 
-// Result is what a successful agent run produced.
+// Result is what an agent run produced.
 type Result struct {
+	// Summary is the agent's final message.
 	Summary string
+	// Usage is what the run cost: tokens, turns, duration, money, as the agent reported it.
+	Usage map[string]any
+	// Session identifies the agent's conversation (Claude Code's session_id, Codex's thread_id).
+	Session string
+	// Structured is a JSON result the agent handed over on its own channel
+	// (the command protocol's output line); else the final message or
+	// OutputFile is read.
+	Structured json.RawMessage
 }
 
 // Sink receives the agent's log entries.
@@ -62,10 +95,15 @@ type Agent interface {
 type ExitError struct {
 	Agent  string
 	Result process.Result
+	// Detail says more of when it ended, e.g. "before reporting a result".
+	Detail string
 }
 
 func (e *ExitError) Error() string {
 	msg := fmt.Sprintf("agent %s %s", e.Agent, e.Result.Describe())
+	if e.Detail != "" {
+		msg += " " + e.Detail
+	}
 	if len(e.Result.StderrTail) > 0 {
 		tail := e.Result.StderrTail
 		if len(tail) > 5 {
@@ -98,5 +136,45 @@ func Environment(req Request, passthrough []string) []string {
 		"TASK_REPOSITORY="+req.Task.Repository,
 		"TASK_PROMPT="+req.Task.Prompt(),
 		"TASK_ARTIFACTS_DIR="+req.ArtifactsDir,
+		"TASK_OUTPUT_FILE="+req.OutputFile,
 	)
+}
+
+// Options are the limits and environment every adapter applies.
+type Options struct {
+	// Passthrough names worker environment variables the agent may see.
+	Passthrough []string
+	// ExtraEnv is added to the agent's environment as it is.
+	ExtraEnv []string
+	// StopGrace is the time between SIGTERM and SIGKILL when the run is stopped.
+	StopGrace time.Duration
+	// ExitGrace is how long an agent that reported its result may take to
+	// exit before its process group is stopped (leftover MCP servers and
+	// background shells must not keep the run alive).
+	ExitGrace time.Duration
+	// MaxLineBytes cuts longer plain output lines, with a marker.
+	MaxLineBytes int
+	// MaxEventBytes is the longest JSON event line read whole; a longer one
+	// is reported and skipped.
+	MaxEventBytes int
+}
+
+// Defaults of Options.
+const (
+	DefaultExitGrace     = 5 * time.Second
+	DefaultMaxEventBytes = 64 << 20
+)
+
+func (o Options) exitGrace() time.Duration {
+	if o.ExitGrace <= 0 {
+		return DefaultExitGrace
+	}
+	return o.ExitGrace
+}
+
+func (o Options) maxEventBytes() int {
+	if o.MaxEventBytes <= 0 {
+		return DefaultMaxEventBytes
+	}
+	return o.MaxEventBytes
 }

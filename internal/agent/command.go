@@ -5,26 +5,19 @@ import (
 	"errors"
 	"regexp"
 	"strings"
-	"time"
 
-	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/process"
 )
 
 // Command runs any program — directly when its command line is plain words,
 // else through /bin/sh -c — with the prompt on stdin and in TASK_PROMPT. Each
-// stdout line is an info console entry, each stderr line a warn one.
+// stdout line is an info console entry, or, when it is a JSON object in the
+// protocol's vocabulary (see protocol.go), the matching rich entry; each
+// stderr line is a warn console entry.
 type Command struct {
 	// Command is a shell command line, e.g. "python3 /opt/agent.py --fast".
 	Command string
-	// Passthrough names worker environment variables the agent may see.
-	Passthrough []string
-	// ExtraEnv is added to the agent's environment as it is.
-	ExtraEnv []string
-	// StopGrace is the time between SIGTERM and SIGKILL when the run is stopped.
-	StopGrace time.Duration
-	// MaxLineBytes cuts longer output lines, with a marker.
-	MaxLineBytes int
+	Options
 }
 
 // Name implements Agent.
@@ -36,34 +29,32 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 		return Result{}, errors.New("no agent command configured: set TASKWORKER_AGENT_COMMAND")
 	}
 	path, args := commandLine(c.Command)
-	spec := process.Spec{
-		Path:         path,
-		Args:         args,
-		Dir:          req.Dir,
-		Env:          append(Environment(req, c.Passthrough), c.ExtraEnv...),
-		Stdin:        strings.NewReader(req.Task.Prompt()),
-		StopGrace:    c.StopGrace,
-		MaxLineBytes: c.MaxLineBytes,
-		BufferDir:    req.ScratchDir,
-	}
-	res, err := process.Run(ctx, spec, func(stream process.Stream, line string) {
-		level := acp.LevelInfo
-		if stream == process.Stderr {
-			level = acp.LevelWarn
-		}
-		sink.Emit(acp.Console(level, line))
-	})
+	proto := &protocol{sink: sink, artifactsDir: req.ArtifactsDir, workDir: req.Dir}
+	end, err := session{
+		name: c.Name(),
+		spec: process.Spec{
+			Path:         path,
+			Args:         args,
+			Dir:          req.Dir,
+			Env:          append(Environment(req, c.Passthrough), c.ExtraEnv...),
+			Stdin:        strings.NewReader(req.Task.Prompt()),
+			MaxLineBytes: c.MaxLineBytes,
+			BufferDir:    req.ScratchDir,
+		},
+		opts:     c.Options,
+		onStdout: func(line string) verdict { proto.line(line); return goOn },
+	}.run(ctx, sink)
 	if err != nil {
 		return Result{}, err
 	}
-	if res.Stopped && ctx.Err() != nil {
-		return Result{}, ctx.Err()
+	if err := end.interrupted(ctx); err != nil {
+		return Result{}, err
 	}
-	if !res.Success() {
+	if !end.process.Success() {
 		// A shell reports a command it could not find as 127.
-		return Result{}, &ExitError{Agent: c.Name(), Result: res}
+		return Result{}, &ExitError{Agent: c.Name(), Result: end.process}
 	}
-	return Result{}, nil
+	return proto.result(), nil
 }
 
 var plainWords = regexp.MustCompile(`^[A-Za-z0-9_./:@+,=-]+( +[A-Za-z0-9_./:@+,=-]+)*$`)

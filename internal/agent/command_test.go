@@ -42,7 +42,7 @@ func TestCommandGetsThePromptAndTaskButNoWorkerSecrets(t *testing.T) {
 	t.Setenv("TASKWORKER_GITHUB_TOKEN", "ghs_must_not_leak_456")
 	t.Setenv("ALLOWED_SETTING", "visible")
 	var s sink
-	cmd := &Command{Command: `cat; echo; env | sort`, Passthrough: []string{"ALLOWED_SETTING"}, ExtraEnv: []string{"GIT_CONFIG_COUNT=1"}}
+	cmd := &Command{Command: `cat; echo; env | sort`, Options: Options{Passthrough: []string{"ALLOWED_SETTING"}, ExtraEnv: []string{"GIT_CONFIG_COUNT=1"}}}
 	_, err := cmd.Run(context.Background(), request(t), &s)
 	require.NoError(t, err)
 	out := strings.Join(s.lines(), "\n")

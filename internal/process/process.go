@@ -251,6 +251,9 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	return res, nil
 }
 
+// LineCutMarker ends a line that was longer than Spec.MaxLineBytes.
+const LineCutMarker = "line cut:"
+
 // readLines calls emit for each line of r; a line longer than maxBytes is cut
 // there and the size of the rest is noted at its end.
 func readLines(r io.Reader, maxBytes int, emit func(string)) {
@@ -260,7 +263,7 @@ func readLines(r io.Reader, maxBytes int, emit func(string)) {
 	flush := func() {
 		text := strings.TrimSuffix(string(line), "\r")
 		if dropped > 0 {
-			text += fmt.Sprintf(" … [line cut: %d more bytes]", dropped)
+			text += fmt.Sprintf(" … [%s %d more bytes]", LineCutMarker, dropped)
 		}
 		emit(text)
 		line, dropped = line[:0], 0

@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/taskworker/taskworker/internal/acp"
+)
+
+// protocol reads the command agent's stdout. A line that is a JSON object
+// whose "type" is one of the vocabulary below becomes the matching entry;
+// every other line is an info console entry, as it is.
+//
+//	{"type":"message","text":"..."}                                        agent_message
+//	{"type":"tool_call","id":"c1","title":"...","kind":"execute","input":{}} tool_call
+//	{"type":"tool_result","id":"c1","status":"completed|failed","output":"..."} tool_call_update
+//	{"type":"progress","step":"tests","status":"started|completed|failed","label":"...","detail":"..."}
+//	{"type":"output","summary":"...","result":<any JSON>}                   the run's summary / JSON result
+//	{"type":"artifact","path":"report.md","name":"optional name"}           file (in the clone) to upload
+//
+// A line of the vocabulary that breaks its rules is shown as a warning that
+// says what is wrong, so an agent's author can fix it.
+type protocol struct {
+	sink         Sink
+	artifactsDir string
+	workDir      string
+
+	mu         sync.Mutex
+	summary    string
+	structured json.RawMessage
+}
+
+type protocolLine struct {
+	Type    string          `json:"type"`
+	Text    string          `json:"text"`
+	ID      string          `json:"id"`
+	Title   string          `json:"title"`
+	Kind    string          `json:"kind"`
+	Input   json.RawMessage `json:"input"`
+	Status  string          `json:"status"`
+	Output  *string         `json:"output"`
+	Step    string          `json:"step"`
+	Label   string          `json:"label"`
+	Detail  string          `json:"detail"`
+	Summary *string         `json:"summary"`
+	Result  json.RawMessage `json:"result"`
+	Path    string          `json:"path"`
+	Name    string          `json:"name"`
+}
+
+var protocolTypes = map[string]bool{"message": true, "tool_call": true, "tool_result": true, "progress": true, "output": true, "artifact": true}
+
+func (p *protocol) line(line string) {
+	trimmed := strings.TrimSpace(line)
+	if !strings.HasPrefix(trimmed, "{") {
+		p.sink.Emit(acp.Console(acp.LevelInfo, line))
+		return
+	}
+	var l protocolLine
+	if err := json.Unmarshal([]byte(trimmed), &l); err != nil || !protocolTypes[l.Type] {
+		p.sink.Emit(acp.Console(acp.LevelInfo, line))
+		return
+	}
+	entry, err := p.entry(l)
+	if err != nil {
+		p.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("agent protocol: %s line: %v: %s", l.Type, err, clipText(line, 2000))))
+		return
+	}
+	if entry != nil {
+		p.sink.Emit(*entry)
+	}
+}
+
+func (p *protocol) entry(l protocolLine) (*acp.Entry, error) {
+	var e acp.Entry
+	switch l.Type {
+	case "message":
+		if l.Text == "" {
+			return nil, errors.New(`"text" is missing`)
+		}
+		e = acp.AgentMessage(l.Text)
+	case "tool_call":
+		if l.ID == "" {
+			return nil, errors.New(`"id" is missing: tool_result lines refer to it`)
+		}
+		title := l.Title
+		if title == "" {
+			title = l.ID
+		}
+		var input any
+		if len(l.Input) > 0 {
+			input = clipJSON(l.Input)
+		}
+		e = acp.ToolCall(l.ID, title, l.Kind, input)
+	case "tool_result":
+		if l.ID == "" {
+			return nil, errors.New(`"id" is missing: it names the tool_call this result ends`)
+		}
+		if l.Status != "" && l.Status != acp.ToolCompleted && l.Status != acp.ToolFailed {
+			return nil, fmt.Errorf(`"status" is %q: use completed or failed`, l.Status)
+		}
+		output := ""
+		if l.Output != nil {
+			output = clipText(*l.Output, maxToolOutputBytes)
+		}
+		e = acp.ToolCallUpdate(l.ID, l.Status == acp.ToolFailed, output)
+	case "progress":
+		if l.Step == "" {
+			return nil, errors.New(`"step" is missing`)
+		}
+		switch l.Status {
+		case acp.StepStarted, acp.StepCompleted, acp.StepFailed:
+		default:
+			return nil, fmt.Errorf(`"status" is %q: use started, completed or failed`, l.Status)
+		}
+		label := l.Label
+		if label == "" {
+			label = l.Step
+		}
+		e = acp.Progress(l.Step, l.Status, label, l.Detail)
+		e.Notification.Params["group"] = "agent"
+	case "output":
+		if l.Summary == nil && len(l.Result) == 0 {
+			return nil, errors.New(`give "summary" (text) or "result" (JSON), or both`)
+		}
+		p.mu.Lock()
+		if l.Summary != nil {
+			p.summary = *l.Summary
+		}
+		if len(l.Result) > 0 {
+			p.structured = append(json.RawMessage(nil), l.Result...)
+		}
+		p.mu.Unlock()
+		return nil, nil
+	case "artifact":
+		name, err := p.saveArtifact(l.Path, l.Name)
+		if err != nil {
+			return nil, err
+		}
+		e = acp.Console(acp.LevelInfo, fmt.Sprintf("artifact %s saved for upload", name))
+	}
+	return &e, nil
+}
+
+// saveArtifact copies a file of the clone into the artifacts folder, which
+// is uploaded when the run publishes.
+func (p *protocol) saveArtifact(path, name string) (string, error) {
+	if path == "" {
+		return "", errors.New(`"path" is missing`)
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.workDir, path)
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("path %s: %w", path, err)
+	}
+	root, err := filepath.EvalSymlinks(p.workDir)
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	if rel, err := filepath.Rel(root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("path %s is outside the working directory; only files of the clone can be artifacts", path)
+	}
+	if name == "" {
+		name = filepath.Base(real)
+	}
+	name = filepath.Base(name)
+	if name == "." || name == string(filepath.Separator) {
+		return "", fmt.Errorf("name %q is not a file name", name)
+	}
+	src, err := os.Open(real)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	if info, err := src.Stat(); err != nil || !info.Mode().IsRegular() {
+		return "", fmt.Errorf("path %s is not a regular file", path)
+	}
+	if err := os.MkdirAll(p.artifactsDir, 0o755); err != nil {
+		return "", err
+	}
+	dst, err := os.Create(filepath.Join(p.artifactsDir, name))
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return "", fmt.Errorf("copy %s: %w", path, err)
+	}
+	return name, dst.Close()
+}
+
+func (p *protocol) result() Result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Result{Summary: p.summary, Structured: p.structured}
+}

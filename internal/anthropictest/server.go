@@ -1,0 +1,309 @@
+// Package anthropictest is a scripted stand-in for the Anthropic Messages API
+// (POST /v1/messages, streamed or not), strict to the parts of the contract a
+// coding agent can get wrong: authentication, the version header, the request
+// shape, and every tool_use answered by a tool_result. Claude Code talks to it
+// through ANTHROPIC_BASE_URL, so tests run the real CLI with no model.
+package anthropictest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Reply is one assistant turn: text and tool calls, or an API error.
+type Reply struct {
+	Thinking string
+	Text     string
+	Tools    []ToolUse
+	// Status, when set, answers with this HTTP error instead (e.g. 529, 400).
+	Status  int
+	ErrType string
+	Message string
+}
+
+// ToolUse is a tool the assistant calls.
+type ToolUse struct {
+	Name  string
+	Input map[string]any
+}
+
+// Conversation is what the stand-in saw of the request it answers.
+type Conversation struct {
+	// Prompt is the user's first message, without Claude Code's reminders.
+	Prompt string
+	// Turn counts the assistant messages so far: 0 for the first request.
+	Turn int
+	// WorkDir is the working directory the system prompt names.
+	WorkDir string
+	// Tools names the tools the request offers; side requests offer none.
+	Tools []string
+	// Results are the tool results of the last user message.
+	Results []ToolResult
+	Model   string
+}
+
+// ToolResult is what a tool returned to the assistant.
+type ToolResult struct {
+	ToolUseID string
+	Content   string
+	IsError   bool
+}
+
+// Script decides the reply to a request.
+type Script func(Conversation) Reply
+
+// Server is a running stand-in.
+type Server struct {
+	URL    string
+	APIKey string
+
+	srv    *httptest.Server
+	script Script
+	ids    atomic.Int64
+
+	mu         sync.Mutex
+	requests   int
+	violations []string
+}
+
+// Start serves script, accepting apiKey as x-api-key or a bearer token.
+func Start(apiKey string, script Script) *Server {
+	s := &Server{APIKey: apiKey, script: script}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.handle))
+	s.URL = s.srv.URL
+	return s
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
+
+// Requests counts the /v1/messages requests answered.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+// Violations lists the requests the real API would have refused, and why.
+func (s *Server) Violations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.violations...)
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/api/hello" { // the CLI's connectivity check
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if r.URL.Path != "/v1/messages" || r.Method != http.MethodPost {
+		s.refuse(w, http.StatusNotFound, "not_found_error", fmt.Sprintf("%s %s is not served by this stand-in", r.Method, r.URL.Path))
+		return
+	}
+	key := r.Header.Get("x-api-key")
+	if key == "" {
+		key = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	if key != s.APIKey {
+		s.refuse(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
+		return
+	}
+	if r.Header.Get("anthropic-version") == "" {
+		s.refuse(w, http.StatusBadRequest, "invalid_request_error", "anthropic-version: header is required")
+		return
+	}
+	var req request
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		s.refuse(w, http.StatusBadRequest, "invalid_request_error", "invalid JSON body: "+err.Error())
+		return
+	}
+	conv, err := req.conversation()
+	if err != nil {
+		s.refuse(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	s.mu.Lock()
+	s.requests++
+	s.mu.Unlock()
+	reply := s.script(conv)
+	if reply.Status != 0 {
+		writeError(w, reply.Status, reply.ErrType, reply.Message)
+		return
+	}
+	msg := s.message(req.Model, reply)
+	if req.Stream {
+		s.stream(w, msg)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(msg)
+}
+
+// refuse answers an error the real API would give, and records it.
+func (s *Server) refuse(w http.ResponseWriter, status int, typ, message string) {
+	s.mu.Lock()
+	s.violations = append(s.violations, fmt.Sprintf("%d %s: %s", status, typ, message))
+	s.mu.Unlock()
+	writeError(w, status, typ, message)
+}
+
+func writeError(w http.ResponseWriter, status int, typ, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "error", "error": map[string]any{"type": typ, "message": message}})
+}
+
+type request struct {
+	Model     string          `json:"model"`
+	MaxTokens int             `json:"max_tokens"`
+	Stream    bool            `json:"stream"`
+	System    json.RawMessage `json:"system"`
+	Messages  []message       `json:"messages"`
+	Tools     []struct {
+		Name string `json:"name"`
+	} `json:"tools"`
+}
+
+type message struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+type block struct {
+	Type      string          `json:"type"`
+	Text      string          `json:"text"`
+	ID        string          `json:"id"`
+	ToolUseID string          `json:"tool_use_id"`
+	Content   json.RawMessage `json:"content"`
+	IsError   bool            `json:"is_error"`
+}
+
+func (m message) blocks() []block {
+	var text string
+	if json.Unmarshal(m.Content, &text) == nil {
+		return []block{{Type: "text", Text: text}}
+	}
+	var blocks []block
+	_ = json.Unmarshal(m.Content, &blocks)
+	return blocks
+}
+
+// conversation checks the request as the API does and reads what a script needs.
+func (r request) conversation() (Conversation, error) {
+	switch {
+	case r.Model == "":
+		return Conversation{}, fmt.Errorf("model: field required")
+	case r.MaxTokens < 1:
+		return Conversation{}, fmt.Errorf("max_tokens: must be at least 1")
+	case len(r.Messages) == 0:
+		return Conversation{}, fmt.Errorf("messages: at least one message is required")
+	case r.Messages[0].Role != "user":
+		return Conversation{}, fmt.Errorf("messages.0.role: the first message must be a user message")
+	}
+	c := Conversation{Model: r.Model, WorkDir: workDir(string(r.System))}
+	for _, t := range r.Tools {
+		c.Tools = append(c.Tools, t.Name)
+	}
+	var pending map[string]bool // tool_use ids awaiting their results
+	for i, m := range r.Messages {
+		blocks := m.blocks()
+		switch m.Role {
+		case "assistant":
+			if pending != nil {
+				return Conversation{}, fmt.Errorf("messages.%d: tool_use ids %v have no tool_result blocks before this message", i, keys(pending))
+			}
+			c.Turn++
+			for _, b := range blocks {
+				if b.Type == "tool_use" {
+					if pending == nil {
+						pending = map[string]bool{}
+					}
+					pending[b.ID] = true
+				}
+			}
+		case "user":
+			var results []ToolResult
+			for _, b := range blocks {
+				if b.Type != "tool_result" {
+					continue
+				}
+				if !pending[b.ToolUseID] {
+					return Conversation{}, fmt.Errorf("messages.%d: unexpected tool_use_id found in tool_result blocks: %s. Each tool_result block must have a corresponding tool_use block in the previous message", i, b.ToolUseID)
+				}
+				delete(pending, b.ToolUseID)
+				results = append(results, ToolResult{ToolUseID: b.ToolUseID, Content: resultText(b.Content), IsError: b.IsError})
+			}
+			if len(pending) > 0 {
+				return Conversation{}, fmt.Errorf("messages.%d: tool_use ids %v were found without tool_result blocks immediately after", i, keys(pending))
+			}
+			pending = nil
+			c.Results = results
+			if i == 0 {
+				c.Prompt = prompt(blocks)
+			}
+		case "system":
+			for _, b := range blocks {
+				if c.WorkDir == "" {
+					c.WorkDir = workDir(b.Text)
+				}
+			}
+		default:
+			return Conversation{}, fmt.Errorf("messages.%d.role: %q is not user or assistant", i, m.Role)
+		}
+	}
+	if pending != nil {
+		return Conversation{}, fmt.Errorf("the last message has tool_use ids %v without tool results", keys(pending))
+	}
+	return c, nil
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// prompt is the user's text, without the reminders Claude Code adds.
+func prompt(blocks []block) string {
+	var parts []string
+	for _, b := range blocks {
+		if b.Type == "text" && !strings.HasPrefix(strings.TrimSpace(b.Text), "<system-reminder>") {
+			parts = append(parts, b.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+func workDir(system string) string {
+	const marker = "Primary working directory: "
+	i := strings.Index(system, marker)
+	if i < 0 {
+		return ""
+	}
+	rest := system[i+len(marker):]
+	if j := strings.IndexAny(rest, "\\\n"); j >= 0 {
+		rest = rest[:j]
+	}
+	return strings.TrimSpace(rest)
+}
+
+func resultText(raw json.RawMessage) string {
+	var text string
+	if json.Unmarshal(raw, &text) == nil {
+		return text
+	}
+	var blocks []block
+	_ = json.Unmarshal(raw, &blocks)
+	var parts []string
+	for _, b := range blocks {
+		parts = append(parts, b.Text)
+	}
+	return strings.Join(parts, "\n")
+}
