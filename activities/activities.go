@@ -4,6 +4,7 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -96,6 +97,8 @@ type RunContext struct {
 	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty"`
 	HostAttempts     int           `json:"host_attempts,omitempty"`
 	LogDropped       int           `json:"log_dropped,omitempty"`
+	// JSONSchema is the task's json_schema: the agent's result must match it.
+	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
 }
 
 // Workspace is a run's folder on the host that claimed it.

@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +23,7 @@ import (
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
+	"github.com/taskworker/taskworker/internal/structured"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -132,6 +134,8 @@ type AgentOutput struct {
 	Workspace  Workspace `json:"workspace"`
 	Summary    string    `json:"summary,omitempty"`
 	LogDropped int       `json:"log_dropped,omitempty"`
+	// Result is the agent's JSON result, valid against the task's json_schema.
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 // cloneAttempts bounds the retries of a clone that could not reach the
@@ -170,15 +174,19 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
 		ended := a.watchRun(agentCtx, ref, cancel)
+		outputFile := filepath.Join(out.Workspace.Root, "output.json")
 		res, err := a.Agent.Run(agentCtx, agent.Request{
 			Task: agent.Task{
 				ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
 				Description: in.Run.Description, Repository: in.Run.Repository,
+				JSONSchema: in.Run.JSONSchema,
 			},
 			Dir:          out.Workspace.RepoDir,
 			ArtifactsDir: out.Workspace.ArtifactsDir,
 			ScratchDir:   out.Workspace.Root,
+			OutputFile:   outputFile,
 		}, log)
+		a.recordUsage(ctx, ref, res, log)
 		var exitErr *agent.ExitError
 		switch {
 		case err == nil:
@@ -189,6 +197,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		switch {
 		case err == nil:
 			out.Summary = a.Redactor.String(res.Summary)
+			if len(in.Run.JSONSchema) > 0 {
+				out.Result, err = a.agentResult(in.Run.JSONSchema, res, outputFile, log)
+			}
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
 			err = ctx.Err()
@@ -201,6 +212,62 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		return "", err
 	})
 	return out, err
+}
+
+// recordUsage writes what the agent reported it cost into the run's output
+// (usage) and state (agent_session), failed runs included.
+func (a *Activities) recordUsage(ctx context.Context, ref RunRef, res agent.Result, log *logstream.Stream) {
+	if len(res.Usage) == 0 && res.Session == "" {
+		return
+	}
+	update := tasksapi.RunUpdate{}
+	if len(res.Usage) > 0 {
+		update.Output = map[string]any{"usage": res.Usage}
+	}
+	if res.Session != "" {
+		update.State = map[string]any{"agent_session": res.Session}
+	}
+	if _, err := a.API.UpdateRun(context.WithoutCancel(ctx), ref.TaskID, ref.RunID, update); err != nil {
+		log.Console(acp.LevelWarn, "could not record the agent's usage on the run: "+a.redactError(err))
+	}
+}
+
+// agentResult finds the agent's JSON result and checks it against the
+// task's schema; a missing or invalid one fails the run, naming why.
+func (a *Activities) agentResult(schema json.RawMessage, res agent.Result, outputFile string, log *logstream.Stream) (json.RawMessage, error) {
+	compiled, err := structured.Compile(schema)
+	if err != nil {
+		return nil, invalidInput("%v", err)
+	}
+	result, source, err := structured.Find(res.Structured, outputFile, res.Summary)
+	if err != nil {
+		return nil, invalidInput("%s", a.Redactor.String(err.Error()))
+	}
+	if err := compiled.Validate(result); err != nil {
+		return nil, invalidInput("%s (from %s)", a.Redactor.String(err.Error()), source)
+	}
+	log.Console(acp.LevelInfo, fmt.Sprintf("the agent's result (from %s) matches the task's json_schema", source))
+	return json.RawMessage(a.Redactor.String(string(result))), nil
+}
+
+// withResult puts a schema-checked result into the run's output: an object's
+// keys at the top level (over the worker's own), anything else as result.
+func withResult(output map[string]any, result json.RawMessage) map[string]any {
+	if len(result) == 0 {
+		return output
+	}
+	var fields map[string]any
+	if json.Unmarshal(result, &fields) == nil && fields != nil {
+		for k, v := range fields {
+			output[k] = v
+		}
+		return output
+	}
+	var v any
+	if json.Unmarshal(result, &v) == nil {
+		output["result"] = v
+	}
+	return output
 }
 
 // watchRun reads the run every StatusCheckEvery while its agent works; if
@@ -307,7 +374,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	}
 	if head == ws.BaseSHA {
 		log.Console(acp.LevelInfo, "the agent changed nothing; no branch pushed")
-		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: output})
+		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result)})
 		return out, err
 	}
 
@@ -342,7 +409,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 			return out, err
 		}
 	}
-	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: output}); err != nil {
+	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: withResult(output, in.Agent.Result)}); err != nil {
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
 	}
 	return out, nil

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/structured"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -55,6 +57,12 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	}
 	if rc.Slug == "" && task.TaskNumber != nil {
 		rc.Slug = fmt.Sprint(*task.TaskNumber)
+	}
+	if schema := bytes.TrimSpace(task.JSONSchema); len(schema) > 0 && string(schema) != "null" {
+		if _, err := structured.Compile(schema); err != nil {
+			return RunContext{}, invalidInput("task %s: %v; fix the task's json_schema and run it again", ref.TaskID, err)
+		}
+		rc.JSONSchema = schema
 	}
 	rc.Branch = BranchName(a.Config.BranchTemplate, rc)
 	if !a.Git.ValidBranchName(ctx, rc.Branch) {

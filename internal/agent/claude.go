@@ -331,7 +331,11 @@ func (s *claudeStream) outcome(name string, end sessionEnd) (Result, error) {
 		}
 	}
 	if r.IsError || r.subtype != "success" {
-		return res, &ResultError{Agent: name, Kind: r.subtype, Turns: r.NumTurns, Message: r.describe()}
+		kind := r.subtype
+		if kind == "success" {
+			kind = ""
+		}
+		return res, &ResultError{Agent: name, Kind: kind, Turns: r.NumTurns, Message: r.describe()}
 	}
 	if !end.process.Success() && !end.stoppedAfterResult {
 		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude reported success, then %s", end.process.Describe())))
@@ -419,11 +423,13 @@ type ResultError struct {
 func (e *ResultError) Error() string {
 	msg := fmt.Sprintf("agent %s reported an error", e.Agent)
 	if e.Kind != "" {
-		msg += " (" + e.Kind
-		if e.Turns > 0 {
-			msg += fmt.Sprintf(" after %d turns", e.Turns)
-		}
-		msg += ")"
+		msg += " (" + e.Kind + ")"
+	}
+	switch {
+	case e.Turns == 1:
+		msg += " after 1 turn"
+	case e.Turns > 1:
+		msg += fmt.Sprintf(" after %d turns", e.Turns)
 	}
 	if e.Message != "" {
 		msg += ": " + e.Message

@@ -13,26 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/anthropictest"
 	"github.com/taskworker/taskworker/internal/process"
 )
-
-// realBinary finds an agent CLI for tests that run it. CI installs them and
-// sets TASKWORKER_REQUIRE_AGENTS, so there a missing one fails instead of skipping.
-func realBinary(t *testing.T, name, variable string) string {
-	t.Helper()
-	path := os.Getenv(variable)
-	if path == "" {
-		path, _ = exec.LookPath(name)
-	}
-	if path == "" {
-		if os.Getenv("TASKWORKER_REQUIRE_AGENTS") != "" {
-			t.Fatalf("%s is not installed: set %s or put it on PATH (see .ci/run)", name, variable)
-		}
-		t.Skipf("%s is not installed; set %s to run this test", name, variable)
-	}
-	return path
-}
 
 func gitClone(t *testing.T) string {
 	dir := t.TempDir()
@@ -71,7 +55,7 @@ func consoleText(s *sink) string {
 }
 
 func TestClaudeCodeEditsTheCloneAndItsStreamBecomesEntries(t *testing.T) {
-	claude := realBinary(t, "claude", "TASKWORKER_CLAUDE_PATH")
+	claude := agenttest.Binary(t, "claude", "TASKWORKER_CLAUDE_PATH")
 	var prompts []string
 	api := anthropictest.Start("sk-ant-test-key-123456", func(c anthropictest.Conversation) anthropictest.Reply {
 		if len(c.Tools) == 0 {
@@ -140,7 +124,7 @@ func TestClaudeCodeEditsTheCloneAndItsStreamBecomesEntries(t *testing.T) {
 }
 
 func TestClaudeCodeErrorResultFailsTheRun(t *testing.T) {
-	claude := realBinary(t, "claude", "TASKWORKER_CLAUDE_PATH")
+	claude := agenttest.Binary(t, "claude", "TASKWORKER_CLAUDE_PATH")
 	api := anthropictest.Start("sk-ant-test-key-123456", func(c anthropictest.Conversation) anthropictest.Reply {
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "true"}}}}
 	})
@@ -154,11 +138,11 @@ func TestClaudeCodeErrorResultFailsTheRun(t *testing.T) {
 	var resErr *ResultError
 	require.ErrorAs(t, err, &resErr, consoleText(&s))
 	require.Equal(t, "error_max_turns", resErr.Kind)
-	require.Contains(t, err.Error(), "agent claude reported an error (error_max_turns")
+	require.Contains(t, err.Error(), "agent claude reported an error (error_max_turns) after ")
 }
 
 func TestClaudeCodeRejectedKeyFailsTheRun(t *testing.T) {
-	claude := realBinary(t, "claude", "TASKWORKER_CLAUDE_PATH")
+	claude := agenttest.Binary(t, "claude", "TASKWORKER_CLAUDE_PATH")
 	api := anthropictest.Start("sk-ant-the-right-key", func(anthropictest.Conversation) anthropictest.Reply {
 		return anthropictest.Reply{Text: "never"}
 	})

@@ -192,6 +192,8 @@ type CreateTaskRequest struct {
 	OriginProduct string  `json:"origin_product,omitempty"`
 	Repository    string  `json:"repository,omitempty"`
 	Assignee      *string `json:"assignee,omitempty"`
+	// JSONSchema makes the run's result JSON matching it.
+	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
 }
 
 // CreateTask creates a task.

@@ -44,6 +44,29 @@ once*)
 nothing*)
 	echo "looked around, nothing to change"
 	;;
+protocol*)
+	# Every line type of the command protocol, and a malformed one.
+	echo '{"type":"progress","step":"tests","status":"started","label":"Running the tests"}'
+	echo '{"type":"message","text":"I will add a changelog."}'
+	echo '{"type":"tool_call","id":"c1","title":"Write CHANGELOG.md","kind":"edit","input":{"path":"CHANGELOG.md"}}'
+	printf '# Changelog\n' > CHANGELOG.md
+	echo '{"type":"tool_result","id":"c1","status":"completed","output":"wrote 1 line"}'
+	echo '{"type":"tool_result","status":"completed"}'
+	printf 'notes of the run\n' > notes.txt
+	echo '{"type":"artifact","path":"notes.txt","name":"run-notes.md"}'
+	echo '{"type":"progress","step":"tests","status":"completed","label":"Running the tests"}'
+	echo '{"level":"info","msg":"a JSON log line that is not protocol"}'
+	echo '{"type":"output","summary":"Added a changelog."}'
+	;;
+report*)
+	# A task with a json_schema: the result goes to TASK_OUTPUT_FILE.
+	case "$TASK_DESCRIPTION" in
+	good) printf '{"severity":"low","files":["main.go"]}' > "$TASK_OUTPUT_FILE" ;;
+	bad) printf '{"severity":"catastrophic"}' > "$TASK_OUTPUT_FILE" ;;
+	line) echo '{"type":"output","summary":"one finding","result":{"severity":"high","files":[]}}' ;;
+	esac
+	printf '%s' "$prompt" | grep -q 'JSON Schema' && echo "the prompt asks for JSON"
+	;;
 fail*)
 	echo "trying something"
 	echo "error: could not compile" >&2

@@ -1,0 +1,235 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/agenttest"
+	"github.com/taskworker/taskworker/internal/anthropictest"
+	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/worker"
+)
+
+// sessionUpdates lists the session/update entries as kind or kind:status.
+func sessionUpdates(entries []entry) []map[string]any {
+	var out []map[string]any
+	for _, e := range entries {
+		if e.Notification.Method == "session/update" {
+			out = append(out, e.Notification.Params["update"].(map[string]any))
+		}
+	}
+	return out
+}
+
+func kinds(updates []map[string]any) []string {
+	var out []string
+	for _, u := range updates {
+		k := u["sessionUpdate"].(string)
+		if s, ok := u["status"].(string); ok {
+			k += ":" + s
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestTheCommandProtocolGivesARichLogArtifactsAndASummary(t *testing.T) {
+	task, run := startRun(t, "protocol demo", "", repo)
+	run = waitForEnd(t, task.ID, run.ID)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, "Added a changelog.", run.Output["summary"])
+
+	entries := logOf(t, task.ID, run.ID)
+	updates := sessionUpdates(entries)
+	require.Equal(t, []string{"agent_message", "tool_call:in_progress", "tool_call_update:completed"}, kinds(updates))
+	require.Equal(t, "I will add a changelog.", updates[0]["content"].(map[string]any)["text"])
+	require.Equal(t, "c1", updates[1]["toolCallId"])
+	require.Equal(t, "Write CHANGELOG.md", updates[1]["title"])
+	require.Equal(t, "edit", updates[1]["kind"])
+	require.Equal(t, map[string]any{"path": "CHANGELOG.md"}, updates[1]["rawInput"])
+	require.Equal(t, "c1", updates[2]["toolCallId"])
+	require.Equal(t, "wrote 1 line", updates[2]["rawOutput"])
+
+	var agentSteps []string
+	for _, e := range entries {
+		if e.Notification.Method == "_posthog/progress" && e.Notification.Params["group"] == "agent" {
+			agentSteps = append(agentSteps, e.Notification.Params["step"].(string)+":"+e.Notification.Params["status"].(string))
+		}
+	}
+	require.Equal(t, []string{"tests:started", "tests:completed"}, agentSteps)
+	lines := consoleLines(entries)
+	require.Contains(t, lines, `info: {"level":"info","msg":"a JSON log line that is not protocol"}`)
+	require.Contains(t, lines, `warn: agent protocol: tool_result line: "id" is missing: it names the tool_call this result ends: {"type":"tool_result","status":"completed"}`)
+	require.Contains(t, lines, "info: artifact run-notes.md saved for upload")
+
+	notes, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "run-notes.md"))
+	require.NoError(t, err)
+	require.Equal(t, "notes of the run\n", string(notes))
+}
+
+const findingSchema = `{"type":"object","required":["severity","files"],"properties":{"severity":{"enum":["low","high"]},"files":{"type":"array","items":{"type":"string"}}}}`
+
+func runWithSchema(t *testing.T, title, description, schema string) tasksapi.TaskRun {
+	t.Helper()
+	ctx := context.Background()
+	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: description, Repository: repo, JSONSchema: json.RawMessage(schema)})
+	require.NoError(t, err)
+	kicked, err := h.api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	return waitForEnd(t, task.ID, kicked.LatestRun.ID)
+}
+
+func TestAResultMatchingTheTasksSchemaBecomesTheRunsOutput(t *testing.T) {
+	run := runWithSchema(t, "report findings", "good", findingSchema)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, "low", run.Output["severity"])
+	require.Equal(t, []any{"main.go"}, run.Output["files"])
+	lines := consoleLines(logOf(t, run.Task, run.ID))
+	require.Contains(t, lines, "info: the prompt asks for JSON")
+	require.Contains(t, lines, "info: the agent's result (from TASK_OUTPUT_FILE) matches the task's json_schema")
+
+	run = runWithSchema(t, "report findings", "line", findingSchema)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, "high", run.Output["severity"])
+	require.Equal(t, "one finding", run.Output["summary"])
+}
+
+func TestAMissingOrInvalidResultFailsTheRunNamingTheViolation(t *testing.T) {
+	run := runWithSchema(t, "report findings", "bad", findingSchema)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.NotNil(t, run.ErrorMessage)
+	require.Contains(t, *run.ErrorMessage, "the result does not match the task's json_schema")
+	require.Contains(t, *run.ErrorMessage, "at /severity")
+	require.Contains(t, *run.ErrorMessage, "(from TASK_OUTPUT_FILE)")
+
+	run = runWithSchema(t, "report findings", "none", findingSchema)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Contains(t, *run.ErrorMessage, "the agent gave no result")
+
+	run = runWithSchema(t, "report findings", "good", `{"type":"nonsense"}`)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Contains(t, *run.ErrorMessage, "json_schema is not a valid JSON Schema")
+	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusFailed}, statusHistory(t, run.ID), "refused before any work")
+}
+
+// claudeScript is the model behind the Claude Code runs: the task title picks the scenario.
+func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
+	if len(c.Tools) == 0 {
+		return anthropictest.Reply{Text: "ok"} // the CLI's side requests (titles, summaries)
+	}
+	switch {
+	case strings.HasPrefix(c.Prompt, "Add a greeting"):
+		switch c.Turn {
+		case 0:
+			return anthropictest.Reply{Text: "Adding a greeting.", Tools: []anthropictest.ToolUse{{Name: "Write",
+				Input: map[string]any{"file_path": filepath.Join(c.WorkDir, "greeting.txt"), "content": "hello from claude\n"}}}}
+		case 1:
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash",
+				Input: map[string]any{"command": "git status --short", "description": "Show the change"}}}}
+		}
+		return anthropictest.Reply{Text: "Added greeting.txt with a hello."}
+	case strings.HasPrefix(c.Prompt, "Classify the repository"):
+		if !strings.Contains(c.Prompt, "JSON Schema") {
+			return anthropictest.Reply{Text: "nobody asked for JSON"}
+		}
+		return anthropictest.Reply{Text: "```json\n{\"severity\":\"low\",\"files\":[\"README.md\"]}\n```"}
+	case strings.HasPrefix(c.Prompt, "Classify in prose"):
+		return anthropictest.Reply{Text: "It is a small Go repository."}
+	case strings.HasPrefix(c.Prompt, "Overflow the context"):
+		return anthropictest.Reply{Status: 400, ErrType: "invalid_request_error", Message: "messages.0.content: this request can never succeed"}
+	case strings.HasPrefix(c.Prompt, "Loop"):
+		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "true"}}}}
+	}
+	return anthropictest.Reply{Text: "unknown scenario"}
+}
+
+func TestClaudeCodeRunsEndToEnd(t *testing.T) {
+	claude := agenttest.Binary(t, "claude", "TASKWORKER_CLAUDE_PATH")
+	const key = "sk-ant-e2e-canary-key-0123456789"
+	api := anthropictest.Start(key, claudeScript)
+	defer api.Close()
+	own := newOwnStack(t, devstack.Options{Worker: worker.Config{
+		Agent: "claude", ClaudePath: claude, ClaudeMaxTurns: 4,
+		AnthropicAPIKey: key, AnthropicBaseURL: api.URL,
+		AgentTimeout: 2 * time.Minute, RunTimeout: 5 * time.Minute, StopGrace: 2 * time.Second,
+	}})
+	stack, client := own.start(t)
+	defer stack.Stop()
+	logOfRun := func(run tasksapi.TaskRun) []entry {
+		raw, err := client.Logs(context.Background(), run.Task, run.ID)
+		require.NoError(t, err)
+		var entries []entry
+		for _, r := range raw {
+			require.NotContains(t, string(r), key)
+			var e entry
+			require.NoError(t, json.Unmarshal(r, &e))
+			entries = append(entries, e)
+		}
+		return entries
+	}
+
+	t.Run("a run that edits files completes with its branch, summary and usage", func(t *testing.T) {
+		task, run := runToEnd(t, stack, client, "Add a greeting", "A file that says hello.", 2*time.Minute)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, "Added greeting.txt with a hello.", run.Output["summary"])
+		usage := run.Output["usage"].(map[string]any)
+		require.Equal(t, "claude", usage["agent"])
+		require.EqualValues(t, 3, usage["num_turns"])
+		require.Contains(t, usage, "cost_usd")
+		require.NotEmpty(t, run.State["agent_session"])
+
+		branch := "posthog/task-" + strings.ToLower(task.Slug)
+		require.Equal(t, branch, *run.Branch)
+		bare := filepath.Join(own.dir, "git", repo+".git")
+		require.Equal(t, "hello from claude", gitOut(t, bare, "show", branch+":greeting.txt"))
+
+		entries := logOfRun(run)
+		updates := sessionUpdates(entries)
+		require.Equal(t, []string{"agent_message", "tool_call:in_progress", "tool_call_update:completed",
+			"tool_call:in_progress", "tool_call_update:completed", "agent_message"}, kinds(updates))
+		require.Equal(t, "Write greeting.txt", updates[1]["title"])
+		require.Equal(t, "edit", updates[1]["kind"])
+		require.Equal(t, "`git status --short`", updates[3]["title"])
+		require.Contains(t, updates[4]["rawOutput"], "greeting.txt")
+		require.Contains(t, strings.Join(consoleLines(entries), "\n"), "info: Claude Code ")
+		require.Empty(t, api.Violations())
+	})
+
+	t.Run("a result matching the schema becomes the output", func(t *testing.T) {
+		_, run := runTaskToEnd(t, stack, client, tasksapi.CreateTaskRequest{Title: "Classify the repository", Repository: repo,
+			JSONSchema: json.RawMessage(findingSchema)}, 2*time.Minute)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, "low", run.Output["severity"])
+		require.Equal(t, []any{"README.md"}, run.Output["files"])
+	})
+
+	t.Run("prose where the schema wants JSON fails the run", func(t *testing.T) {
+		_, run := runTaskToEnd(t, stack, client, tasksapi.CreateTaskRequest{Title: "Classify in prose", Repository: repo,
+			JSONSchema: json.RawMessage(findingSchema)}, 2*time.Minute)
+		require.Equal(t, tasksapi.StatusFailed, run.Status)
+		require.Contains(t, *run.ErrorMessage, "final message is not JSON")
+	})
+
+	t.Run("an API error ends the run failed, never completed", func(t *testing.T) {
+		_, run := runToEnd(t, stack, client, "Overflow the context", "", 2*time.Minute)
+		require.Equal(t, tasksapi.StatusFailed, run.Status)
+		require.Contains(t, *run.ErrorMessage, "agent claude reported an error")
+		require.Contains(t, *run.ErrorMessage, "API status 400")
+		require.Nil(t, run.Branch)
+		require.Contains(t, run.Output, "usage", "a failed run's cost is recorded too")
+	})
+
+	t.Run("running out of turns fails the run", func(t *testing.T) {
+		_, run := runToEnd(t, stack, client, "Loop forever", "", 2*time.Minute)
+		require.Equal(t, tasksapi.StatusFailed, run.Status)
+		require.Contains(t, *run.ErrorMessage, "error_max_turns")
+	})
+}
