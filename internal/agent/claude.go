@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -75,7 +76,11 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 	}
 	env := append(Environment(req, c.Passthrough), c.ExtraEnv...)
 	env = append(env, c.Env...)
-	env = append(env, agentHome(req)...)
+	home, err := agentHome(req)
+	if err != nil {
+		return Result{}, err
+	}
+	env = append(env, home...)
 	env = append(env,
 		// A worker's agent is not a person's terminal: no updates, no telemetry.
 		"DISABLE_AUTOUPDATER=1",
@@ -107,11 +112,15 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 
 // agentHome gives the agent a HOME of its own in the run's scratch folder, so
 // runs don't share (or leave behind) its configuration, sessions and caches.
-func agentHome(req Request) []string {
+func agentHome(req Request) ([]string, error) {
 	if req.ScratchDir == "" {
-		return nil
+		return nil, nil
 	}
-	return []string{"HOME=" + filepath.Join(req.ScratchDir, "home")}
+	home := filepath.Join(req.ScratchDir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("agent home: %w", err)
+	}
+	return []string{"HOME=" + home}, nil
 }
 
 // claudeStream translates Claude Code's stream-json events.

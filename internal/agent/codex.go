@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -70,9 +71,18 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 	}
 	env := append(Environment(req, c.Passthrough), c.ExtraEnv...)
 	env = append(env, c.Env...)
-	env = append(env, agentHome(req)...)
+	home, err := agentHome(req)
+	if err != nil {
+		return Result{}, err
+	}
+	env = append(env, home...)
 	if req.ScratchDir != "" {
-		env = append(env, "CODEX_HOME="+filepath.Join(req.ScratchDir, "home", ".codex"))
+		// Codex refuses a CODEX_HOME that does not exist.
+		codexHome := filepath.Join(req.ScratchDir, "home", ".codex")
+		if err := os.MkdirAll(codexHome, 0o700); err != nil {
+			return Result{}, fmt.Errorf("codex home: %w", err)
+		}
+		env = append(env, "CODEX_HOME="+codexHome)
 	}
 	stream := &codexStream{sink: sink, started: map[string]bool{}}
 	end, err := session{
@@ -270,7 +280,11 @@ func (s *codexStream) outcome(name string, end sessionEnd) (Result, error) {
 		res.Usage[k] = v
 	}
 	if s.failure != "" {
-		return res, &ResultError{Agent: name, Kind: "turn.failed", Message: clipText(s.failure, 1000)}
+		msg := clipText(s.failure, 1000)
+		if strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "403 Forbidden") {
+			msg += "; check OPENAI_API_KEY (and OPENAI_BASE_URL)"
+		}
+		return res, &ResultError{Agent: name, Kind: "turn.failed", Message: msg}
 	}
 	if !end.process.Success() && !end.stoppedAfterResult {
 		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("codex finished its turn, then %s", end.process.Describe())))

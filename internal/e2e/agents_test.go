@@ -14,6 +14,7 @@ import (
 	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/anthropictest"
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/openaitest"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/worker"
 )
@@ -232,4 +233,49 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		require.Equal(t, tasksapi.StatusFailed, run.Status)
 		require.Contains(t, *run.ErrorMessage, "error_max_turns")
 	})
+}
+
+func TestCodexRunsEndToEnd(t *testing.T) {
+	codex := agenttest.Binary(t, "codex", "TASKWORKER_CODEX_PATH")
+	const key = "sk-openai-e2e-canary-key-0123456789"
+	api := openaitest.Start(key, func(c openaitest.Conversation) openaitest.Reply {
+		if strings.HasPrefix(c.Prompt, "Refuse") {
+			return openaitest.Reply{Status: 400, ErrType: "invalid_request_error", Message: "this request can never succeed"}
+		}
+		if c.Turn == 0 {
+			return openaitest.Reply{Text: "Adding a greeting.", Exec: `const r = await tools.exec_command({cmd: "printf 'hello from codex\\n' > greeting.txt"}); text(r.output);`}
+		}
+		return openaitest.Reply{Text: "Added greeting.txt."}
+	})
+	defer api.Close()
+	own := newOwnStack(t, devstack.Options{Worker: worker.Config{
+		Agent: "codex", CodexPath: codex, OpenAIAPIKey: key, OpenAIBaseURL: api.URL,
+		AgentTimeout: 2 * time.Minute, RunTimeout: 5 * time.Minute, StopGrace: 2 * time.Second,
+	}})
+	stack, client := own.start(t)
+	defer stack.Stop()
+
+	task, run := runToEnd(t, stack, client, "Add a greeting", "", 2*time.Minute)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, "Added greeting.txt.", run.Output["summary"])
+	require.Equal(t, "codex", run.Output["usage"].(map[string]any)["agent"])
+	require.NotEmpty(t, run.State["agent_session"])
+	bare := filepath.Join(own.dir, "git", repo+".git")
+	require.Equal(t, "hello from codex", gitOut(t, bare, "show", "posthog/task-"+strings.ToLower(task.Slug)+":greeting.txt"))
+	raw, err := client.Logs(context.Background(), task.ID, run.ID)
+	require.NoError(t, err)
+	var entries []entry
+	for _, r := range raw {
+		require.NotContains(t, string(r), key)
+		var e entry
+		require.NoError(t, json.Unmarshal(r, &e))
+		entries = append(entries, e)
+	}
+	require.Equal(t, []string{"agent_message", "tool_call:in_progress", "tool_call_update:completed", "agent_message"},
+		kinds(sessionUpdates(entries)))
+	require.Empty(t, api.Violations())
+
+	_, run = runToEnd(t, stack, client, "Refuse this", "", 2*time.Minute)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Contains(t, *run.ErrorMessage, "agent codex reported an error (turn.failed)")
 }

@@ -1,0 +1,251 @@
+// Package openaitest is a scripted stand-in for the OpenAI Responses API
+// (POST /v1/responses, streamed), strict to what a coding agent can get
+// wrong: the bearer key, the request shape, and every tool call answered by
+// its output. Codex talks to it through a model provider's base_url, so tests
+// run the real CLI with no model.
+package openaitest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Reply is one model response: a message, or a call of Codex's exec tool
+// (JavaScript that drives its nested tools), or an API error.
+type Reply struct {
+	Reasoning string
+	Text      string
+	// Exec is the JavaScript of a call to the exec tool, e.g.
+	// `const r = await tools.exec_command({cmd: "ls"}); text(r.output);`.
+	Exec string
+	// Status, when set, answers with this HTTP error instead.
+	Status  int
+	ErrType string
+	Message string
+}
+
+// Conversation is what the stand-in saw of the request it answers.
+type Conversation struct {
+	// Prompt is the user's last message.
+	Prompt string
+	// Turn counts the tool outputs so far: 0 for the first request of a task.
+	Turn int
+	// WorkDir is the cwd of Codex's environment context.
+	WorkDir string
+	// Outputs are the tool outputs the request carries, oldest first.
+	Outputs []string
+	Model   string
+}
+
+// Script decides the reply to a request.
+type Script func(Conversation) Reply
+
+// Server is a running stand-in.
+type Server struct {
+	URL    string
+	APIKey string
+
+	srv    *httptest.Server
+	script Script
+	ids    atomic.Int64
+
+	mu         sync.Mutex
+	requests   int
+	violations []string
+}
+
+// Start serves script under /v1, accepting apiKey as a bearer token.
+func Start(apiKey string, script Script) *Server {
+	s := &Server{APIKey: apiKey, script: script}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.handle))
+	s.URL = s.srv.URL + "/v1"
+	return s
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
+
+// Requests counts the answered /v1/responses requests.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+// Violations lists the requests the real API would have refused, and why.
+func (s *Server) Violations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.violations...)
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/responses" || r.Method != http.MethodPost {
+		s.refuse(w, http.StatusNotFound, "invalid_request_error", fmt.Sprintf("%s %s is not served by this stand-in", r.Method, r.URL.Path))
+		return
+	}
+	if r.Header.Get("Authorization") != "Bearer "+s.APIKey {
+		s.refuse(w, http.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
+		return
+	}
+	var req request
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		s.refuse(w, http.StatusBadRequest, "invalid_request_error", "We could not parse the JSON body of your request: "+err.Error())
+		return
+	}
+	conv, err := req.conversation()
+	if err != nil {
+		s.refuse(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	s.mu.Lock()
+	s.requests++
+	s.mu.Unlock()
+	reply := s.script(conv)
+	if reply.Status != 0 {
+		writeError(w, reply.Status, reply.ErrType, reply.Message)
+		return
+	}
+	s.stream(w, req.Model, reply)
+}
+
+func (s *Server) refuse(w http.ResponseWriter, status int, typ, message string) {
+	s.mu.Lock()
+	s.violations = append(s.violations, fmt.Sprintf("%d %s: %s", status, typ, message))
+	s.mu.Unlock()
+	writeError(w, status, typ, message)
+}
+
+func writeError(w http.ResponseWriter, status int, typ, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": typ, "message": message, "code": typ, "param": nil}})
+}
+
+type request struct {
+	Model  string `json:"model"`
+	Stream bool   `json:"stream"`
+	Input  []item `json:"input"`
+}
+
+type item struct {
+	Type    string          `json:"type"`
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+	CallID  string          `json:"call_id"`
+	Output  json.RawMessage `json:"output"`
+}
+
+var cwdTag = regexp.MustCompile(`<cwd>([^<]*)</cwd>`)
+
+func (r request) conversation() (Conversation, error) {
+	switch {
+	case r.Model == "":
+		return Conversation{}, fmt.Errorf("Missing required parameter: 'model'.")
+	case len(r.Input) == 0:
+		return Conversation{}, fmt.Errorf("Missing required parameter: 'input'.")
+	case !r.Stream:
+		return Conversation{}, fmt.Errorf("this stand-in streams only: set 'stream' to true")
+	}
+	c := Conversation{Model: r.Model}
+	calls := map[string]bool{}
+	for i, it := range r.Input {
+		switch it.Type {
+		case "function_call", "custom_tool_call":
+			if it.CallID == "" {
+				return Conversation{}, fmt.Errorf("Missing required parameter: 'input[%d].call_id'.", i)
+			}
+			calls[it.CallID] = true
+		case "function_call_output", "custom_tool_call_output":
+			if !calls[it.CallID] {
+				return Conversation{}, fmt.Errorf("No tool call found for %s with call_id %s.", it.Type, it.CallID)
+			}
+			delete(calls, it.CallID)
+			c.Turn++
+			c.Outputs = append(c.Outputs, outputText(it.Output))
+		case "message":
+			text := contentText(it.Content)
+			if m := cwdTag.FindStringSubmatch(text); m != nil {
+				c.WorkDir = m[1]
+			} else if it.Role == "user" && !strings.HasPrefix(strings.TrimSpace(text), "<") {
+				c.Prompt = text
+			}
+		}
+	}
+	for id := range calls {
+		return Conversation{}, fmt.Errorf("No tool output found for function call %s.", id)
+	}
+	return c, nil
+}
+
+func contentText(raw json.RawMessage) string {
+	var text string
+	if json.Unmarshal(raw, &text) == nil {
+		return text
+	}
+	var parts []struct {
+		Text string `json:"text"`
+	}
+	_ = json.Unmarshal(raw, &parts)
+	var out []string
+	for _, p := range parts {
+		out = append(out, p.Text)
+	}
+	return strings.Join(out, "\n")
+}
+
+func outputText(raw json.RawMessage) string {
+	var text string
+	if json.Unmarshal(raw, &text) == nil {
+		return text
+	}
+	return contentText(raw)
+}
+
+// stream sends the reply as Responses API server-sent events.
+func (s *Server) stream(w http.ResponseWriter, model string, reply Reply) {
+	n := s.ids.Add(1)
+	w.Header().Set("Content-Type", "text/event-stream")
+	flusher, _ := w.(http.Flusher)
+	seq := 0
+	send := func(data map[string]any) {
+		data["sequence_number"] = seq
+		seq++
+		raw, _ := json.Marshal(data)
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", data["type"], raw)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	response := map[string]any{"id": fmt.Sprintf("resp_%06d", n), "object": "response", "model": model, "status": "in_progress", "output": []any{}}
+	send(map[string]any{"type": "response.created", "response": response})
+	var output []any
+	add := func(it map[string]any) {
+		send(map[string]any{"type": "response.output_item.added", "output_index": len(output), "item": it})
+		send(map[string]any{"type": "response.output_item.done", "output_index": len(output), "item": it})
+		output = append(output, it)
+	}
+	if reply.Reasoning != "" {
+		add(map[string]any{"type": "reasoning", "id": fmt.Sprintf("rs_%06d", n),
+			"summary": []any{map[string]any{"type": "summary_text", "text": reply.Reasoning}}})
+	}
+	if reply.Text != "" {
+		add(map[string]any{"type": "message", "id": fmt.Sprintf("msg_%06d", n), "role": "assistant", "status": "completed",
+			"content": []any{map[string]any{"type": "output_text", "text": reply.Text, "annotations": []any{}}}})
+	}
+	if reply.Exec != "" {
+		add(map[string]any{"type": "custom_tool_call", "id": fmt.Sprintf("ctc_%06d", n), "status": "completed",
+			"call_id": fmt.Sprintf("call_%06d", n), "name": "exec", "input": reply.Exec})
+	}
+	response["status"] = "completed"
+	response["output"] = output
+	response["usage"] = map[string]any{"input_tokens": 100, "input_tokens_details": map[string]any{"cached_tokens": 0},
+		"output_tokens": 20, "output_tokens_details": map[string]any{"reasoning_tokens": 0}, "total_tokens": 120}
+	send(map[string]any{"type": "response.completed", "response": response})
+}
