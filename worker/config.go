@@ -179,6 +179,8 @@ func (c *Config) applyDefaults() {
 			field.SetInt(int64(n))
 		case string:
 			field.SetString(def)
+		case []string:
+			field.Set(reflect.ValueOf(strings.Split(def, ",")))
 		}
 	}
 	c.fillComputed()

@@ -80,3 +80,35 @@ func TestSecretsAreTheKeyTokenAndSecretLookingEnvironment(t *testing.T) {
 	require.Subset(t, secrets, []string{"phx_k", "ghs_t", "sk-ant-canary-1"})
 	require.NotContains(t, secrets, "visible-value")
 }
+
+func TestClaudeAndCodexNeedTheirBinaryAndKey(t *testing.T) {
+	setRequired(t)
+	t.Setenv("TASKWORKER_AGENT", "claude")
+	t.Setenv("TASKWORKER_CLAUDE_PATH", "/nonexistent/claude")
+	_, err := Load()
+	require.ErrorContains(t, err, "TASKWORKER_CLAUDE_PATH: /nonexistent/claude is not an executable on this machine: install @anthropic-ai/claude-code from npm")
+	require.ErrorContains(t, err, "claude needs ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN")
+
+	t.Setenv("TASKWORKER_CLAUDE_PATH", "true") // any executable will do for the check
+	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-key")
+	t.Setenv("ANTHROPIC_BASE_URL", "gateway:8080")
+	_, err = Load()
+	require.EqualError(t, err, `ANTHROPIC_BASE_URL "gateway:8080" is not an http(s) URL`)
+	t.Setenv("ANTHROPIC_BASE_URL", "http://gateway:8080")
+	cfg, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, []string{"Bash", "Edit", "MultiEdit", "Write", "NotebookEdit", "Read", "Glob", "Grep", "TodoWrite", "Task"}, cfg.ClaudeAllowedTools)
+	require.Equal(t, "acceptEdits", cfg.ClaudePermissionMode)
+	require.Contains(t, cfg.Secrets(), "sk-ant-key")
+
+	t.Setenv("TASKWORKER_AGENT", "codex")
+	t.Setenv("TASKWORKER_CODEX_PATH", "true")
+	_, err = Load()
+	require.EqualError(t, err, "codex needs OPENAI_API_KEY")
+}
+
+func TestDefaultsOfListsApplyToAConfigBuiltInCode(t *testing.T) {
+	cfg := Config{Agent: "claude"}.WithDefaults()
+	require.Equal(t, []string{"Bash", "Edit", "MultiEdit", "Write", "NotebookEdit", "Read", "Glob", "Grep", "TodoWrite", "Task"}, cfg.ClaudeAllowedTools)
+	require.Equal(t, 200, cfg.ClaudeMaxTurns)
+}

@@ -180,8 +180,7 @@ type claudeBlock struct {
 }
 
 type claudeDenial struct {
-	ToolName  string          `json:"tool_name"`
-	ToolInput json.RawMessage `json:"tool_input"`
+	ToolName string `json:"tool_name"`
 }
 
 // line handles one stdout line and says what it means for the run.
@@ -220,6 +219,14 @@ func (s *claudeStream) system(ev claudeEvent, line string) verdict {
 	case "init":
 	case "api_retry":
 		return s.apiRetry(line)
+	case "permission_denied":
+		var d struct {
+			ToolName string `json:"tool_name"`
+			Message  string `json:"message"`
+		}
+		_ = json.Unmarshal([]byte(line), &d)
+		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude was not allowed to use %s: %s", d.ToolName, d.Message)))
+		return goOn
 	default:
 		s.sink.Emit(acp.Console(acp.LevelDebug, fmt.Sprintf("claude system/%s: %s", ev.Subtype, clipText(line, 2000))))
 		return goOn
@@ -303,9 +310,9 @@ func (s *claudeStream) finish(ev claudeEvent) {
 	if json.Unmarshal(ev.Errors, &errs) == nil {
 		r.errors = errs
 	}
-	for _, d := range ev.PermissionDenials {
-		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude was not allowed to use %s (%s); allow it with TASKWORKER_CLAUDE_ALLOWED_TOOLS",
-			d.ToolName, clipText(string(d.ToolInput), 300))))
+	if n := len(ev.PermissionDenials); n > 0 {
+		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude was refused %d tool calls (first: %s); allow tools with TASKWORKER_CLAUDE_ALLOWED_TOOLS or TASKWORKER_CLAUDE_PERMISSION_MODE",
+			n, ev.PermissionDenials[0].ToolName)))
 	}
 	s.mu.Lock()
 	s.result = &r

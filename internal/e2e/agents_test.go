@@ -5,18 +5,22 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/anthropictest"
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/openaitest"
+	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/worker"
+	"github.com/taskworker/taskworker/workflows"
 )
 
 // sessionUpdates lists the session/update entries as kind or kind:status.
@@ -146,10 +150,41 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 		return anthropictest.Reply{Text: "It is a small Go repository."}
 	case strings.HasPrefix(c.Prompt, "Overflow the context"):
 		return anthropictest.Reply{Status: 400, ErrType: "invalid_request_error", Message: "messages.0.content: this request can never succeed"}
+	case strings.HasPrefix(c.Prompt, "Hang"):
+		// A command that runs until the run is cancelled and says where it is,
+		// in a script (Claude Code asks before running sh -c or writing
+		// outside the clone, and nobody answers).
+		if c.Turn == 0 {
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Write", Input: map[string]any{
+				"file_path": filepath.Join(c.WorkDir, "hang.sh"),
+				"content":   "echo $$ > claude.pid.tmp && mv claude.pid.tmp claude.pid && exec sleep 300\n"}}}}
+		}
+		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "sh hang.sh"}}}}
 	case strings.HasPrefix(c.Prompt, "Loop"):
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "true"}}}}
 	}
 	return anthropictest.Reply{Text: "unknown scenario"}
+}
+
+// claudeProcesses are the live claude processes the in-process worker started.
+func claudeProcesses(t *testing.T) []int {
+	dirs, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var pids []int
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(comm)), "claude") {
+			continue
+		}
+		if parent, err := process.Parent(pid); err == nil && parent == os.Getpid() && process.Alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func TestClaudeCodeRunsEndToEnd(t *testing.T) {
@@ -226,6 +261,42 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		require.Contains(t, *run.ErrorMessage, "API status 400")
 		require.Nil(t, run.Branch)
 		require.Contains(t, run.Output, "usage", "a failed run's cost is recorded too")
+	})
+
+	t.Run("cancelling a run stops Claude Code and the commands it runs", func(t *testing.T) {
+		ctx := context.Background()
+		task, err := client.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "Hang", Repository: repo})
+		require.NoError(t, err)
+		kicked, err := client.RunTask(ctx, task.ID)
+		require.NoError(t, err)
+		pidFile := filepath.Join(stack.WorkerConfig.WorkspaceDir, kicked.LatestRun.ID, "repo", "claude.pid")
+		var pid int
+		started := func() bool {
+			data, err := os.ReadFile(pidFile)
+			if err == nil {
+				pid, err = strconv.Atoi(strings.TrimSpace(string(data)))
+				require.NoError(t, err)
+			}
+			return err == nil
+		}
+		if !assert.Eventually(t, started, time.Minute, 20*time.Millisecond, "Claude Code never ran the command") {
+			raw, _ := client.Logs(ctx, task.ID, kicked.LatestRun.ID)
+			for _, r := range raw {
+				t.Log(string(r))
+			}
+			t.FailNow()
+		}
+		require.True(t, process.Alive(pid))
+		require.NotEmpty(t, claudeProcesses(t), "Claude Code runs as the worker's child")
+
+		require.NoError(t, stack.Client.CancelWorkflow(ctx, workflows.WorkflowID(task.ID, kicked.LatestRun.ID), ""))
+		require.Eventually(t, func() bool {
+			run, err := client.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+			require.NoError(t, err)
+			return run.Status == tasksapi.StatusCancelled
+		}, time.Minute, 50*time.Millisecond)
+		require.Eventually(t, func() bool { return !process.Alive(pid) && len(claudeProcesses(t)) == 0 },
+			10*time.Second, 20*time.Millisecond, "Claude Code or its command outlived the cancelled run")
 	})
 
 	t.Run("running out of turns fails the run", func(t *testing.T) {
