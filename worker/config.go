@@ -252,6 +252,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q is not an http(s) URL", u.name, u.value))
 		}
 	}
+	if u, err := url.Parse(c.OpenAIBaseURL); err == nil && u.User != nil {
+		errs = append(errs, errors.New("OPENAI_BASE_URL must not carry credentials (it is on codex's command line): put the key in OPENAI_API_KEY"))
+	}
 	if c.MaxEventBytes < 1<<20 {
 		errs = append(errs, errors.New("TASKWORKER_AGENT_MAX_EVENT_BYTES must be at least 1048576"))
 	}

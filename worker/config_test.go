@@ -105,6 +105,10 @@ func TestClaudeAndCodexNeedTheirBinaryAndKey(t *testing.T) {
 	t.Setenv("TASKWORKER_CODEX_PATH", "true")
 	_, err = Load()
 	require.EqualError(t, err, "codex needs OPENAI_API_KEY")
+	t.Setenv("OPENAI_API_KEY", "sk-openai-key")
+	t.Setenv("OPENAI_BASE_URL", "https://user:sk-secret@gateway.internal/v1")
+	_, err = Load()
+	require.EqualError(t, err, "OPENAI_BASE_URL must not carry credentials (it is on codex's command line): put the key in OPENAI_API_KEY")
 }
 
 func TestDefaultsOfListsApplyToAConfigBuiltInCode(t *testing.T) {

@@ -42,12 +42,46 @@ func RenderEntry(raw json.RawMessage) string {
 	case "_posthog/error":
 		line = "error " + str("message")
 	case "session/update":
-		update, _ := p["update"].(map[string]any)
-		content, _ := update["content"].(map[string]any)
-		text, _ := content["text"].(string)
-		line = fmt.Sprintf("agent %v %s", update["sessionUpdate"], text)
+		line = renderUpdate(p)
 	default:
 		line = e.Notification.Method
 	}
 	return clock + "  " + strings.TrimRight(line, "\n")
+}
+
+// renderUpdate shows an agent's session/update: what it said, thought, did.
+func renderUpdate(p map[string]any) string {
+	update, _ := p["update"].(map[string]any)
+	str := func(k string) string { s, _ := update[k].(string); return s }
+	switch str("sessionUpdate") {
+	case "agent_message":
+		return "agent " + contentText(update)
+	case "agent_thought_chunk":
+		return "think " + contentText(update)
+	case "tool_call":
+		return fmt.Sprintf("tool  %s [%s]", str("title"), str("kind"))
+	case "tool_call_update":
+		out := strings.TrimSpace(str("rawOutput"))
+		if i := strings.IndexByte(out, '\n'); i >= 0 {
+			out = out[:i] + " …"
+		}
+		if len(out) > 100 {
+			out = out[:100] + "…"
+		}
+		line := "tool  ↳ " + str("status")
+		if out != "" {
+			line += ": " + out
+		}
+		return line
+	case "plan":
+		entries, _ := update["entries"].([]any)
+		return fmt.Sprintf("plan  %d steps", len(entries))
+	}
+	return "agent " + str("sessionUpdate")
+}
+
+func contentText(update map[string]any) string {
+	content, _ := update["content"].(map[string]any)
+	text, _ := content["text"].(string)
+	return text
 }
