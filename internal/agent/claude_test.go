@@ -18,7 +18,7 @@ import (
 	"github.com/taskworker/taskworker/internal/process"
 )
 
-func gitClone(t *testing.T) string {
+func gitClone(t testing.TB) string {
 	dir := t.TempDir()
 	out, err := exec.Command("git", "init", "-q", dir).CombinedOutput()
 	require.NoError(t, err, string(out))
