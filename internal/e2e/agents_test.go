@@ -160,6 +160,11 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 				"content":   "echo $$ > claude.pid.tmp && mv claude.pid.tmp claude.pid && exec sleep 300\n"}}}}
 		}
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "sh hang.sh"}}}}
+	case strings.HasPrefix(c.Prompt, "Print the key"):
+		if c.Turn == 0 {
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "printenv ANTHROPIC_API_KEY"}}}}
+		}
+		return anthropictest.Reply{Text: "The key is " + strings.TrimSpace(c.Results[0].Content)}
 	case strings.HasPrefix(c.Prompt, "Loop"):
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "true"}}}}
 	}
@@ -261,6 +266,18 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		require.Contains(t, *run.ErrorMessage, "API status 400")
 		require.Nil(t, run.Branch)
 		require.Contains(t, run.Output, "usage", "a failed run's cost is recorded too")
+	})
+
+	t.Run("the agent's own key never reaches the log or the run", func(t *testing.T) {
+		_, run := runToEnd(t, stack, client, "Print the key", "", 2*time.Minute)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		summary := run.Output["summary"].(string)
+		require.NotContains(t, summary, key)
+		entries := logOfRun(run) // fails on the key anywhere in the log
+		updates := sessionUpdates(entries)
+		require.Equal(t, []string{"tool_call:in_progress", "tool_call_update:completed", "agent_message"}, kinds(updates))
+		require.Equal(t, "[REDACTED]", strings.TrimSpace(updates[1]["rawOutput"].(string)), "Claude Code's command saw the key; the log must not")
+		require.Equal(t, "The key is [REDACTED]", summary)
 	})
 
 	t.Run("cancelling a run stops Claude Code and the commands it runs", func(t *testing.T) {
