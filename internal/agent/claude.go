@@ -74,40 +74,16 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 	if path == "" {
 		path = "claude"
 	}
-	env := append(Environment(req, c.Passthrough), c.ExtraEnv...)
-	env = append(env, c.Env...)
-	home, err := agentHome(req)
-	if err != nil {
-		return Result{}, err
-	}
-	env = append(env, home...)
-	env = append(env,
+	env, err := cliEnv(req, c.Options, append(c.Env,
 		// A worker's agent is not a person's terminal: no updates, no telemetry.
 		"DISABLE_AUTOUPDATER=1",
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
-	)
-	stream := &claudeStream{sink: sink, dir: req.Dir, tools: map[string]string{}}
-	end, err := session{
-		name: c.Name(),
-		spec: process.Spec{
-			Path:         path,
-			Args:         c.Args(),
-			Dir:          req.Dir,
-			Env:          env,
-			Stdin:        strings.NewReader(req.Task.Prompt()),
-			MaxLineBytes: c.maxEventBytes(),
-			BufferDir:    req.ScratchDir,
-		},
-		opts:     c.Options,
-		onStdout: stream.line,
-	}.run(ctx, sink)
+	))
 	if err != nil {
 		return Result{}, err
 	}
-	if err := end.interrupted(ctx); err != nil {
-		return Result{}, err
-	}
-	return stream.outcome(c.Name(), end)
+	stream := &claudeStream{sink: sink, dir: req.Dir, tools: map[string]string{}}
+	return runEventCLI(ctx, c.Name(), process.Spec{Path: path, Args: c.Args(), Env: env}, req, c.Options, stream, sink)
 }
 
 // agentHome gives the agent a HOME of its own in the run's scratch folder, so

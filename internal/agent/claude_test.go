@@ -42,6 +42,15 @@ func updates(s *sink, kind string) []map[string]any {
 	return out
 }
 
+// messages are the texts of the agent_message entries.
+func messages(s *sink) []string {
+	var texts []string
+	for _, u := range updates(s, "agent_message") {
+		texts = append(texts, u["content"].(map[string]any)["text"].(string))
+	}
+	return texts
+}
+
 func consoleText(s *sink) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -98,11 +107,7 @@ func TestClaudeCodeEditsTheCloneAndItsStreamBecomesEntries(t *testing.T) {
 	require.Contains(t, res.Usage, "cost_usd")
 	require.Contains(t, consoleText(&s), "Claude Code ")
 
-	var texts []string
-	for _, u := range updates(&s, "agent_message") {
-		texts = append(texts, u["content"].(map[string]any)["text"].(string))
-	}
-	require.Equal(t, []string{"Let me look at the repository.", "Added hello.txt."}, texts)
+	require.Equal(t, []string{"Let me look at the repository.", "Added hello.txt."}, messages(&s))
 	require.Len(t, updates(&s, "agent_thought_chunk"), 1)
 
 	calls := updates(&s, "tool_call")
@@ -129,8 +134,7 @@ func TestClaudeCodeErrorResultFailsTheRun(t *testing.T) {
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "true"}}}}
 	})
 	defer api.Close()
-	req := request(t)
-	req.Dir, req.ScratchDir = gitClone(t), t.TempDir()
+	req := cloneRequest(t)
 	var s sink
 	c := &Claude{Path: claude, AllowedTools: DefaultClaudeAllowedTools, MaxTurns: 2,
 		Env: []string{"ANTHROPIC_API_KEY=" + api.APIKey, "ANTHROPIC_BASE_URL=" + api.URL}}
@@ -147,8 +151,7 @@ func TestClaudeCodeRejectedKeyFailsTheRun(t *testing.T) {
 		return anthropictest.Reply{Text: "never"}
 	})
 	defer api.Close()
-	req := request(t)
-	req.Dir, req.ScratchDir = gitClone(t), t.TempDir()
+	req := cloneRequest(t)
 	var s sink
 	c := &Claude{Path: claude, Env: []string{"ANTHROPIC_API_KEY=sk-ant-a-wrong-key", "ANTHROPIC_BASE_URL=" + api.URL}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -69,43 +69,21 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 	if path == "" {
 		path = "codex"
 	}
-	env := append(Environment(req, c.Passthrough), c.ExtraEnv...)
-	env = append(env, c.Env...)
-	home, err := agentHome(req)
-	if err != nil {
-		return Result{}, err
-	}
-	env = append(env, home...)
+	own := c.Env
 	if req.ScratchDir != "" {
 		// Codex refuses a CODEX_HOME that does not exist.
 		codexHome := filepath.Join(req.ScratchDir, "home", ".codex")
 		if err := os.MkdirAll(codexHome, 0o700); err != nil {
 			return Result{}, fmt.Errorf("codex home: %w", err)
 		}
-		env = append(env, "CODEX_HOME="+codexHome)
+		own = append(append([]string(nil), c.Env...), "CODEX_HOME="+codexHome)
 	}
-	stream := &codexStream{sink: sink, started: map[string]bool{}}
-	end, err := session{
-		name: c.Name(),
-		spec: process.Spec{
-			Path:         path,
-			Args:         c.Args(),
-			Dir:          req.Dir,
-			Env:          env,
-			Stdin:        strings.NewReader(req.Task.Prompt()),
-			MaxLineBytes: c.maxEventBytes(),
-			BufferDir:    req.ScratchDir,
-		},
-		opts:     c.Options,
-		onStdout: stream.line,
-	}.run(ctx, sink)
+	env, err := cliEnv(req, c.Options, own)
 	if err != nil {
 		return Result{}, err
 	}
-	if err := end.interrupted(ctx); err != nil {
-		return Result{}, err
-	}
-	return stream.outcome(c.Name(), end)
+	stream := &codexStream{sink: sink, started: map[string]bool{}}
+	return runEventCLI(ctx, c.Name(), process.Spec{Path: path, Args: c.Args(), Env: env}, req, c.Options, stream, sink)
 }
 
 // codexStream translates `codex exec --json` events.

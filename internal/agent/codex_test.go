@@ -22,6 +22,13 @@ func codexAgainst(t *testing.T, key string, script openaitest.Script) (*Codex, *
 	return &Codex{Path: codex, BaseURL: api.URL, Env: []string{"OPENAI_API_KEY=" + key}}, api
 }
 
+// cloneRequest is a run's request in a fresh git clone with its own scratch folder.
+func cloneRequest(t *testing.T) Request {
+	req := request(t)
+	req.Dir, req.ScratchDir = gitClone(t), t.TempDir()
+	return req
+}
+
 func TestCodexEditsTheCloneAndItsEventsBecomeEntries(t *testing.T) {
 	var prompts []string
 	c, api := codexAgainst(t, "sk-openai-test-key-123456", func(conv openaitest.Conversation) openaitest.Reply {
@@ -35,8 +42,7 @@ func TestCodexEditsTheCloneAndItsEventsBecomeEntries(t *testing.T) {
 		}
 		return openaitest.Reply{Text: "Wrote hello.txt."}
 	})
-	req := request(t)
-	req.Dir, req.ScratchDir = gitClone(t), t.TempDir()
+	req := cloneRequest(t)
 	var s sink
 	res, err := c.Run(context.Background(), req, &s)
 	require.NoError(t, err, consoleText(&s))
@@ -53,11 +59,7 @@ func TestCodexEditsTheCloneAndItsEventsBecomeEntries(t *testing.T) {
 	require.EqualValues(t, 300, res.Usage["input_tokens"], "three responses of 100 input tokens")
 	require.Contains(t, consoleText(&s), "info: Codex started: thread "+res.Session)
 
-	var texts []string
-	for _, u := range updates(&s, "agent_message") {
-		texts = append(texts, u["content"].(map[string]any)["text"].(string))
-	}
-	require.Equal(t, []string{"Writing hello.txt.", "Wrote hello.txt."}, texts)
+	require.Equal(t, []string{"Writing hello.txt.", "Wrote hello.txt."}, messages(&s))
 	require.Len(t, updates(&s, "agent_thought_chunk"), 1)
 	calls := updates(&s, "tool_call")
 	require.Len(t, calls, 2)
@@ -75,8 +77,7 @@ func TestCodexAPIErrorFailsTheRun(t *testing.T) {
 	c, _ := codexAgainst(t, "sk-openai-test-key-123456", func(openaitest.Conversation) openaitest.Reply {
 		return openaitest.Reply{Status: 400, ErrType: "invalid_request_error", Message: "this request can never succeed"}
 	})
-	req := request(t)
-	req.Dir, req.ScratchDir = gitClone(t), t.TempDir()
+	req := cloneRequest(t)
 	var s sink
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -91,8 +92,7 @@ func TestCodexRejectedKeyFailsTheRun(t *testing.T) {
 	c, api := codexAgainst(t, "sk-openai-a-wrong-key", func(openaitest.Conversation) openaitest.Reply {
 		return openaitest.Reply{Text: "never"}
 	})
-	req := request(t)
-	req.Dir, req.ScratchDir = gitClone(t), t.TempDir()
+	req := cloneRequest(t)
 	var s sink
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

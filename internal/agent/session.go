@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,4 +100,41 @@ func (e sessionEnd) interrupted(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// eventStream translates an agent CLI's JSON events and, once the process
+// is gone, says how the run ended.
+type eventStream interface {
+	line(string) verdict
+	outcome(name string, end sessionEnd) (Result, error)
+}
+
+// runEventCLI runs an agent CLI that prints one JSON event per line, in the
+// clone with the prompt on stdin; spec gives its path, arguments and
+// environment.
+func runEventCLI(ctx context.Context, name string, spec process.Spec, req Request, opts Options, stream eventStream, sink Sink) (Result, error) {
+	spec.Dir = req.Dir
+	spec.Stdin = strings.NewReader(req.Task.Prompt())
+	spec.MaxLineBytes = opts.maxEventBytes()
+	spec.BufferDir = req.ScratchDir
+	end, err := session{name: name, spec: spec, opts: opts, onStdout: stream.line}.run(ctx, sink)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := end.interrupted(ctx); err != nil {
+		return Result{}, err
+	}
+	return stream.outcome(name, end)
+}
+
+// cliEnv is an agent CLI's environment: the base and passthrough variables,
+// the task's, the adapter's own (its keys), and a HOME of its own.
+func cliEnv(req Request, opts Options, own []string) ([]string, error) {
+	home, err := agentHome(req)
+	if err != nil {
+		return nil, err
+	}
+	env := append(Environment(req, opts.Passthrough), opts.ExtraEnv...)
+	env = append(env, own...)
+	return append(env, home...), nil
 }

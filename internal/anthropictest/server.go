@@ -11,8 +11,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
+
+	"github.com/taskworker/taskworker/internal/standin"
 )
 
 // Reply is one assistant turn: text and tool calls, or an API error.
@@ -66,9 +67,7 @@ type Server struct {
 	script Script
 	ids    atomic.Int64
 
-	mu         sync.Mutex
-	requests   int
-	violations []string
+	standin.Record
 }
 
 // Start serves script, accepting apiKey as x-api-key or a bearer token.
@@ -81,20 +80,6 @@ func Start(apiKey string, script Script) *Server {
 
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
-
-// Requests counts the /v1/messages requests answered.
-func (s *Server) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests
-}
-
-// Violations lists the requests the real API would have refused, and why.
-func (s *Server) Violations() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.violations...)
-}
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/api/hello" { // the CLI's connectivity check
@@ -127,12 +112,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}
-	s.mu.Lock()
-	s.requests++
-	s.mu.Unlock()
+	s.Served()
 	reply := s.script(conv)
 	if reply.Status != 0 {
-		writeError(w, reply.Status, reply.ErrType, reply.Message)
+		standin.WriteJSON(w, reply.Status, errorBody(reply.ErrType, reply.Message))
 		return
 	}
 	msg := s.message(req.Model, reply)
@@ -146,16 +129,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 
 // refuse answers an error the real API would give, and records it.
 func (s *Server) refuse(w http.ResponseWriter, status int, typ, message string) {
-	s.mu.Lock()
-	s.violations = append(s.violations, fmt.Sprintf("%d %s: %s", status, typ, message))
-	s.mu.Unlock()
-	writeError(w, status, typ, message)
+	s.Refuse(w, status, typ, message, errorBody(typ, message))
 }
 
-func writeError(w http.ResponseWriter, status int, typ, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "error", "error": map[string]any{"type": typ, "message": message}})
+func errorBody(typ, message string) any {
+	return map[string]any{"type": "error", "error": map[string]any{"type": typ, "message": message}}
 }
 
 type request struct {

@@ -171,6 +171,20 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 	return anthropictest.Reply{Text: "unknown scenario"}
 }
 
+// logWithout reads a run's log, failing if secret appears anywhere in it.
+func logWithout(t *testing.T, client *tasksapi.Client, run tasksapi.TaskRun, secret string) []entry {
+	raw, err := client.Logs(context.Background(), run.Task, run.ID)
+	require.NoError(t, err)
+	var entries []entry
+	for _, r := range raw {
+		require.NotContains(t, string(r), secret)
+		var e entry
+		require.NoError(t, json.Unmarshal(r, &e))
+		entries = append(entries, e)
+	}
+	return entries
+}
+
 // claudeProcesses are the live claude processes the in-process worker started.
 func claudeProcesses(t *testing.T) []int {
 	dirs, err := os.ReadDir("/proc")
@@ -204,18 +218,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 	}})
 	stack, client := own.start(t)
 	defer stack.Stop()
-	logOfRun := func(run tasksapi.TaskRun) []entry {
-		raw, err := client.Logs(context.Background(), run.Task, run.ID)
-		require.NoError(t, err)
-		var entries []entry
-		for _, r := range raw {
-			require.NotContains(t, string(r), key)
-			var e entry
-			require.NoError(t, json.Unmarshal(r, &e))
-			entries = append(entries, e)
-		}
-		return entries
-	}
+	logOfRun := func(run tasksapi.TaskRun) []entry { return logWithout(t, client, run, key) }
 
 	t.Run("a run that edits files completes with its branch, summary and usage", func(t *testing.T) {
 		task, run := runToEnd(t, stack, client, "Add a greeting", "A file that says hello.", 2*time.Minute)
@@ -350,17 +353,8 @@ func TestCodexRunsEndToEnd(t *testing.T) {
 	require.NotEmpty(t, run.State["agent_session"])
 	bare := filepath.Join(own.dir, "git", repo+".git")
 	require.Equal(t, "hello from codex", gitOut(t, bare, "show", "posthog/task-"+strings.ToLower(task.Slug)+":greeting.txt"))
-	raw, err := client.Logs(context.Background(), task.ID, run.ID)
-	require.NoError(t, err)
-	var entries []entry
-	for _, r := range raw {
-		require.NotContains(t, string(r), key)
-		var e entry
-		require.NoError(t, json.Unmarshal(r, &e))
-		entries = append(entries, e)
-	}
 	require.Equal(t, []string{"agent_message", "tool_call:in_progress", "tool_call_update:completed", "agent_message"},
-		kinds(sessionUpdates(entries)))
+		kinds(sessionUpdates(logWithout(t, client, run, key))))
 	require.Empty(t, api.Violations())
 
 	_, run = runToEnd(t, stack, client, "Refuse this", "", 2*time.Minute)

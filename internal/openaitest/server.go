@@ -12,8 +12,9 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
+
+	"github.com/taskworker/taskworker/internal/standin"
 )
 
 // Reply is one model response: a message, or a call of Codex's exec tool
@@ -55,9 +56,7 @@ type Server struct {
 	script Script
 	ids    atomic.Int64
 
-	mu         sync.Mutex
-	requests   int
-	violations []string
+	standin.Record
 }
 
 // Start serves script under /v1, accepting apiKey as a bearer token.
@@ -70,20 +69,6 @@ func Start(apiKey string, script Script) *Server {
 
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
-
-// Requests counts the answered /v1/responses requests.
-func (s *Server) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests
-}
-
-// Violations lists the requests the real API would have refused, and why.
-func (s *Server) Violations() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.violations...)
-}
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/v1/responses" || r.Method != http.MethodPost {
@@ -104,28 +89,22 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}
-	s.mu.Lock()
-	s.requests++
-	s.mu.Unlock()
+	s.Served()
 	reply := s.script(conv)
 	if reply.Status != 0 {
-		writeError(w, reply.Status, reply.ErrType, reply.Message)
+		standin.WriteJSON(w, reply.Status, errorBody(reply.ErrType, reply.Message))
 		return
 	}
 	s.stream(w, req.Model, reply)
 }
 
+// refuse answers an error the real API would give, and records it.
 func (s *Server) refuse(w http.ResponseWriter, status int, typ, message string) {
-	s.mu.Lock()
-	s.violations = append(s.violations, fmt.Sprintf("%d %s: %s", status, typ, message))
-	s.mu.Unlock()
-	writeError(w, status, typ, message)
+	s.Refuse(w, status, typ, message, errorBody(typ, message))
 }
 
-func writeError(w http.ResponseWriter, status int, typ, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": typ, "message": message, "code": typ, "param": nil}})
+func errorBody(typ, message string) any {
+	return map[string]any{"error": map[string]any{"type": typ, "message": message, "code": typ, "param": nil}}
 }
 
 type request struct {

@@ -1,0 +1,53 @@
+// Package standin is what the stand-ins for third-party APIs share: the
+// record of what they served and of what they refused, as the real API would.
+package standin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+)
+
+// Record counts the requests a stand-in served and keeps the ones it refused.
+type Record struct {
+	mu         sync.Mutex
+	served     int
+	violations []string
+}
+
+// Served counts one request answered.
+func (r *Record) Served() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.served++
+}
+
+// Requests counts the requests answered.
+func (r *Record) Requests() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.served
+}
+
+// Violations lists the requests the real API would have refused, and why.
+func (r *Record) Violations() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.violations...)
+}
+
+// Refuse records a refused request and answers it with status and body.
+func (r *Record) Refuse(w http.ResponseWriter, status int, typ, message string, body any) {
+	r.mu.Lock()
+	r.violations = append(r.violations, fmt.Sprintf("%d %s: %s", status, typ, message))
+	r.mu.Unlock()
+	WriteJSON(w, status, body)
+}
+
+// WriteJSON answers with status and body as JSON.
+func WriteJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
