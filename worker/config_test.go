@@ -2,6 +2,8 @@ package worker
 
 import (
 	"bytes"
+	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -115,4 +117,16 @@ func TestDefaultsOfListsApplyToAConfigBuiltInCode(t *testing.T) {
 	cfg := Config{Agent: "claude"}.WithDefaults()
 	require.Equal(t, []string{"Bash", "Edit", "MultiEdit", "Write", "NotebookEdit", "Read", "Glob", "Grep", "TodoWrite", "Task"}, cfg.ClaudeAllowedTools)
 	require.Equal(t, 200, cfg.ClaudeMaxTurns)
+}
+
+// The README's configuration table is the operators' reference: every
+// variable is in it.
+func TestTheREADMEListsEveryVariable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	typ := reflect.TypeOf(Config{})
+	for i := 0; i < typ.NumField(); i++ {
+		name := typ.Field(i).Tag.Get("envconfig")
+		require.Contains(t, string(readme), "| `"+name+"` |", "README's configuration table lacks %s", name)
+	}
 }
