@@ -29,14 +29,19 @@ type Task struct {
 // Prompt is the text an agent receives: the title, then the description,
 // then, for a task with a JSON schema, how to hand over the result.
 func (t Task) Prompt() string {
-	prompt := t.Title
-	if strings.TrimSpace(t.Description) != "" {
-		prompt += "\n\n" + t.Description
-	}
+	prompt := t.Request()
 	if t.HasSchema() {
 		prompt += "\n\n" + structuredOutputInstructions + string(t.JSONSchema)
 	}
 	return prompt
+}
+
+// Request is what the task asks: the title, then the description.
+func (t Task) Request() string {
+	if strings.TrimSpace(t.Description) == "" {
+		return t.Title
+	}
+	return t.Title + "\n\n" + t.Description
 }
 
 // HasSchema reports a task whose result must be JSON matching its schema.
@@ -74,8 +79,8 @@ type Result struct {
 	// Session identifies the agent's conversation (Claude Code's session_id, Codex's thread_id).
 	Session string
 	// Structured is a JSON result the agent handed over on its own channel
-	// (the command protocol's output line); else the final message or
-	// OutputFile is read.
+	// (Claude Code's StructuredOutput tool, the command protocol's output
+	// line); without it OutputFile, then the final message, are read.
 	Structured json.RawMessage
 }
 

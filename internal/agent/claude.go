@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -82,8 +83,31 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
+	spec := process.Spec{Path: path, Args: c.Args(), Env: env}
+	if schema, ok := nativeSchema(req.Task); ok {
+		// Claude Code gives the model a StructuredOutput tool checked
+		// against the schema, and insists until it is called.
+		spec.Args = append(spec.Args, "--json-schema", schema)
+		spec.Stdin = strings.NewReader(req.Task.Request())
+	}
 	stream := &claudeStream{sink: sink, dir: req.Dir, tools: map[string]string{}}
-	return runEventCLI(ctx, c.Name(), process.Spec{Path: path, Args: c.Args(), Env: env}, req, c.Options, stream, sink)
+	return runEventCLI(ctx, c.Name(), spec, req, c.Options, stream, sink)
+}
+
+// maxArgSchemaBytes keeps a schema passed on the command line well under
+// the kernel's limit for one argument (128 KiB); a larger one goes in the prompt.
+const maxArgSchemaBytes = 64 << 10
+
+// nativeSchema is the task's schema, compacted, when Claude Code can enforce it itself.
+func nativeSchema(t Task) (string, bool) {
+	if !t.HasSchema() {
+		return "", false
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, t.JSONSchema); err != nil || b.Len() > maxArgSchemaBytes {
+		return "", false
+	}
+	return b.String(), true
 }
 
 // agentHome gives the agent a HOME of its own in the run's scratch folder, so
@@ -126,17 +150,18 @@ type claudeEvent struct {
 }
 
 type claudeResult struct {
-	IsError        bool           `json:"is_error"`
-	Result         string         `json:"result"`
-	NumTurns       int            `json:"num_turns"`
-	DurationMS     float64        `json:"duration_ms"`
-	DurationAPIMS  float64        `json:"duration_api_ms"`
-	TotalCostUSD   float64        `json:"total_cost_usd"`
-	Usage          map[string]any `json:"usage"`
-	APIErrorStatus any            `json:"api_error_status"`
-	subtype        string
-	session        string
-	errors         []string
+	IsError          bool            `json:"is_error"`
+	StructuredOutput json.RawMessage `json:"structured_output"`
+	Result           string          `json:"result"`
+	NumTurns         int             `json:"num_turns"`
+	DurationMS       float64         `json:"duration_ms"`
+	DurationAPIMS    float64         `json:"duration_api_ms"`
+	TotalCostUSD     float64         `json:"total_cost_usd"`
+	Usage            map[string]any  `json:"usage"`
+	APIErrorStatus   any             `json:"api_error_status"`
+	subtype          string
+	session          string
+	errors           []string
 }
 
 type claudeMessage struct {
@@ -307,7 +332,7 @@ func (s *claudeStream) outcome(name string, end sessionEnd) (Result, error) {
 	if r == nil {
 		return Result{}, &ExitError{Agent: name, Result: end.process, Detail: "before reporting a result"}
 	}
-	res := Result{Summary: r.Result, Session: r.session, Usage: map[string]any{
+	res := Result{Summary: r.Result, Session: r.session, Structured: nonNull(r.StructuredOutput), Usage: map[string]any{
 		"agent":           name,
 		"num_turns":       r.NumTurns,
 		"duration_ms":     int64(r.DurationMS),
@@ -333,6 +358,13 @@ func (s *claudeStream) outcome(name string, end sessionEnd) (Result, error) {
 		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude reported success, then %s", end.process.Describe())))
 	}
 	return res, nil
+}
+
+func nonNull(raw json.RawMessage) json.RawMessage {
+	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
+		return nil
+	}
+	return raw
 }
 
 func (r *claudeResult) describe() string {

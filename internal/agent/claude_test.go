@@ -241,6 +241,26 @@ func TestClaudeStreamSurvivesOddAndHugeEvents(t *testing.T) {
 	require.Len(t, updates(&s, "agent_message"), 1)
 }
 
+func TestClaudeGetsTheSchemaToEnforceAndTheRequestAlone(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "seen")
+	script := fakeAgent(t, []string{claudeInit,
+		`{"type":"result","subtype":"success","is_error":false,"result":"{\"a\":1}","structured_output":{"a":1},"num_turns":1}`},
+		"echo \"$@\" > "+out)
+	req := request(t)
+	req.Task.JSONSchema = []byte("{\n  \"type\": \"object\"\n}")
+	var s sink
+	res, err := (&Claude{Path: script}).Run(context.Background(), req, &s)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"a":1}`, string(res.Structured))
+	data, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Contains(t, string(data), `--json-schema {"type":"object"}`)
+
+	req.Task.JSONSchema = []byte(`{"type":"object","description":"` + strings.Repeat("x", maxArgSchemaBytes) + `"}`)
+	_, ok := nativeSchema(req.Task)
+	require.False(t, ok, "a schema too large for an argument goes in the prompt")
+}
+
 func TestClaudeGetsItsKeysAndNoOtherSecrets(t *testing.T) {
 	t.Setenv("POSTHOG_PERSONAL_API_KEY", "phx_must_not_leak_123")
 	t.Setenv("TASKWORKER_GITHUB_TOKEN", "ghs_must_not_leak_456")

@@ -110,11 +110,13 @@ type eventStream interface {
 }
 
 // runEventCLI runs an agent CLI that prints one JSON event per line, in the
-// clone with the prompt on stdin; spec gives its path, arguments and
-// environment.
+// clone with the prompt on stdin (unless spec has its own); spec gives its
+// path, arguments and environment.
 func runEventCLI(ctx context.Context, name string, spec process.Spec, req Request, opts Options, stream eventStream, sink Sink) (Result, error) {
 	spec.Dir = req.Dir
-	spec.Stdin = strings.NewReader(req.Task.Prompt())
+	if spec.Stdin == nil {
+		spec.Stdin = strings.NewReader(req.Task.Prompt())
+	}
 	spec.MaxLineBytes = opts.maxEventBytes()
 	spec.BufferDir = req.ScratchDir
 	end, err := session{name: name, spec: spec, opts: opts, onStdout: stream.line}.run(ctx, sink)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -142,10 +143,17 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 		}
 		return anthropictest.Reply{Text: "Added greeting.txt with a hello."}
 	case strings.HasPrefix(c.Prompt, "Classify the repository"):
-		if !strings.Contains(c.Prompt, "JSON Schema") {
+		// The schema reaches Claude Code as --json-schema: it offers a
+		// StructuredOutput tool and refuses input that doesn't match.
+		switch {
+		case !slices.Contains(c.Tools, "StructuredOutput"):
 			return anthropictest.Reply{Text: "nobody asked for JSON"}
+		case c.Turn == 0:
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "StructuredOutput", Input: map[string]any{"severity": "medium"}}}}
+		case c.Turn == 1:
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "StructuredOutput", Input: map[string]any{"severity": "low", "files": []any{"README.md"}}}}}
 		}
-		return anthropictest.Reply{Text: "```json\n{\"severity\":\"low\",\"files\":[\"README.md\"]}\n```"}
+		return anthropictest.Reply{Text: "Classified."}
 	case strings.HasPrefix(c.Prompt, "Classify in prose"):
 		return anthropictest.Reply{Text: "It is a small Go repository."}
 	case strings.HasPrefix(c.Prompt, "Overflow the context"):
@@ -253,6 +261,9 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
 		require.Equal(t, "low", run.Output["severity"])
 		require.Equal(t, []any{"README.md"}, run.Output["files"])
+		updates := sessionUpdates(logWithout(t, client, run, key))
+		require.Equal(t, "failed", updates[1]["status"], "Claude Code refused the first, invalid result")
+		require.Contains(t, updates[1]["rawOutput"], "does not match required schema")
 	})
 
 	t.Run("prose where the schema wants JSON fails the run", func(t *testing.T) {

@@ -76,13 +76,15 @@ type Source string
 
 // The places a result is looked for, in this order.
 const (
-	FromProtocol     Source = "the agent's output line"
+	FromProtocol     Source = "the agent's structured output"
 	FromOutputFile   Source = "TASK_OUTPUT_FILE"
 	FromFinalMessage Source = "the final message"
 )
 
-// Find picks the agent's result: the protocol's result, else the output
-// file, else the final message — bare JSON or one fenced ```json block.
+// Find picks the agent's result: what it handed over as structured output
+// (Claude Code's StructuredOutput tool, the command protocol's output line),
+// else the output file, else the final message — bare JSON or one fenced
+// ```json block.
 func Find(protocol json.RawMessage, outputFile, finalMessage string) (json.RawMessage, Source, error) {
 	if len(bytes.TrimSpace(protocol)) > 0 {
 		return protocol, FromProtocol, nil
