@@ -82,8 +82,20 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 	if err != nil {
 		return Result{}, err
 	}
+	spec := process.Spec{Path: path, Args: c.Args(), Env: env}
+	if req.Task.HasSchema() && req.ScratchDir != "" && strictSchema(req.Task.JSONSchema) {
+		// The API then holds the final message to the schema. Codex asks
+		// for OpenAI's strict mode, which refuses other schemas: those are
+		// asked for in the prompt instead.
+		file := filepath.Join(req.ScratchDir, "output-schema.json")
+		if err := os.WriteFile(file, req.Task.JSONSchema, 0o600); err != nil {
+			return Result{}, fmt.Errorf("codex output schema: %w", err)
+		}
+		spec.Args = append(spec.Args[:len(spec.Args)-1], "--output-schema", file, "-")
+		spec.Stdin = strings.NewReader(req.Task.Request())
+	}
 	stream := &codexStream{sink: sink, started: map[string]bool{}}
-	return runEventCLI(ctx, c.Name(), process.Spec{Path: path, Args: c.Args(), Env: env}, req, c.Options, stream, sink)
+	return runEventCLI(ctx, c.Name(), spec, req, c.Options, stream, sink)
 }
 
 // codexStream translates `codex exec --json` events.

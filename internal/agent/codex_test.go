@@ -164,3 +164,29 @@ func TestCodexCommandLine(t *testing.T) {
 		`-c model_providers.taskworker={name="taskworker",base_url="http://gateway.internal/v1",env_key="OPENAI_API_KEY",wire_api="responses"} `+
 		`-c model_provider="taskworker" --model gpt-test -c x=1 -`, args)
 }
+
+func TestCodexHasTheAPIHoldItsAnswerToAStrictSchemaAndIsAskedForOthers(t *testing.T) {
+	var seen []openaitest.Conversation
+	c, api := codexAgainst(t, "sk-openai-test-key-123456", func(conv openaitest.Conversation) openaitest.Reply {
+		seen = append(seen, conv)
+		return openaitest.Reply{Text: `{"severity":"low"}`}
+	})
+	req := cloneRequest(t)
+	req.Task.JSONSchema = []byte(`{"type":"object","properties":{"severity":{"enum":["low","high"]}},"required":["severity"],"additionalProperties":false}`)
+	var s sink
+	res, err := c.Run(context.Background(), req, &s)
+	require.NoError(t, err, consoleText(&s))
+	require.Empty(t, api.Violations())
+	require.Equal(t, `{"severity":"low"}`, res.Summary)
+	require.JSONEq(t, string(req.Task.JSONSchema), string(seen[0].Schema), "the schema reached the API as text.format")
+	require.NotContains(t, seen[0].Prompt, "JSON Schema")
+
+	seen = nil
+	req = cloneRequest(t)
+	req.Task.JSONSchema = []byte(`{"type":"object","properties":{"severity":{"type":"string"}}}`)
+	_, err = c.Run(context.Background(), req, &s)
+	require.NoError(t, err, consoleText(&s))
+	require.Empty(t, api.Violations(), "a schema strict mode would refuse never reaches the API")
+	require.Nil(t, seen[0].Schema)
+	require.Contains(t, seen[0].Prompt, "JSON Schema")
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -42,6 +43,8 @@ type Conversation struct {
 	// Outputs are the tool outputs the request carries, oldest first.
 	Outputs []string
 	Model   string
+	// Schema is the JSON Schema the final message must match (text.format), if any.
+	Schema json.RawMessage
 }
 
 // Script decides the reply to a request.
@@ -111,6 +114,14 @@ type request struct {
 	Model  string `json:"model"`
 	Stream bool   `json:"stream"`
 	Input  []item `json:"input"`
+	Text   struct {
+		Format struct {
+			Type   string          `json:"type"`
+			Name   string          `json:"name"`
+			Strict bool            `json:"strict"`
+			Schema json.RawMessage `json:"schema"`
+		} `json:"format"`
+	} `json:"text"`
 }
 
 type item struct {
@@ -133,6 +144,17 @@ func (r request) conversation() (Conversation, error) {
 		return Conversation{}, fmt.Errorf("this stand-in streams only: set 'stream' to true")
 	}
 	c := Conversation{Model: r.Model}
+	if f := r.Text.Format; f.Type == "json_schema" {
+		if f.Name == "" {
+			return Conversation{}, fmt.Errorf("Missing required parameter: 'text.format.name'.")
+		}
+		if f.Strict {
+			if err := strictProblem(f.Schema, ""); err != nil {
+				return Conversation{}, fmt.Errorf("Invalid schema for response_format '%s': %v", f.Name, err)
+			}
+		}
+		c.Schema = f.Schema
+	}
 	calls := map[string]bool{}
 	for i, it := range r.Input {
 		switch it.Type {
@@ -227,4 +249,40 @@ func (s *Server) stream(w http.ResponseWriter, model string, reply Reply) {
 	response["usage"] = map[string]any{"input_tokens": 100, "input_tokens_details": map[string]any{"cached_tokens": 0},
 		"output_tokens": 20, "output_tokens_details": map[string]any{"reasoning_tokens": 0}, "total_tokens": 120}
 	send(map[string]any{"type": "response.completed", "response": response})
+}
+
+// strictProblem is what strict structured outputs refuse in a schema: an
+// object that is open or has optional properties, and a root that is not an
+// object.
+func strictProblem(raw json.RawMessage, path string) error {
+	var node struct {
+		Type                 any                        `json:"type"`
+		Properties           map[string]json.RawMessage `json:"properties"`
+		Required             []string                   `json:"required"`
+		AdditionalProperties *bool                      `json:"additionalProperties"`
+		Items                json.RawMessage            `json:"items"`
+	}
+	if err := json.Unmarshal(raw, &node); err != nil {
+		return fmt.Errorf("In context=(%s), schema is not an object", path)
+	}
+	if path == "" && node.Type != "object" {
+		return fmt.Errorf("schema must be a JSON Schema of 'type: \"object\"', got 'type: \"%v\"'", node.Type)
+	}
+	if node.Type == "object" || node.Properties != nil {
+		if node.AdditionalProperties == nil || *node.AdditionalProperties {
+			return fmt.Errorf("In context=(%s), 'additionalProperties' is required to be supplied and to be false", path)
+		}
+		for name, sub := range node.Properties {
+			if !slices.Contains(node.Required, name) {
+				return fmt.Errorf("In context=(%s), 'required' is required to be supplied and to be an array including every key in properties. Missing '%s'", path, name)
+			}
+			if err := strictProblem(sub, path+"'properties', '"+name+"', "); err != nil {
+				return err
+			}
+		}
+	}
+	if len(node.Items) > 0 {
+		return strictProblem(node.Items, path+"'items', ")
+	}
+	return nil
 }

@@ -63,3 +63,21 @@ func TestTheStandInReadsTheConversation(t *testing.T) {
 	require.Contains(t, body, `"type":"custom_tool_call"`)
 	require.Contains(t, body, `"name":"exec"`)
 }
+
+func TestTheStandInRefusesASchemaStrictModeCannotTake(t *testing.T) {
+	s := Start("key", func(Conversation) Reply { return Reply{Text: "{}"} })
+	defer s.Close()
+	input := `"input":[{"type":"message","role":"user","content":"x"}]`
+	for schema, says := range map[string]string{
+		`{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}`:                              "'additionalProperties' is required",
+		`{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}`:                  "Missing 'a'",
+		`{"type":"array","items":{"type":"string"}}`:                                                           `type: \"object\"`,
+		`{"type":"object","properties":{"a":{"type":"object"}},"required":["a"],"additionalProperties":false}`: "In context=('properties', 'a', )",
+	} {
+		status, body := post(t, s, "key", `{"model":"m","stream":true,`+input+`,"text":{"format":{"type":"json_schema","name":"out","strict":true,"schema":`+schema+`}}}`)
+		require.Equal(t, 400, status, schema)
+		require.Contains(t, body, says, schema)
+	}
+	status, body := post(t, s, "key", `{"model":"m","stream":true,`+input+`,"text":{"format":{"type":"json_schema","name":"out","strict":true,"schema":{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}}}}`)
+	require.Equal(t, 200, status, body)
+}
