@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,6 +128,9 @@ func TestAMissingOrInvalidResultFailsTheRunNamingTheViolation(t *testing.T) {
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusFailed}, statusHistory(t, run.ID), "refused before any work")
 }
 
+// overloads counts the calls of the overload scenario.
+var overloads atomic.Int32
+
 // claudeScript is the model behind the Claude Code runs: the task title picks the scenario.
 func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 	if len(c.Tools) == 0 {
@@ -173,10 +178,27 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "printenv ANTHROPIC_API_KEY"}}}}
 		}
 		return anthropictest.Reply{Text: "The key is " + strings.TrimSpace(c.Results[0].Content)}
+	case strings.HasPrefix(c.Prompt, "Ride out an overload"):
+		// The API is overloaded for this conversation's first two calls.
+		if overloads.Add(1) <= 2 {
+			return anthropictest.Reply{Status: 529, ErrType: "overloaded_error", Message: "Overloaded"}
+		}
+		return anthropictest.Reply{Text: "Done despite the overload."}
 	case strings.HasPrefix(c.Prompt, "Loop"):
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "true"}}}}
 	}
 	return anthropictest.Reply{Text: "unknown scenario"}
+}
+
+// retryDelay is the delay the n-th retry warning announced.
+func retryDelay(lines []string, n int) string {
+	prefix := fmt.Sprintf("retry %d of 10 in ", n)
+	for _, l := range lines {
+		if i := strings.Index(l, prefix); i >= 0 {
+			return strings.TrimSuffix(l[i+len(prefix):], " ms")
+		}
+	}
+	return "?"
 }
 
 // logWithout reads a run's log, failing if secret appears anywhere in it.
@@ -328,6 +350,14 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		}, time.Minute, 50*time.Millisecond)
 		require.Eventually(t, func() bool { return !process.Alive(pid) && len(claudeProcesses(t)) == 0 },
 			10*time.Second, 20*time.Millisecond, "Claude Code or its command outlived the cancelled run")
+	})
+
+	t.Run("an overloaded API is retried and the run completes", func(t *testing.T) {
+		_, run := runToEnd(t, stack, client, "Ride out an overload", "", 2*time.Minute)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, "Done despite the overload.", run.Output["summary"])
+		lines := consoleLines(logWithout(t, client, run, key))
+		require.Contains(t, lines, "warn: claude: API call failed (HTTP 529, overloaded); retry 1 of 10 in "+retryDelay(lines, 1)+" ms")
 	})
 
 	t.Run("running out of turns fails the run", func(t *testing.T) {
