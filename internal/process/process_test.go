@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,4 +176,21 @@ func TestParent(t *testing.T) {
 	require.Equal(t, os.Getppid(), parent)
 	_, err = Parent(1 << 30)
 	require.Error(t, err)
+}
+
+// A descendant that left the group (its own session) and kept the output
+// pipe open must not keep Run waiting once the child is gone.
+func TestADescendantHoldingThePipeDoesNotHangRun(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	var c collector
+	res, err := Run(context.Background(), sh(`setsid sh -c 'echo $$ > `+pidFile+`; exec sleep 60' & echo started; while [ ! -s `+pidFile+` ]; do :; done`), c.add)
+	require.NoError(t, err)
+	require.True(t, res.Success())
+	require.Equal(t, []string{"started"}, c.lines[Stdout])
+	data, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	require.True(t, Alive(pid), "the escaped descendant still holds the pipe, and Run returned anyway")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 }
