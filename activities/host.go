@@ -220,6 +220,7 @@ func (a *Activities) recordUsage(ctx context.Context, ref RunRef, res agent.Resu
 	if len(res.Usage) == 0 && res.Session == "" {
 		return
 	}
+	a.Metrics.AgentUsage(res.Usage)
 	update := tasksapi.RunUpdate{}
 	if len(res.Usage) > 0 {
 		update.Output = map[string]any{"usage": res.Usage}

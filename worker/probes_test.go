@@ -28,6 +28,8 @@ func TestProbesAndMetrics(t *testing.T) {
 	defer cancel()
 	m := metrics.New("v-test")
 	m.RunFinished("completed", 3*time.Second)
+	m.AgentUsage(map[string]any{"agent": "claude", "cost_usd": 0.25, "input_tokens": float64(1200), "output_tokens": 300, "cache_read_input_tokens": float64(50)})
+	m.AgentUsage(map[string]any{"agent": "claude", "cost_usd": 0.5})
 	p := serveProbes(ctx, addr, c, m, zap.NewNop())
 
 	get := func(path string) (int, string) {
@@ -54,6 +56,10 @@ func TestProbesAndMetrics(t *testing.T) {
 	require.Contains(t, body, `taskworker_build_info{go="go`)
 	require.Contains(t, body, `version="v-test"} 1`)
 	require.Contains(t, body, `taskworker_runs_finished_total{status="completed"} 1`)
+	require.Contains(t, body, `taskworker_agent_cost_usd_total{agent="claude"} 0.75`)
+	require.Contains(t, body, `taskworker_agent_tokens_total{agent="claude",kind="input"} 1200`)
+	require.Contains(t, body, `taskworker_agent_tokens_total{agent="claude",kind="output"} 300`)
+	require.Contains(t, body, `taskworker_agent_tokens_total{agent="claude",kind="cached_input"} 50`)
 }
 
 func TestEndpointLabelsHideIDs(t *testing.T) {

@@ -27,6 +27,8 @@ type Metrics struct {
 	runDuration    *prometheus.HistogramVec
 	stepDuration   *prometheus.HistogramVec
 	agentExits     *prometheus.CounterVec
+	agentCost      *prometheus.CounterVec
+	agentTokens    *prometheus.CounterVec
 	logEntries     *prometheus.CounterVec
 	logSpillBytes  prometheus.Counter
 	apiRequests    *prometheus.CounterVec
@@ -54,6 +56,8 @@ func New(version string) *Metrics {
 		stepDuration: f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "taskworker_step_duration_seconds", Help: "Time of each step of a run (clone, agent, publish, artifacts).",
 			Buckets: steps}, []string{"step", "outcome"})).(*prometheus.HistogramVec),
 		agentExits:    f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_agent_exits_total", Help: "Agent processes that ended, by exit code (\"signal\" when killed)."}, []string{"code"})).(*prometheus.CounterVec),
+		agentCost:     f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_agent_cost_usd_total", Help: "What the agents reported their runs cost, in US dollars, by agent."}, []string{"agent"})).(*prometheus.CounterVec),
+		agentTokens:   f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_agent_tokens_total", Help: "Model tokens the agents reported, by agent and kind (input, output, cached_input)."}, []string{"agent", "kind"})).(*prometheus.CounterVec),
 		logEntries:    f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_log_entries_total", Help: "Log entries by outcome: sent, rejected, dropped, cut; and redacted, the entries that had a secret masked."}, []string{"outcome"})).(*prometheus.CounterVec),
 		logSpillBytes: f(prometheus.NewCounter(prometheus.CounterOpts{Name: "taskworker_log_spill_bytes_total", Help: "Bytes of log entries that waited on disk for the API."})).(prometheus.Counter),
 		apiRequests:   f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_api_requests_total", Help: "Tasks API requests (retries included), by endpoint and status code."}, []string{"endpoint", "code"})).(*prometheus.CounterVec),
@@ -118,6 +122,42 @@ func (m *Metrics) AgentExit(code int, signaled bool) {
 		label = "signal"
 	}
 	m.agentExits.WithLabelValues(label).Inc()
+}
+
+// AgentUsage adds what an agent reported a run cost: cost_usd and token
+// counts of the usage map an adapter fills.
+func (m *Metrics) AgentUsage(usage map[string]any) {
+	if m == nil || len(usage) == 0 {
+		return
+	}
+	agent, _ := usage["agent"].(string)
+	if cost, ok := usage["cost_usd"].(float64); ok && cost > 0 {
+		m.agentCost.WithLabelValues(agent).Add(cost)
+	}
+	for kind, keys := range map[string][]string{
+		"input":        {"input_tokens"},
+		"output":       {"output_tokens"},
+		"cached_input": {"cache_read_input_tokens", "cached_input_tokens"},
+	} {
+		for _, k := range keys {
+			if n, ok := number(usage[k]); ok && n > 0 {
+				m.agentTokens.WithLabelValues(agent, kind).Add(n)
+			}
+		}
+	}
+}
+
+// number reads a count that came through JSON (float64) or Go (int).
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case int:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	}
+	return 0, false
 }
 
 // Log adds a step's log figures.
