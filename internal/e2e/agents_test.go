@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -316,13 +317,16 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		require.Equal(t, "The key is [REDACTED]", summary)
 	})
 
-	t.Run("cancelling a run stops Claude Code and the commands it runs", func(t *testing.T) {
+	// hangingRun starts a run whose Claude Code waits in a command, and
+	// returns it once the command runs, with the command's pid.
+	hangingRun := func(t *testing.T) (tasksapi.Task, string, int) {
 		ctx := context.Background()
 		task, err := client.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "Hang", Repository: repo})
 		require.NoError(t, err)
 		kicked, err := client.RunTask(ctx, task.ID)
 		require.NoError(t, err)
-		pidFile := filepath.Join(stack.WorkerConfig.WorkspaceDir, kicked.LatestRun.ID, "repo", "claude.pid")
+		runID := kicked.LatestRun.ID
+		pidFile := filepath.Join(stack.WorkerConfig.WorkspaceDir, runID, "repo", "claude.pid")
 		var pid int
 		started := func() bool {
 			data, err := os.ReadFile(pidFile)
@@ -333,23 +337,44 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 			return err == nil
 		}
 		if !assert.Eventually(t, started, time.Minute, 20*time.Millisecond, "Claude Code never ran the command") {
-			raw, _ := client.Logs(ctx, task.ID, kicked.LatestRun.ID)
+			raw, _ := client.Logs(ctx, task.ID, runID)
 			for _, r := range raw {
 				t.Log(string(r))
 			}
 			t.FailNow()
 		}
 		require.True(t, process.Alive(pid))
-		require.NotEmpty(t, claudeProcesses(t), "Claude Code runs as the worker's child")
-
-		require.NoError(t, stack.Client.CancelWorkflow(ctx, workflows.WorkflowID(task.ID, kicked.LatestRun.ID), ""))
+		require.Len(t, claudeProcesses(t), 1, "Claude Code runs as the worker's child")
+		return task, runID, pid
+	}
+	waitForStatus := func(t *testing.T, task tasksapi.Task, runID string, status tasksapi.Status) tasksapi.TaskRun {
+		var run tasksapi.TaskRun
 		require.Eventually(t, func() bool {
-			run, err := client.GetRun(ctx, task.ID, kicked.LatestRun.ID)
+			var err error
+			run, err = client.GetRun(context.Background(), task.ID, runID)
 			require.NoError(t, err)
-			return run.Status == tasksapi.StatusCancelled
+			return run.Status.Terminal()
 		}, time.Minute, 50*time.Millisecond)
+		require.Equal(t, status, run.Status, "error: %v", run.ErrorMessage)
+		return run
+	}
+
+	t.Run("cancelling a run stops Claude Code and the commands it runs", func(t *testing.T) {
+		task, runID, pid := hangingRun(t)
+		require.NoError(t, stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, runID), ""))
+		waitForStatus(t, task, runID, tasksapi.StatusCancelled)
 		require.Eventually(t, func() bool { return !process.Alive(pid) && len(claudeProcesses(t)) == 0 },
 			10*time.Second, 20*time.Millisecond, "Claude Code or its command outlived the cancelled run")
+	})
+
+	t.Run("a Claude Code that crashes mid-run fails the run, never completes it", func(t *testing.T) {
+		task, runID, pid := hangingRun(t)
+		require.NoError(t, syscall.Kill(claudeProcesses(t)[0], syscall.SIGKILL))
+		run := waitForStatus(t, task, runID, tasksapi.StatusFailed)
+		require.Contains(t, *run.ErrorMessage, "agent claude was killed by signal killed before reporting a result")
+		require.Nil(t, run.Branch)
+		require.Eventually(t, func() bool { return !process.Alive(pid) }, 10*time.Second, 20*time.Millisecond,
+			"the crashed Claude Code's command outlived it")
 	})
 
 	t.Run("an overloaded API is retried and the run completes", func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -112,7 +114,15 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	}
 	cmd := exec.Command(path, spec.Args...)
 	cmd.Dir = spec.Dir
-	cmd.Env = spec.Env
+	env := spec.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	// Every process the child starts inherits the marker, also those that
+	// leave its group (agents run tools in sessions of their own), so the
+	// sweep can find them.
+	marker := treeMarker()
+	cmd.Env = append(append([]string(nil), env...), marker)
 	cmd.Stdin = spec.Stdin
 	// Its own group, so the whole of it can be stopped; and killed with the
 	// worker, so a worker that dies (SIGKILL, OOM) leaves no agent behind.
@@ -216,8 +226,9 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 
 	waitErr := cmd.Wait()
 	close(exited)
-	// The leader is gone; nothing else of the group may outlive the run.
+	// The leader is gone; nothing else it started may outlive the run.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	sweep(marker)
 
 	// The pipes close once every holder is gone; a descendant that left the
 	// group could hold them forever, so their copying gets a deadline. The
@@ -358,6 +369,51 @@ func stat(pid int) ([]string, error) {
 		return nil, err
 	}
 	return strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])), nil
+}
+
+// treeMarkerVar names the environment variable that marks a child's processes.
+const treeMarkerVar = "TASKWORKER_PROCESS_TREE"
+
+func treeMarker() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return treeMarkerVar + "=" + hex.EncodeToString(b[:])
+}
+
+// sweep kills every process whose environment holds marker: what a child
+// started in another group or session, still running after the child is
+// gone. A few passes catch what forked while the last one looked.
+func sweep(marker string) {
+	want := []byte(marker)
+	self := os.Getpid()
+	for pass := 0; pass < 3; pass++ {
+		entries, err := os.ReadDir("/proc")
+		if err != nil {
+			return
+		}
+		killed := 0
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == self {
+				continue
+			}
+			environ, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+			if err != nil {
+				continue // gone, or another user's
+			}
+			for _, kv := range bytes.Split(environ, []byte{0}) {
+				if bytes.Equal(kv, want) {
+					if syscall.Kill(pid, syscall.SIGKILL) == nil {
+						killed++
+					}
+					break
+				}
+			}
+		}
+		if killed == 0 {
+			return
+		}
+	}
 }
 
 // pipeBytes is the kernel buffer of the child's output pipes: room for a

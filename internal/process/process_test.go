@@ -178,12 +178,28 @@ func TestParent(t *testing.T) {
 	require.Error(t, err)
 }
 
-// A descendant that left the group (its own session) and kept the output
-// pipe open must not keep Run waiting once the child is gone.
+// A descendant that left the group for a session of its own is found and
+// killed once the child is gone, as agents start their tools that way.
+func TestADescendantInAnotherSessionDiesWithTheChild(t *testing.T) {
+	pid := escapedDescendant(t, "setsid sh -c")
+	require.Eventually(t, func() bool { return !Alive(pid) }, 10*time.Second, 10*time.Millisecond,
+		"the descendant in its own session outlived the child")
+}
+
+// One that also dropped its environment can't be found; holding the output
+// pipe, it must still not keep Run waiting once the child is gone.
 func TestADescendantHoldingThePipeDoesNotHangRun(t *testing.T) {
+	pid := escapedDescendant(t, "setsid env -i sh -c")
+	require.True(t, Alive(pid), "the escaped descendant still holds the pipe, and Run returned anyway")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+}
+
+// escapedDescendant runs a child that starts, through launcher, a sleeper
+// that keeps stdout open, and returns the sleeper's pid once Run returned.
+func escapedDescendant(t *testing.T, launcher string) int {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	var c collector
-	res, err := Run(context.Background(), sh(`setsid sh -c 'echo $$ > `+pidFile+`; exec sleep 60' & echo started; while [ ! -s `+pidFile+` ]; do :; done`), c.add)
+	res, err := Run(context.Background(), sh(launcher+` 'echo $$ > `+pidFile+`; exec sleep 60' & echo started; while [ ! -s `+pidFile+` ]; do :; done`), c.add)
 	require.NoError(t, err)
 	require.True(t, res.Success())
 	require.Equal(t, []string{"started"}, c.lines[Stdout])
@@ -191,6 +207,5 @@ func TestADescendantHoldingThePipeDoesNotHangRun(t *testing.T) {
 	require.NoError(t, err)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	require.NoError(t, err)
-	require.True(t, Alive(pid), "the escaped descendant still holds the pipe, and Run returned anyway")
-	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	return pid
 }
