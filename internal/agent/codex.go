@@ -53,7 +53,7 @@ func (c *Codex) Args() []string {
 	if base == "" {
 		base = DefaultCodexBaseURL
 	}
-	args := []string{"exec", "--json", "--skip-git-repo-check", "--sandbox", sandbox,
+	args := []string{"exec", "--json", "--skip-git-repo-check", "--ephemeral", "--sandbox", sandbox,
 		"-c", "model_providers.taskworker={name=\"taskworker\",base_url=" + strconv.Quote(base) + ",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}",
 		"-c", "model_provider=\"taskworker\""}
 	if c.Model != "" {

@@ -160,7 +160,7 @@ func TestCodexThatDiesMidTurnFails(t *testing.T) {
 func TestCodexCommandLine(t *testing.T) {
 	c := &Codex{Model: "gpt-test", Sandbox: "danger-full-access", BaseURL: "http://gateway.internal/v1", ExtraArgs: []string{"-c", "x=1"}}
 	args := strings.Join(c.Args(), " ")
-	require.Equal(t, `exec --json --skip-git-repo-check --sandbox danger-full-access `+
+	require.Equal(t, `exec --json --skip-git-repo-check --ephemeral --sandbox danger-full-access `+
 		`-c model_providers.taskworker={name="taskworker",base_url="http://gateway.internal/v1",env_key="OPENAI_API_KEY",wire_api="responses"} `+
 		`-c model_provider="taskworker" --model gpt-test -c x=1 -`, args)
 }
