@@ -103,3 +103,16 @@ func benchmarkClaude(b *testing.B, bare bool) {
 		}
 	}
 }
+
+// BenchmarkClaudeHugeEvent is one 30 MB tool result (a big file read), as
+// Claude Code prints it on one line: what translating it allocates.
+func BenchmarkClaudeHugeEvent(b *testing.B) {
+	line := `{"type":"user","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":` +
+		mustJSON(strings.Repeat("0123456789abcdef\n", 30<<20/17)) + `}]}}`
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		s := &claudeStream{sink: &discard{}, dir: "/w", tools: map[string]string{}}
+		s.line(line)
+	}
+}

@@ -142,7 +142,7 @@ type claudeEvent struct {
 	Model             string          `json:"model"`
 	Version           string          `json:"claude_code_version"`
 	PermissionMode    string          `json:"permissionMode"`
-	Message           json.RawMessage `json:"message"`
+	Message           claudeMessage   `json:"message"`
 	ParentToolUseID   *string         `json:"parent_tool_use_id"`
 	PermissionDenials []claudeDenial  `json:"permission_denials"`
 	Errors            json.RawMessage `json:"errors"`
@@ -164,8 +164,46 @@ type claudeResult struct {
 	errors           []string
 }
 
+// claudeMessage is an event's message: an object with content, or a bare
+// string. Events are decoded in one pass, so a tool result of tens of MB is
+// copied once, as the text it is, not once per level of nesting.
 type claudeMessage struct {
-	Content json.RawMessage `json:"content"`
+	Content claudeContent
+}
+
+func (m *claudeMessage) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		return m.Content.UnmarshalJSON(data)
+	}
+	var obj struct {
+		Content claudeContent `json:"content"`
+	}
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return err
+	}
+	m.Content = obj.Content
+	return nil
+}
+
+// claudeContent is a message's content: blocks, or a bare string, which is
+// one text block.
+type claudeContent []claudeBlock
+
+func (c *claudeContent) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		var text string
+		if err := json.Unmarshal(data, &text); err != nil {
+			return err
+		}
+		*c = claudeContent{{Type: "text", Text: text}}
+		return nil
+	}
+	var blocks []claudeBlock
+	if err := json.Unmarshal(data, &blocks); err != nil {
+		return err
+	}
+	*c = blocks
+	return nil
 }
 
 type claudeBlock struct {
@@ -176,8 +214,42 @@ type claudeBlock struct {
 	Name      string          `json:"name"`
 	Input     json.RawMessage `json:"input"`
 	ToolUseID string          `json:"tool_use_id"`
-	Content   json.RawMessage `json:"content"`
+	Content   toolOutput      `json:"content"`
 	IsError   bool            `json:"is_error"`
+}
+
+// toolOutput is a tool_result's content as text: a string, or the text of
+// its blocks (other blocks, such as images, by their type).
+type toolOutput string
+
+func (t *toolOutput) UnmarshalJSON(data []byte) error {
+	switch {
+	case len(data) > 0 && data[0] == '"':
+		var text string
+		err := json.Unmarshal(data, &text)
+		*t = toolOutput(text)
+		return err
+	case len(data) > 0 && data[0] == '[':
+		var blocks []struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		}
+		if err := json.Unmarshal(data, &blocks); err != nil {
+			return err
+		}
+		parts := make([]string, 0, len(blocks))
+		for _, b := range blocks {
+			if b.Type == "text" {
+				parts = append(parts, b.Text)
+			} else {
+				parts = append(parts, "["+b.Type+"]")
+			}
+		}
+		*t = toolOutput(strings.Join(parts, "\n"))
+	case string(data) != "null":
+		*t = toolOutput(data)
+	}
+	return nil
 }
 
 type claudeDenial struct {
@@ -265,19 +337,7 @@ func (s *claudeStream) apiRetry(line string) verdict {
 // blocks turns a message's content into entries: the assistant's text,
 // thinking and tool calls, and the tool results that come back as user messages.
 func (s *claudeStream) blocks(ev claudeEvent, assistant bool) {
-	var msg claudeMessage
-	if err := json.Unmarshal(ev.Message, &msg); err != nil {
-		msg.Content = ev.Message // a bare string
-	}
-	var blocks []claudeBlock
-	if err := json.Unmarshal(msg.Content, &blocks); err != nil {
-		var text string
-		if assistant && json.Unmarshal(msg.Content, &text) == nil && strings.TrimSpace(text) != "" {
-			s.sink.Emit(acp.AgentMessage(text))
-		}
-		return
-	}
-	for _, b := range blocks {
+	for _, b := range ev.Message.Content {
 		switch b.Type {
 		case "text":
 			if assistant && strings.TrimSpace(b.Text) != "" {
@@ -298,7 +358,7 @@ func (s *claudeStream) blocks(ev claudeEvent, assistant bool) {
 			title, kind := claudeToolTitle(b.Name, input, s.dir)
 			s.sink.Emit(acp.ToolCall(b.ID, title, kind, input))
 		case "tool_result":
-			s.sink.Emit(acp.ToolCallUpdate(b.ToolUseID, b.IsError, clipText(toolResultText(b.Content), maxToolOutputBytes)))
+			s.sink.Emit(acp.ToolCallUpdate(b.ToolUseID, b.IsError, clipText(string(b.Content), maxToolOutputBytes)))
 		}
 	}
 }
@@ -377,30 +437,6 @@ func (r *claudeResult) describe() string {
 		parts = append(parts, fmt.Sprintf("API status %v", r.APIErrorStatus))
 	}
 	return clipText(strings.Join(parts, "; "), 1000)
-}
-
-// toolResultText is a tool_result's content: a string, or text blocks.
-func toolResultText(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	var text string
-	if json.Unmarshal(raw, &text) == nil {
-		return text
-	}
-	var blocks []claudeBlock
-	if json.Unmarshal(raw, &blocks) != nil {
-		return string(raw)
-	}
-	var parts []string
-	for _, b := range blocks {
-		if b.Type == "text" {
-			parts = append(parts, b.Text)
-		} else {
-			parts = append(parts, "["+b.Type+"]")
-		}
-	}
-	return strings.Join(parts, "\n")
 }
 
 // claudeToolTitle is what the UI shows for a tool call, and its ACP kind.
