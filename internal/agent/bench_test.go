@@ -50,7 +50,7 @@ func BenchmarkClaudeStream(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s := &claudeStream{sink: &discard{}, dir: "/w", tools: map[string]string{}}
+		s := &claudeStream{sink: &discard{}, dir: "/w"}
 		s.line(lines[i%len(lines)])
 	}
 }
@@ -112,7 +112,7 @@ func BenchmarkClaudeHugeEvent(b *testing.B) {
 	b.SetBytes(int64(len(line)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		s := &claudeStream{sink: &discard{}, dir: "/w", tools: map[string]string{}}
+		s := &claudeStream{sink: &discard{}, dir: "/w"}
 		s.line(line)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -75,7 +74,7 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 	if path == "" {
 		path = "claude"
 	}
-	env, err := cliEnv(req, c.Options, append(c.Env,
+	env, err := cliEnv(req, c.Options, append(append([]string(nil), c.Env...),
 		// A worker's agent is not a person's terminal: no updates, no telemetry.
 		"DISABLE_AUTOUPDATER=1",
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
@@ -90,7 +89,7 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 		spec.Args = append(spec.Args, "--json-schema", schema)
 		spec.Stdin = strings.NewReader(req.Task.Request())
 	}
-	stream := &claudeStream{sink: sink, dir: req.Dir, tools: map[string]string{}}
+	stream := &claudeStream{sink: sink, dir: req.Dir}
 	return runEventCLI(ctx, c.Name(), spec, req, c.Options, stream, sink)
 }
 
@@ -110,26 +109,12 @@ func nativeSchema(t Task) (string, bool) {
 	return b.String(), true
 }
 
-// agentHome gives the agent a HOME of its own in the run's scratch folder, so
-// runs don't share (or leave behind) its configuration, sessions and caches.
-func agentHome(req Request) ([]string, error) {
-	if req.ScratchDir == "" {
-		return nil, nil
-	}
-	home := filepath.Join(req.ScratchDir, "home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return nil, fmt.Errorf("agent home: %w", err)
-	}
-	return []string{"HOME=" + home}, nil
-}
-
 // claudeStream translates Claude Code's stream-json events.
 type claudeStream struct {
 	sink Sink
 	dir  string
 
 	mu     sync.Mutex
-	tools  map[string]string // tool_use id → tool name
 	model  string
 	result *claudeResult
 	fatal  string
@@ -348,9 +333,6 @@ func (s *claudeStream) blocks(ev claudeEvent, assistant bool) {
 				s.sink.Emit(acp.AgentThought(b.Thinking))
 			}
 		case "tool_use":
-			s.mu.Lock()
-			s.tools[b.ID] = b.Name
-			s.mu.Unlock()
 			var input any
 			if len(b.Input) > 0 {
 				input = clipJSON(b.Input)

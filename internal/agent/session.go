@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -139,4 +141,17 @@ func cliEnv(req Request, opts Options, own []string) ([]string, error) {
 	env := append(Environment(req, opts.Passthrough), opts.ExtraEnv...)
 	env = append(env, own...)
 	return append(env, home...), nil
+}
+
+// agentHome gives the agent a HOME of its own in the run's scratch folder, so
+// runs don't share (or leave behind) its configuration, sessions and caches.
+func agentHome(req Request) ([]string, error) {
+	if req.ScratchDir == "" {
+		return nil, nil
+	}
+	home := filepath.Join(req.ScratchDir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("agent home: %w", err)
+	}
+	return []string{"HOME=" + home}, nil
 }
