@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -52,26 +51,20 @@ type Script func(Conversation) Reply
 
 // Server is a running stand-in.
 type Server struct {
-	URL    string
+	standin.Server
 	APIKey string
 
-	srv    *httptest.Server
 	script Script
 	ids    atomic.Int64
-
-	standin.Record
 }
 
 // Start serves script under /v1, accepting apiKey as a bearer token.
 func Start(apiKey string, script Script) *Server {
 	s := &Server{APIKey: apiKey, script: script}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.handle))
-	s.URL = s.srv.URL + "/v1"
+	s.Serve(http.HandlerFunc(s.handle))
+	s.URL += "/v1"
 	return s
 }
-
-// Close stops the server.
-func (s *Server) Close() { s.srv.Close() }
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/v1/responses" || r.Method != http.MethodPost {

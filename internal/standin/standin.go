@@ -6,8 +6,26 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 )
+
+// Server is a stand-in's HTTP server and its record.
+type Server struct {
+	// URL is where the stand-in serves.
+	URL string
+	srv *httptest.Server
+	Record
+}
+
+// Serve starts serving h on a local port.
+func (s *Server) Serve(h http.Handler) {
+	s.srv = httptest.NewServer(h)
+	s.URL = s.srv.URL
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
 
 // Record counts the requests a stand-in served and keeps the ones it refused.
 type Record struct {
