@@ -156,12 +156,11 @@ func TestClaudeCodeRejectedKeyFailsTheRun(t *testing.T) {
 	c := &Claude{Path: claude, Env: []string{"ANTHROPIC_API_KEY=sk-ant-a-wrong-key", "ANTHROPIC_BASE_URL=" + api.URL}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	start := time.Now()
 	_, err := c.Run(ctx, req, &s)
 	require.ErrorContains(t, err, "the Anthropic API refused Claude Code's credentials (HTTP 401")
 	require.NotContains(t, err.Error(), "sk-ant-a-wrong-key")
-	require.Less(t, time.Since(start), 20*time.Second, "not Claude Code's minutes of retries")
 	require.Zero(t, api.Requests(), "no request got past authentication")
+	require.LessOrEqual(t, len(api.Violations()), 2, "stopped at the first refusal, not after Claude Code's ten retries")
 }
 
 // fakeAgent is a script that prints the lines of a file, then runs tail.
@@ -195,10 +194,8 @@ func TestClaudeStragglersAfterTheResultAreKilled(t *testing.T) {
 	// The agent reports its result, then it and a child (an MCP server, say) linger.
 	script := fakeAgent(t, []string{claudeInit, claudeSuccess}, "sleep 300 & echo $! > "+pidFile+"; sleep 300")
 	var s sink
-	start := time.Now()
 	res, err := (&Claude{Path: script, Options: Options{ExitGrace: 200 * time.Millisecond, StopGrace: 200 * time.Millisecond}}).Run(context.Background(), request(t), &s)
 	require.NoError(t, err)
-	require.Less(t, time.Since(start), 30*time.Second)
 	require.Equal(t, "Done.", res.Summary)
 	require.Equal(t, 0.25, res.Usage["cost_usd"])
 	require.EqualValues(t, 10, res.Usage["input_tokens"])
