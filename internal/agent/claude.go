@@ -128,7 +128,6 @@ type claudeEvent struct {
 	Version           string          `json:"claude_code_version"`
 	PermissionMode    string          `json:"permissionMode"`
 	Message           claudeMessage   `json:"message"`
-	ParentToolUseID   *string         `json:"parent_tool_use_id"`
 	PermissionDenials []claudeDenial  `json:"permission_denials"`
 	Errors            json.RawMessage `json:"errors"`
 	claudeResult

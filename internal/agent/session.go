@@ -37,8 +37,6 @@ const (
 // sessionEnd is how a session ended.
 type sessionEnd struct {
 	process process.Result
-	// final is true when the agent reported its result.
-	final bool
 	// stoppedAfterResult is true when the worker stopped a process that
 	// lingered after its result.
 	stoppedAfterResult bool
@@ -92,7 +90,7 @@ func (s session) run(ctx context.Context, sink Sink) (sessionEnd, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return sessionEnd{process: res, final: final, stoppedAfterResult: lingered && ctx.Err() == nil}, nil
+	return sessionEnd{process: res, stoppedAfterResult: lingered && ctx.Err() == nil}, nil
 }
 
 // interrupted returns the context's error when the run was stopped from
