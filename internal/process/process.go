@@ -57,6 +57,28 @@ type Spec struct {
 	// BufferDir holds the files that take the child's output while its lines
 	// wait to be handled (default: the system's temp dir).
 	BufferDir string
+	// Isolation, when set, runs the child where it can't reach the worker
+	// (see package sandbox); nil runs it as the worker's plain child.
+	Isolation Isolation
+}
+
+// Isolation runs children isolated from the worker.
+type Isolation interface {
+	// Isolate returns the command that runs path isolated.
+	Isolate(path string, args []string, dir string, env []string) (Isolated, error)
+}
+
+// Isolated is one child run isolated.
+type Isolated interface {
+	// Cmd is the command to start; Run sets its standard streams.
+	Cmd() *exec.Cmd
+	// Started is called once the command has started.
+	Started() error
+	// Abort releases what Isolate prepared for a command that did not start.
+	Abort()
+	// Ended is called once the command is gone: it ends what the child
+	// left, and corrects res where the command's own status isn't the child's.
+	Ended(res *Result) error
 }
 
 // LineFunc receives each output line without its newline. It is called from
@@ -112,8 +134,6 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	if err != nil {
 		return Result{}, &StartError{Path: spec.Path, Err: err}
 	}
-	cmd := exec.Command(path, spec.Args...)
-	cmd.Dir = spec.Dir
 	env := spec.Env
 	if env == nil {
 		env = os.Environ()
@@ -122,22 +142,44 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	// leave its group (agents run tools in sessions of their own), so the
 	// sweep can find them.
 	marker := treeMarker()
-	cmd.Env = append(append([]string(nil), env...), marker)
+	env = append(append([]string(nil), env...), marker)
+	var cmd *exec.Cmd
+	var isolated Isolated
+	if spec.Isolation != nil {
+		if isolated, err = spec.Isolation.Isolate(path, spec.Args, spec.Dir, env); err != nil {
+			return Result{}, &StartError{Path: spec.Path, Err: err}
+		}
+		cmd = isolated.Cmd()
+	} else {
+		cmd = exec.Command(path, spec.Args...)
+		cmd.Dir = spec.Dir
+		cmd.Env = env
+	}
 	cmd.Stdin = spec.Stdin
 	// Its own group, so the whole of it can be stopped; and killed with the
 	// worker, so a worker that dies (SIGKILL, OOM) leaves no agent behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid, cmd.SysProcAttr.Pdeathsig = true, syscall.SIGKILL
 	// Stdin copying must not outlive the child.
 	cmd.WaitDelay = time.Second
 
+	abort := func() {
+		if isolated != nil {
+			isolated.Abort()
+		}
+	}
 	outR, outW, err := pipe()
 	if err != nil {
+		abort()
 		return Result{}, &StartError{Path: spec.Path, Err: err}
 	}
 	errR, errW, err := pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
+		abort()
 		return Result{}, &StartError{Path: spec.Path, Err: err}
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
@@ -147,9 +189,15 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	if startErr != nil {
 		outR.Close()
 		errR.Close()
+		abort()
 		return Result{}, &StartError{Path: spec.Path, Err: startErr}
 	}
 	pgid := cmd.Process.Pid
+	if isolated != nil {
+		if err := isolated.Started(); err != nil {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+	}
 
 	tail := &lineTail{max: stderrTailLines}
 	outputs := []struct {
@@ -229,6 +277,18 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	// The leader is gone; nothing else it started may outlive the run.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	sweep(marker)
+	var exit Result
+	if state := cmd.ProcessState; state != nil {
+		exit.ExitCode = state.ExitCode()
+		if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			exit.Signal, exit.ExitCode = ws.Signal().String(), -1
+		}
+	}
+	var isolationErr error
+	if isolated != nil {
+		// Before the drain: what the child left may hold its pipes.
+		isolationErr = isolated.Ended(&exit)
+	}
 
 	// The pipes close once every holder is gone; a descendant that left the
 	// group could hold them forever, so their copying gets a deadline. The
@@ -246,18 +306,15 @@ func Run(ctx context.Context, spec Spec, onLine LineFunc) (Result, error) {
 	outR.Close()
 	errR.Close()
 
-	res := Result{StderrTail: tail.lines()}
+	res := Result{StderrTail: tail.lines(), ExitCode: exit.ExitCode, Signal: exit.Signal}
 	stopMu.Lock()
 	res.Stopped = stopped
 	stopMu.Unlock()
-	state := cmd.ProcessState
-	if state == nil {
-		return res, fmt.Errorf("wait %s: %w", spec.Path, waitErr)
+	if isolationErr != nil {
+		return res, &StartError{Path: spec.Path, Err: isolationErr}
 	}
-	res.ExitCode = state.ExitCode()
-	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		res.Signal = ws.Signal().String()
-		res.ExitCode = -1
+	if cmd.ProcessState == nil {
+		return res, fmt.Errorf("wait %s: %w", spec.Path, waitErr)
 	}
 	return res, nil
 }
