@@ -23,6 +23,7 @@ import (
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
@@ -63,8 +64,10 @@ type Activities struct {
 	Git   *gitrepo.Git
 	Cache *gitrepo.Cache
 	// GitHub opens pull requests; nil when no token is configured.
-	GitHub   *github.Client
-	Agent    agent.Agent
+	GitHub *github.Client
+	Agent  agent.Agent
+	// Sandbox isolates each agent run; nil runs agents as plain children.
+	Sandbox  *sandbox.Sandbox
 	Slots    *slots.Pool
 	Redactor *redact.Redactor
 	Logger   *zap.Logger
@@ -106,8 +109,15 @@ type Workspace struct {
 	Root         string `json:"root"`
 	RepoDir      string `json:"repo_dir"`
 	ArtifactsDir string `json:"artifacts_dir"`
-	BaseBranch   string `json:"base_branch"`
-	BaseSHA      string `json:"base_sha"`
+	// HomeDir is the agent's HOME and OutputDir holds its TASK_OUTPUT_FILE:
+	// with the clone and the artifacts, the only folders the agent can write.
+	HomeDir   string `json:"home_dir,omitempty"`
+	OutputDir string `json:"output_dir,omitempty"`
+	// WorkerDir is the worker's own part of the workspace (output buffers),
+	// out of the agent's reach.
+	WorkerDir  string `json:"worker_dir,omitempty"`
+	BaseBranch string `json:"base_branch"`
+	BaseSHA    string `json:"base_sha"`
 	// BranchSHA is where the run's branch was on the remote when the run
 	// started ("" when new): the push may only move it from there.
 	BranchSHA  string `json:"branch_sha,omitempty"`
@@ -212,7 +222,13 @@ func keepAlive(ctx context.Context) (stop func()) {
 
 func (a *Activities) workspaceFor(ref RunRef) Workspace {
 	root := filepath.Join(a.Config.WorkspaceDir, ref.RunID)
-	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts")}
+	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts"),
+		HomeDir: filepath.Join(root, "home"), OutputDir: filepath.Join(root, "out"), WorkerDir: filepath.Join(root, "worker")}
+}
+
+// agentDirs are the folders of a workspace the agent may write.
+func (ws Workspace) agentDirs() []string {
+	return []string{ws.RepoDir, ws.ArtifactsDir, ws.HomeDir, ws.OutputDir}
 }
 
 // CleanupWorkspace removes a run's folder. It runs after success, failure and

@@ -72,7 +72,16 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	if err := os.RemoveAll(ws.Root); err != nil {
 		return ws, fmt.Errorf("clear workspace %s: %w", ws.Root, err)
 	}
-	if err := os.MkdirAll(ws.ArtifactsDir, 0o755); err != nil {
+	// The root lets the run's uid pass to its own folders, and no further.
+	if err := os.MkdirAll(ws.Root, 0o711); err != nil {
+		return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
+	}
+	for _, dir := range []string{ws.ArtifactsDir, ws.HomeDir, ws.OutputDir} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
+		}
+	}
+	if err := os.Mkdir(ws.WorkerDir, 0o700); err != nil {
 		return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
 	}
 	base := run.BaseBranch
@@ -174,7 +183,12 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
 		ended := a.watchRun(agentCtx, ref, cancel)
-		outputFile := filepath.Join(out.Workspace.Root, "output.json")
+		box, err := a.startSandbox(out.Workspace, log)
+		if err != nil {
+			return "", err
+		}
+		defer box.close()
+		outputFile := filepath.Join(out.Workspace.OutputDir, "output.json")
 		res, err := a.Agent.Run(agentCtx, agent.Request{
 			Task: agent.Task{
 				ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
@@ -183,8 +197,10 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			},
 			Dir:          out.Workspace.RepoDir,
 			ArtifactsDir: out.Workspace.ArtifactsDir,
-			ScratchDir:   out.Workspace.Root,
+			HomeDir:      out.Workspace.HomeDir,
+			WorkerDir:    out.Workspace.WorkerDir,
 			OutputFile:   outputFile,
+			Isolation:    box.isolation(),
 		}, log)
 		a.recordUsage(ctx, ref, res, log)
 		var exitErr *agent.ExitError

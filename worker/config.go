@@ -19,6 +19,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/sandbox"
 
 	"github.com/taskworker/taskworker/workflows"
 )
@@ -62,6 +63,15 @@ type Config struct {
 	CodexArgs     string `envconfig:"TASKWORKER_CODEX_ARGS" desc:"More space-separated arguments for codex exec, e.g. -c model_reasoning_effort=high"`
 	OpenAIAPIKey  string `envconfig:"OPENAI_API_KEY" desc:"API key Codex uses (secret; given to the agent only)"`
 	OpenAIBaseURL string `envconfig:"OPENAI_BASE_URL" desc:"Responses API Codex talks to (default https://api.openai.com/v1)"`
+
+	Sandbox             string   `envconfig:"TASKWORKER_SANDBOX" default:"namespaces" desc:"How agents are isolated: namespaces (own uid and namespaces; root on a VM), uid (own uid, no namespaces; a Kubernetes pod), userns (namespaces, the worker's uid; local use) or off (trusted agents only); see docs/security.md"`
+	SandboxUIDs         string   `envconfig:"TASKWORKER_SANDBOX_UIDS" default:"200000-200999" desc:"Host uids (and gids) runs get, one each, FIRST-LAST; shared by the workers of one host and never the worker's own"`
+	SandboxNetwork      string   `envconfig:"TASKWORKER_SANDBOX_NETWORK" default:"host" desc:"Network of a namespaced run: host (the worker's) or none (loopback only: no route to Temporal, the worker's port or the metadata address)"`
+	SandboxMaxProcesses int      `envconfig:"TASKWORKER_SANDBOX_MAX_PROCESSES" default:"2048" desc:"Processes a run may have at once (0: no limit)"`
+	SandboxMaxFileBytes int64    `envconfig:"TASKWORKER_SANDBOX_MAX_FILE_BYTES" default:"4294967296" desc:"Largest file a run may write (4 GiB; 0: no limit)"`
+	SandboxMaxMemory    int64    `envconfig:"TASKWORKER_SANDBOX_MAX_MEMORY_BYTES" desc:"Address space a run's process may take (RLIMIT_AS; 0: no limit — Node and Bun reserve far more than they use, so set it generously)"`
+	SandboxTmpBytes     int64    `envconfig:"TASKWORKER_SANDBOX_TMP_BYTES" default:"1073741824" desc:"Size of a namespaced run's private /tmp (1 GiB)"`
+	SandboxReadOnly     []string `envconfig:"TASKWORKER_SANDBOX_READONLY" desc:"Comma-separated host paths a namespaced run may read besides the system's (/usr, /etc, /opt, ...), e.g. a toolchain in /srv"`
 
 	RepoURLTemplate string `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`
 	GitHubToken     string `envconfig:"TASKWORKER_GITHUB_TOKEN" desc:"Token for cloning and pushing over HTTPS (secret; passed to git in its environment only)"`
@@ -181,6 +191,12 @@ func (c *Config) applyDefaults() {
 			field.SetString(def)
 		case []string:
 			field.Set(reflect.ValueOf(strings.Split(def, ",")))
+		case int64:
+			n, err := strconv.ParseInt(def, 10, 64)
+			if err != nil {
+				panic(fmt.Sprintf("bad default %q for %s", def, v.Type().Field(i).Name))
+			}
+			field.SetInt(n)
 		}
 	}
 	c.fillComputed()
@@ -276,6 +292,26 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("TASKWORKER_LOG_FORMAT %q is not json or console", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// SandboxConfig is the sandbox's part of the configuration.
+func (c Config) SandboxConfig() (sandbox.Config, error) {
+	first, count, err := sandbox.ParseUIDRange(c.SandboxUIDs)
+	if err != nil {
+		return sandbox.Config{}, err
+	}
+	if c.SandboxMaxProcesses < 0 || c.SandboxMaxFileBytes < 0 || c.SandboxMaxMemory < 0 || c.SandboxTmpBytes < 0 {
+		return sandbox.Config{}, errors.New("TASKWORKER_SANDBOX_MAX_PROCESSES, _MAX_FILE_BYTES, _MAX_MEMORY_BYTES and _TMP_BYTES must be 0 or more")
+	}
+	if count < c.MaxConcurrentRuns {
+		return sandbox.Config{}, fmt.Errorf("TASKWORKER_SANDBOX_UIDS %s has %d uids for TASKWORKER_MAX_CONCURRENT_RUNS=%d runs: give each run one", c.SandboxUIDs, count, c.MaxConcurrentRuns)
+	}
+	return sandbox.Config{
+		Mode: sandbox.Mode(c.Sandbox), FirstUID: first, UIDCount: count, Network: sandbox.Network(c.SandboxNetwork),
+		Limits: sandbox.Limits{Processes: c.SandboxMaxProcesses, FileBytes: c.SandboxMaxFileBytes,
+			MemoryBytes: c.SandboxMaxMemory, TmpBytes: c.SandboxTmpBytes},
+		ReadOnly: c.SandboxReadOnly,
+	}, nil
 }
 
 // Secrets are the values that must never appear in output: the configured

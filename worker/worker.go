@@ -21,6 +21,7 @@ import (
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/workflows"
@@ -49,9 +50,28 @@ type Worker struct {
 // New builds the workers on an existing Temporal client. m may be nil.
 func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*Worker, error) {
 	cfg.applyDefaults()
-	if err := os.MkdirAll(cfg.WorkspaceDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.WorkspaceDir, 0o711); err != nil {
 		return nil, fmt.Errorf("create workspace dir %s (TASKWORKER_WORKSPACE_DIR): %w", cfg.WorkspaceDir, err)
 	}
+	// The mirrors are the worker's alone: no run may read or write them.
+	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create cache dir %s (TASKWORKER_CACHE_DIR): %w", cfg.CacheDir, err)
+	}
+	sbCfg, err := cfg.SandboxConfig()
+	if err != nil {
+		return nil, err
+	}
+	box, err := sandbox.New(sbCfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := sandbox.ProtectWorker(); err != nil {
+		return nil, err
+	}
+	if w := box.Warning(); w != "" {
+		logger.Warn(w)
+	}
+	logger.Info("agents run in a sandbox", zap.String("sandbox", box.Describe()))
 	redactor := redact.New(cfg.Secrets()...)
 	git := &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor}
 	agentEnv := []string(nil)
@@ -70,6 +90,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		Cache:    &gitrepo.Cache{Dir: cfg.CacheDir, MaxBytes: int64(cfg.CacheMaxBytes), Git: git},
 		GitHub:   gh,
 		Agent:    newAgent(cfg, agentEnv),
+		Sandbox:  box,
 		Slots:    slots.New(cfg.MaxConcurrentRuns),
 		Redactor: redactor,
 		Logger:   logger,

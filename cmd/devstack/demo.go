@@ -48,7 +48,8 @@ func demo(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stack.Stop()
-	fmt.Printf("Stack up in %s: Temporal %s, Tasks API %s\n\n", time.Since(started).Round(time.Millisecond), stack.Temporal.HostPort(), stack.APIURL)
+	fmt.Printf("Stack up in %s: Temporal %s, Tasks API %s\n", time.Since(started).Round(time.Millisecond), stack.Temporal.HostPort(), stack.APIURL)
+	fmt.Printf("Sandbox: %s\n\n", stack.Sandbox.Describe())
 
 	cfg := stack.WorkerConfig
 	api := tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})

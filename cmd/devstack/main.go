@@ -76,6 +76,7 @@ func workerConfig(dataDir string) (worker.Config, error) {
 		"TASKWORKER_WORKSPACE_DIR":     filepath.Join(dataDir, "workspaces"),
 		"TASKWORKER_CACHE_DIR":         filepath.Join(dataDir, "cache"),
 		"TASKWORKER_LOG_FORMAT":        "console",
+		"TASKWORKER_SANDBOX":           "auto",
 		"TASKWORKER_LOG_LEVEL":         "warn",
 	}
 	for name, value := range defaults {
@@ -136,6 +137,7 @@ Create and run a task:
 Ctrl-C stops the stack.
 `, abs, cfg.TemporalAddress, cfg.TaskQueue, stack.APIURL, stack.APIURL, cfg.ProjectID, cfg.APIKey, cfg.RepoURLTemplate, cfg.AgentCommand,
 		cfg.APIKey, stack.APIURL, cfg.ProjectID, cfg.APIKey, stack.APIURL, cfg.ProjectID, abs)
+	fmt.Printf("Agents run in the sandbox: %s\n", stack.Sandbox.Describe())
 	<-ctx.Done()
 	fmt.Println("\nstopping")
 	return nil

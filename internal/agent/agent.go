@@ -62,12 +62,23 @@ type Request struct {
 	Dir string
 	// ArtifactsDir is where the agent leaves files to upload; outside the clone.
 	ArtifactsDir string
-	// ScratchDir is the run's folder for the worker's own files (output
-	// buffers, the agent's HOME); outside the clone. Empty means the system's
-	// temp dir.
-	ScratchDir string
+	// HomeDir is the agent's HOME, its own for the run (its configuration,
+	// sessions and caches); outside the clone. Empty keeps the worker's.
+	HomeDir string
+	// WorkerDir holds the worker's own files of the run (output buffers),
+	// out of the agent's reach. Empty means the system's temp dir.
+	WorkerDir string
 	// OutputFile is where the agent may write its JSON result (TASK_OUTPUT_FILE).
 	OutputFile string
+	// Isolation runs the agent's processes in the run's sandbox; nil runs
+	// them as the worker's children.
+	Isolation process.Isolation
+}
+
+// ReadOnlyPaths is implemented by agents that need host files besides their
+// binary and PATH (the command agent's scripts) visible in the sandbox.
+type ReadOnlyPaths interface {
+	ReadOnlyPaths() []string
 }
 
 // Result is what an agent run produced.

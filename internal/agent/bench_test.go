@@ -83,15 +83,15 @@ func benchmarkClaude(b *testing.B, bare bool) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		req := Request{Task: Task{ID: "t", RunID: "r", Title: "bench"}, Dir: gitClone(b), ScratchDir: b.TempDir(), ArtifactsDir: b.TempDir()}
-		if err := os.MkdirAll(filepath.Join(req.ScratchDir, "home"), 0o700); err != nil {
+		req := Request{Task: Task{ID: "t", RunID: "r", Title: "bench"}, Dir: gitClone(b), HomeDir: filepath.Join(b.TempDir(), "home"), ArtifactsDir: b.TempDir()}
+		if err := os.MkdirAll(req.HomeDir, 0o700); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		if bare {
 			cmd := exec.Command(claude, c.Args()...)
 			cmd.Dir, cmd.Stdin = req.Dir, strings.NewReader(req.Task.Prompt())
-			cmd.Env = append(append(Environment(req, nil), c.Env...), "HOME="+filepath.Join(req.ScratchDir, "home"),
+			cmd.Env = append(append(Environment(req, nil), c.Env...), "HOME="+req.HomeDir,
 				"DISABLE_AUTOUPDATER=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				b.Fatal(err, string(out))

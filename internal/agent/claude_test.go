@@ -87,7 +87,7 @@ func TestClaudeCodeEditsTheCloneAndItsStreamBecomesEntries(t *testing.T) {
 
 	req := request(t)
 	req.Dir = gitClone(t)
-	req.ScratchDir = t.TempDir()
+	req.HomeDir = filepath.Join(t.TempDir(), "home")
 	var s sink
 	c := &Claude{Path: claude, AllowedTools: DefaultClaudeAllowedTools, MaxTurns: 10,
 		Env: []string{"ANTHROPIC_API_KEY=" + api.APIKey, "ANTHROPIC_BASE_URL=" + api.URL}}
@@ -264,7 +264,7 @@ func TestClaudeGetsItsKeysAndNoOtherSecrets(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "env")
 	script := fakeAgent(t, []string{claudeInit, claudeSuccess}, "env > "+out+"; echo \"$@\" >> "+out)
 	req := request(t)
-	req.ScratchDir = t.TempDir()
+	req.HomeDir = filepath.Join(t.TempDir(), "home")
 	var s sink
 	_, err := (&Claude{Path: script, Model: "opus", MaxTurns: 7, Env: []string{"ANTHROPIC_API_KEY=sk-ant-agent-key"}}).Run(context.Background(), req, &s)
 	require.NoError(t, err)
@@ -272,7 +272,7 @@ func TestClaudeGetsItsKeysAndNoOtherSecrets(t *testing.T) {
 	require.NoError(t, err)
 	env := string(data)
 	require.Contains(t, env, "ANTHROPIC_API_KEY=sk-ant-agent-key")
-	require.Contains(t, env, "HOME="+filepath.Join(req.ScratchDir, "home"))
+	require.Contains(t, env, "HOME="+req.HomeDir)
 	require.Contains(t, env, "-p --output-format stream-json --verbose --permission-mode acceptEdits --no-session-persistence --model opus --max-turns 7")
 	require.NotContains(t, env, "phx_must_not_leak_123")
 	require.NotContains(t, env, "ghs_must_not_leak_456")

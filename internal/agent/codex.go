@@ -70,9 +70,9 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 		path = "codex"
 	}
 	own := c.Env
-	if req.ScratchDir != "" {
+	if req.HomeDir != "" {
 		// Codex refuses a CODEX_HOME that does not exist.
-		codexHome := filepath.Join(req.ScratchDir, "home", ".codex")
+		codexHome := filepath.Join(req.HomeDir, ".codex")
 		if err := os.MkdirAll(codexHome, 0o700); err != nil {
 			return Result{}, fmt.Errorf("codex home: %w", err)
 		}
@@ -83,11 +83,12 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 		return Result{}, err
 	}
 	spec := process.Spec{Path: path, Args: c.Args(), Env: env}
-	if req.Task.HasSchema() && req.ScratchDir != "" && strictSchema(req.Task.JSONSchema) {
+	if req.Task.HasSchema() && req.HomeDir != "" && strictSchema(req.Task.JSONSchema) {
 		// The API then holds the final message to the schema. Codex asks
 		// for OpenAI's strict mode, which refuses other schemas: those are
 		// asked for in the prompt instead.
-		file := filepath.Join(req.ScratchDir, "output-schema.json")
+		// Where Codex, in its sandbox, can read it.
+		file := filepath.Join(req.HomeDir, "output-schema.json")
 		if err := os.WriteFile(file, req.Task.JSONSchema, 0o600); err != nil {
 			return Result{}, fmt.Errorf("codex output schema: %w", err)
 		}

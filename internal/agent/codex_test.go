@@ -25,7 +25,7 @@ func codexAgainst(t *testing.T, key string, script openaitest.Script) (*Codex, *
 // cloneRequest is a run's request in a fresh git clone with its own scratch folder.
 func cloneRequest(t *testing.T) Request {
 	req := request(t)
-	req.Dir, req.ScratchDir = gitClone(t), t.TempDir()
+	req.Dir, req.HomeDir, req.WorkerDir = gitClone(t), filepath.Join(t.TempDir(), "home"), t.TempDir()
 	return req
 }
 

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -39,7 +41,8 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 			Env:          append(Environment(req, c.Passthrough), c.ExtraEnv...),
 			Stdin:        strings.NewReader(req.Task.Prompt()),
 			MaxLineBytes: c.MaxLineBytes,
-			BufferDir:    req.ScratchDir,
+			BufferDir:    req.WorkerDir,
+			Isolation:    req.Isolation,
 		},
 		opts:     c.Options,
 		onStdout: func(line string) verdict { proto.line(line); return goOn },
@@ -55,6 +58,23 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 		return Result{}, &ExitError{Agent: c.Name(), Result: end.process}
 	}
 	return proto.result(), nil
+}
+
+// ReadOnlyPaths implements ReadOnlyPaths: the files the command line names
+// (its script, say) are what the sandbox must show it — those files alone,
+// not the folders they are in.
+func (c *Command) ReadOnlyPaths() []string {
+	var paths []string
+	for _, word := range strings.FieldsFunc(c.Command, func(r rune) bool {
+		return r == ' ' || r == '\t' || r == '"' || r == '\'' || r == ';' || r == '&' || r == '|' || r == '='
+	}) {
+		if filepath.IsAbs(word) {
+			if _, err := os.Stat(word); err == nil {
+				paths = append(paths, word)
+			}
+		}
+	}
+	return paths
 }
 
 var plainWords = regexp.MustCompile(`^[A-Za-z0-9_./:@+,=-]+( +[A-Za-z0-9_./:@+,=-]+)*$`)

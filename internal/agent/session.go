@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -118,7 +117,8 @@ func runEventCLI(ctx context.Context, name string, spec process.Spec, req Reques
 		spec.Stdin = strings.NewReader(req.Task.Prompt())
 	}
 	spec.MaxLineBytes = opts.maxEventBytes()
-	spec.BufferDir = req.ScratchDir
+	spec.BufferDir = req.WorkerDir
+	spec.Isolation = req.Isolation
 	end, err := session{name: name, spec: spec, opts: opts, onStdout: stream.line}.run(ctx, sink)
 	if err != nil {
 		return Result{}, err
@@ -141,13 +141,13 @@ func cliEnv(req Request, opts Options, own []string) ([]string, error) {
 	return append(env, home...), nil
 }
 
-// agentHome gives the agent a HOME of its own in the run's scratch folder, so
-// runs don't share (or leave behind) its configuration, sessions and caches.
+// agentHome gives the agent a HOME of its own, so runs don't share (or leave
+// behind) its configuration, sessions and caches.
 func agentHome(req Request) ([]string, error) {
-	if req.ScratchDir == "" {
+	if req.HomeDir == "" {
 		return nil, nil
 	}
-	home := filepath.Join(req.ScratchDir, "home")
+	home := req.HomeDir
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("agent home: %w", err)
 	}

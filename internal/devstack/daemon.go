@@ -30,6 +30,6 @@ func (s *Stack) DaemonEnv(extra ...string) []string {
 	cfg := s.WorkerConfig
 	env := append(os.Environ(),
 		"POSTHOG_API_URL="+s.APIURL, "POSTHOG_PERSONAL_API_KEY="+cfg.APIKey, "POSTHOG_PROJECT_ID="+cfg.ProjectID,
-		"TEMPORAL_ADDRESS="+s.Temporal.HostPort())
+		"TEMPORAL_ADDRESS="+s.Temporal.HostPort(), "TASKWORKER_SANDBOX="+cfg.Sandbox)
 	return append(env, extra...)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/dashboard"
 	"github.com/taskworker/taskworker/internal/localapi"
+	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/worker"
 )
 
@@ -57,6 +58,8 @@ type Stack struct {
 	// configuration a worker needs to serve it.
 	APIURL       string
 	WorkerConfig worker.Config
+	// Sandbox is the sandbox the stack's workers run agents in.
+	Sandbox      *sandbox.Sandbox
 	httpServer   *http.Server
 	stopDispatch context.CancelFunc
 	dispatchDone chan struct{}
@@ -96,8 +99,17 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 
+	if opts.Worker.Sandbox == "" {
+		opts.Worker.Sandbox = string(sandbox.Auto)
+	}
 	wcfg := opts.Worker.WithDefaults()
 	wcfg.TemporalAddress = s.Temporal.HostPort()
+	// The local stack takes the strongest sandbox the host offers, and
+	// hands workers it starts as processes the same choice, spelled out.
+	if s.Sandbox, err = resolveSandbox(wcfg); err != nil {
+		return nil, err
+	}
+	wcfg.Sandbox = string(s.Sandbox.Mode())
 
 	listener, err := net.Listen("tcp", orDefault(opts.APIAddress, "127.0.0.1:0"))
 	if err != nil {
@@ -148,6 +160,14 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}
 	ok = true
 	return s, nil
+}
+
+func resolveSandbox(cfg worker.Config) (*sandbox.Sandbox, error) {
+	sbCfg, err := cfg.SandboxConfig()
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.New(sbCfg)
 }
 
 func orDefault(v, def string) string {
