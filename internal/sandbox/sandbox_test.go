@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -88,4 +89,118 @@ func statUID(t *testing.T, path string) int {
 	info, err := os.Lstat(path)
 	require.NoError(t, err)
 	return int(sysUID(info))
+}
+
+// modes are the sandboxes every attack is tried against. TASKWORKER_TEST_SANDBOX
+// replaces them (=off shows each attack succeeding without a sandbox).
+func modes(t *testing.T) map[string]*sandbox.Sandbox {
+	t.Helper()
+	if m := os.Getenv("TASKWORKER_TEST_SANDBOX"); m != "" {
+		return map[string]*sandbox.Sandbox{m: newSandbox(t, sandbox.Mode(m), sandbox.NetworkHost)}
+	}
+	return map[string]*sandbox.Sandbox{
+		"namespaces": newSandbox(t, sandbox.Namespaces, sandbox.NetworkNone),
+		"uid":        newSandbox(t, sandbox.UID, sandbox.NetworkHost),
+	}
+}
+
+func TestARunCantReadTheWorkersSecretsOrOtherRuns(t *testing.T) {
+	const canary = "phx_worker_secret_canary_4711"
+	t.Setenv("POSTHOG_PERSONAL_API_KEY", canary)
+	require.NoError(t, sandbox.ProtectWorker())
+	other := workspace(t)
+	require.NoError(t, os.WriteFile(filepath.Join(other, "secret.txt"), []byte(canary), 0o600))
+	mirror := filepath.Join(t.TempDir(), "org", "repo.git")
+	require.NoError(t, os.MkdirAll(mirror, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(mirror, "config"), []byte(canary), 0o600))
+	script := `
+		for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/$WORKER/environ /proc/$WORKER/mem; do cat "$f" 2>/dev/null; done
+		for d in /proc/$WORKER/fd/*; do timeout 1 cat "$d" 2>/dev/null; done
+		cat "$OTHER/secret.txt" "$MIRROR/config" 2>/dev/null
+		grep -rs "phx_worker_secret_""canary" /tmp /var /run /root /home "$HOME/.." 2>/dev/null | head -3
+		true`
+	for name, sb := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			out, res, _ := runIn(t, sb, script, "WORKER="+strconv.Itoa(os.Getpid()), "OTHER="+other, "MIRROR="+mirror)
+			require.True(t, res.Success(), "%s", out)
+			require.NotContains(t, out, canary)
+		})
+	}
+}
+
+func TestNothingARunStartsOutlivesIt(t *testing.T) {
+	for name, sb := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			marker := strconv.Itoa(7000 + os.Getpid()%1000)
+			out, res, _ := runIn(t, sb, `setsid env -i /bin/sh -c 'sleep `+marker+`' </dev/null >/dev/null 2>&1 &
+				(trap '' TERM HUP; exec sleep `+marker+`) </dev/null >/dev/null 2>&1 &
+				echo started`)
+			require.True(t, res.Success(), "%s", out)
+			require.Empty(t, processesRunning("sleep\x00"+marker), "a process the run started is still running")
+		})
+	}
+}
+
+func TestARunCantKillTheWorker(t *testing.T) {
+	for name, sb := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			out, _, _ := runIn(t, sb, `kill -9 $WORKER; echo survived`, "WORKER="+strconv.Itoa(os.Getpid()))
+			require.True(t, process.Alive(os.Getpid()))
+			_ = out
+		})
+	}
+}
+
+func TestARunsProcessesAreLimited(t *testing.T) {
+	for name, sb := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			// The shell gives up at the first fork the limit refuses; the
+			// count it reached is in the file.
+			out, _, ws := runIn(t, sb, `(i=0; while [ $i -lt 400 ]; do sleep 60 & i=$((i+1)); echo $i > forks; done) 2>/dev/null; true`)
+			data, err := os.ReadFile(filepath.Join(ws, "forks"))
+			require.NoError(t, err, out)
+			forks, err := strconv.Atoi(strings.TrimSpace(string(data)))
+			require.NoError(t, err)
+			require.Less(t, forks, 256, "the process limit held")
+		})
+	}
+}
+
+func TestARunsFilesAreLimited(t *testing.T) {
+	for name, sb := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			out, _, ws := runIn(t, sb, `head -c 100000000 /dev/zero > big 2>/dev/null; grep NoNewPrivs /proc/self/status`)
+			info, err := os.Stat(filepath.Join(ws, "big"))
+			require.NoError(t, err)
+			require.LessOrEqual(t, info.Size(), int64(64<<20), "the file size limit held")
+			require.Contains(t, out, "NoNewPrivs:\t1", "nothing the run executes gains privileges")
+		})
+	}
+}
+
+func TestASystemFolderIsReadOnly(t *testing.T) {
+	for name, sb := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			out, _, _ := runIn(t, sb, `echo x > /usr/planted 2>/dev/null; echo x > /etc/planted 2>/dev/null; ls /usr/planted /etc/planted 2>&1; true`)
+			require.NoFileExists(t, "/usr/planted", out)
+			require.NoFileExists(t, "/etc/planted", out)
+		})
+	}
+}
+
+// processesRunning lists the pids whose command line contains needle.
+func processesRunning(needle string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !process.Alive(pid) {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(cmdline), needle) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
