@@ -267,22 +267,14 @@ func (a *Activities) agentResult(schema json.RawMessage, res agent.Result, outpu
 	return json.RawMessage(a.Redactor.String(string(result))), nil
 }
 
-// withResult puts a schema-checked result into the run's output: an object's
-// keys at the top level (over the worker's own), anything else as result.
-func withResult(output map[string]any, result json.RawMessage) map[string]any {
-	if len(result) == 0 {
-		return output
-	}
-	var fields map[string]any
-	if json.Unmarshal(result, &fields) == nil && fields != nil {
-		for k, v := range fields {
-			output[k] = v
-		}
-		return output
-	}
-	var v any
-	if json.Unmarshal(result, &v) == nil {
-		output["result"] = v
+// withResult puts a schema-checked result into the run's output (see
+// structured.Merge: the worker's own keys always win) and says in the log
+// which of the result's keys are kept under output.result for that.
+func withResult(output map[string]any, result json.RawMessage, log *logstream.Stream) map[string]any {
+	output, moved := structured.Merge(output, result)
+	if len(moved) > 0 {
+		log.Console(acp.LevelWarn, fmt.Sprintf("the agent's result has keys the worker writes itself (%s); they are kept under output.%s",
+			strings.Join(moved, ", "), structured.ResultKey))
 	}
 	return output
 }
@@ -397,7 +389,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	}
 	if head == ws.BaseSHA {
 		log.Console(acp.LevelInfo, "the agent changed nothing; no branch pushed")
-		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result)})
+		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result, log)})
 		return out, err
 	}
 
@@ -432,7 +424,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 			return out, err
 		}
 	}
-	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: withResult(output, in.Agent.Result)}); err != nil {
+	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: withResult(output, in.Agent.Result, log)}); err != nil {
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
 	}
 	return out, nil

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/structured"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -121,4 +123,49 @@ func TestArtifactsAreNotReadThroughASymlinkedRunFolder(t *testing.T) {
 	require.Empty(t, names)
 	require.Empty(t, uploaded())
 	require.Contains(t, log, "the artifacts folder: r is a symlink (never followed); no artifacts read")
+}
+
+func TestAResultCantOverwriteWhatTheWorkerRecorded(t *testing.T) {
+	rec := &recordLog{}
+	log := logstream.New(rec, "t", "r", redact.New(), logstream.Config{})
+	output := map[string]any{"pr_url": "https://github.com/acme/app/pull/7", "commit_sha": "abc123", "changed": true}
+	got := withResult(output, json.RawMessage(`{"pr_url":"https://evil.example","commit_sha":"0000","changed":false,"severity":"high"}`), log)
+	_, _ = log.Close(context.Background())
+	require.Equal(t, "https://github.com/acme/app/pull/7", got["pr_url"])
+	require.Equal(t, "abc123", got["commit_sha"])
+	require.Equal(t, true, got["changed"])
+	require.Equal(t, "high", got["severity"])
+	require.Equal(t, map[string]any{"pr_url": "https://evil.example", "commit_sha": "0000", "changed": false}, got["result"])
+	require.Contains(t, rec.text(), "the agent's result has keys the worker writes itself (changed, commit_sha, pr_url); they are kept under output.result")
+}
+
+// TestEveryOutputKeyTheWorkerWritesIsReserved reads this package's code for
+// the keys it writes into a run's output: each must be one a result can't set.
+func TestEveryOutputKeyTheWorkerWritesIsReserved(t *testing.T) {
+	written := regexp.MustCompile(`output\["([a-z_]+)"\]\s*=|output := map\[string\]any\{"([a-z_]+)"|Output = map\[string\]any\{"([a-z_]+)"`)
+	literal := regexp.MustCompile(`"([a-z_]+)":`)
+	files, err := filepath.Glob("*.go")
+	require.NoError(t, err)
+	var keys []string
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(file)
+		require.NoError(t, err)
+		for _, m := range written.FindAllStringSubmatchIndex(string(src), -1) {
+			line := string(src[m[0]:])
+			line = line[:strings.IndexByte(line, '\n')]
+			for _, k := range literal.FindAllStringSubmatch(line, -1) {
+				keys = append(keys, k[1])
+			}
+			if m[2] >= 0 {
+				keys = append(keys, string(src[m[2]:m[3]]))
+			}
+		}
+	}
+	require.Subset(t, keys, []string{"pr_url", "commit_sha", "changed", "usage", "log_entries_dropped"}, "the scan finds the worker's keys")
+	for _, k := range keys {
+		require.Contains(t, structured.WorkerKeys, k, "output key %q is written by the worker: add it to structured.WorkerKeys", k)
+	}
 }

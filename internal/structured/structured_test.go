@@ -128,3 +128,29 @@ func TestAnOutputFileOverTheCapIsNotRead(t *testing.T) {
 	_, err = find(t, dir, "output.json")
 	require.EqualError(t, err, "read TASK_OUTPUT_FILE: output.json is 16777217 bytes, over the 16777216 byte limit")
 }
+
+func TestAResultNeverOverwritesTheWorkersKeys(t *testing.T) {
+	output := map[string]any{"pr_url": "https://github.com/acme/app/pull/7", "commit_sha": "abc123", "changed": true, "base_sha": "def456"}
+	got, moved := Merge(output, json.RawMessage(`{"pr_url":"https://evil.example/pr","commit_sha":"0000","changed":false,
+		"usage":{"cost_usd":0},"result":"nested","severity":"high"}`))
+	require.Equal(t, "https://github.com/acme/app/pull/7", got["pr_url"])
+	require.Equal(t, "abc123", got["commit_sha"])
+	require.Equal(t, true, got["changed"])
+	require.Equal(t, "def456", got["base_sha"])
+	require.NotContains(t, got, "usage", "the worker's keys are reserved even when this run did not write them")
+	require.Equal(t, "high", got["severity"], "the result's own keys are at the top level")
+	require.Equal(t, map[string]any{"pr_url": "https://evil.example/pr", "commit_sha": "0000", "changed": false,
+		"usage": map[string]any{"cost_usd": float64(0)}, "result": "nested"}, got["result"], "nothing of the result is lost")
+	require.Equal(t, []string{"changed", "commit_sha", "pr_url", "result", "usage"}, moved)
+}
+
+func TestAResultThatIsNoObjectIsTheOutputsResult(t *testing.T) {
+	got, moved := Merge(map[string]any{"changed": false}, json.RawMessage(`[1,2]`))
+	require.Equal(t, map[string]any{"changed": false, "result": []any{float64(1), float64(2)}}, got)
+	require.Empty(t, moved)
+	got, moved = Merge(map[string]any{"changed": false}, json.RawMessage(`{"severity":"low"}`))
+	require.Equal(t, map[string]any{"changed": false, "severity": "low"}, got)
+	require.Empty(t, moved)
+	got, _ = Merge(map[string]any{"changed": false}, nil)
+	require.Equal(t, map[string]any{"changed": false}, got)
+}
