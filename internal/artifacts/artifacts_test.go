@@ -426,3 +426,18 @@ func TestAnArtifactsFolderThatIsAFileHasNoArtifacts(t *testing.T) {
 	require.Empty(t, w.artifacts)
 	require.Equal(t, []string{"the artifacts folder: artifacts is a file, not a folder; no artifacts read"}, w.warnings)
 }
+
+func TestAHardLinkIsNotRead(t *testing.T) {
+	// A hard link the agent made to a file it may not upload (the worker's,
+	// another run's) is that file: only its link count tells.
+	root := t.TempDir()
+	write(t, filepath.Join(root, "other-run", "secret.txt"), "another run's secret")
+	dir := filepath.Join(root, "artifacts")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, os.Link(filepath.Join(root, "other-run", "secret.txt"), filepath.Join(dir, "notes.txt")))
+	w := walkDir(t, dir, DefaultLimits)
+	require.Empty(t, w.artifacts)
+	require.Equal(t, []string{"artifact notes.txt has 2 hard links, and one may be a file outside; skipped"}, w.warnings)
+	_, err := ReadFile(Path{Base: root, Rel: "artifacts/notes.txt"}, 1<<20)
+	require.ErrorIs(t, err, ErrHardLink)
+}

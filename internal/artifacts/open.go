@@ -60,6 +60,7 @@ var (
 	ErrNotRegular = errors.New("not a regular file")
 	ErrTooLarge   = errors.New("over the size limit")
 	ErrNotDir     = errors.New("not a folder")
+	ErrHardLink   = errors.New("hard link")
 	ErrChanged    = errors.New("changed while being read")
 )
 
@@ -168,6 +169,13 @@ func openAt(dir int, name, shown string, wantDir bool) (int, unix.Stat_t, error)
 		}
 		return -1, got, &RefusedError{Name: shown, Reason: "changed while being read", Kind: ErrChanged}
 	}
+	if !wantDir && got.Nlink > 1 {
+		// A hard link is the file itself, wherever its other names are: one
+		// the agent made to a file of the worker's or another run's looks
+		// like any file of its own, but for the count.
+		unix.Close(fd)
+		return -1, got, &RefusedError{Name: shown, Reason: fmt.Sprintf("has %d hard links, and one may be a file outside", got.Nlink), Kind: ErrHardLink}
+	}
 	return fd, got, nil
 }
 
@@ -224,7 +232,7 @@ func OpenDir(p Path) (*os.File, error) {
 
 // Open opens the regular file p for reading: no component below p.Base may
 // be a symlink, the file must be regular (a named pipe or a device is never
-// opened), and at most limit bytes long when opened. It returns the file and
+// opened) with no other hard link, and at most limit bytes long when opened. It returns the file and
 // its size then; a reader must still read at most limit+1 bytes, for the
 // file may grow (see ReadFile).
 func Open(p Path, limit int64) (*os.File, int64, error) {
