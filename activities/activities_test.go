@@ -63,19 +63,6 @@ func TestBranchName(t *testing.T) {
 	require.Equal(t, "posthog/task-t-1", BranchName("posthog/task-{slug}", run))
 }
 
-func TestArtifactTypeAndEncoding(t *testing.T) {
-	require.Equal(t, tasksapi.ArtifactPlan, artifactType("PLAN.md"))
-	require.Equal(t, tasksapi.ArtifactContext, artifactType("context.md"))
-	require.Equal(t, tasksapi.ArtifactGeneric, artifactType("notes.txt"))
-	text := encodeArtifact("a.md", "plan", "", []byte("héllo"))
-	require.Equal(t, tasksapi.EncodingUTF8, text.ContentEncoding)
-	require.Equal(t, "héllo", text.Content)
-	bin := encodeArtifact("a.bin", "artifact", "", []byte{0xff, 0x00})
-	require.Equal(t, tasksapi.EncodingBase64, bin.ContentEncoding)
-	require.Equal(t, "/wA=", bin.Content)
-	require.Equal(t, "application/octet-stream", bin.ContentType)
-}
-
 func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 	srv := githubtest.NewServer("ghs_token_123456")
 	defer srv.Close()

@@ -2,24 +2,21 @@ package activities
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"mime"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/artifacts"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
@@ -214,7 +211,10 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		case err == nil:
 			out.Summary = a.Redactor.String(res.Summary)
 			if len(in.Run.JSONSchema) > 0 {
-				out.Result, err = a.agentResult(in.Run.JSONSchema, res, outputFile, log)
+				var output artifacts.Path
+				if output, err = a.agentWrote(outputFile); err == nil {
+					out.Result, err = a.agentResult(in.Run.JSONSchema, res, output, log)
+				}
 			}
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
@@ -251,7 +251,7 @@ func (a *Activities) recordUsage(ctx context.Context, ref RunRef, res agent.Resu
 
 // agentResult finds the agent's JSON result and checks it against the
 // task's schema; a missing or invalid one fails the run, naming why.
-func (a *Activities) agentResult(schema json.RawMessage, res agent.Result, outputFile string, log *logstream.Stream) (json.RawMessage, error) {
+func (a *Activities) agentResult(schema json.RawMessage, res agent.Result, outputFile artifacts.Path, log *logstream.Stream) (json.RawMessage, error) {
 	compiled, err := structured.Compile(schema)
 	if err != nil {
 		return nil, invalidInput("%v", err)
@@ -267,24 +267,22 @@ func (a *Activities) agentResult(schema json.RawMessage, res agent.Result, outpu
 	return json.RawMessage(a.Redactor.String(string(result))), nil
 }
 
-// withResult puts a schema-checked result into the run's output: an object's
-// keys at the top level (over the worker's own), anything else as result.
-func withResult(output map[string]any, result json.RawMessage) map[string]any {
-	if len(result) == 0 {
-		return output
-	}
-	var fields map[string]any
-	if json.Unmarshal(result, &fields) == nil && fields != nil {
-		for k, v := range fields {
-			output[k] = v
-		}
-		return output
-	}
-	var v any
-	if json.Unmarshal(result, &v) == nil {
-		output["result"] = v
+// withResult puts a schema-checked result into the run's output (see
+// structured.Merge: the worker's own keys always win) and says in the log
+// which of the result's keys are kept under output.result for that.
+func withResult(output map[string]any, result json.RawMessage, log *logstream.Stream) map[string]any {
+	output, moved := structured.Merge(output, result)
+	if len(moved) > 0 {
+		log.Console(acp.LevelWarn, fmt.Sprintf("the agent's result has keys the worker writes itself (%s); they are kept under output.%s",
+			strings.Join(moved, ", "), structured.ResultKey))
 	}
 	return output
+}
+
+// agentWrote is path, a file or folder of a run's workspace, as one read
+// back safely: the workspace dir is the worker's, all below it the agent's.
+func (a *Activities) agentWrote(path string) (artifacts.Path, error) {
+	return artifacts.Beneath(a.Config.WorkspaceDir, path)
 }
 
 // watchRun reads the run every StatusCheckEvery while its agent works; if
@@ -391,7 +389,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	}
 	if head == ws.BaseSHA {
 		log.Console(acp.LevelInfo, "the agent changed nothing; no branch pushed")
-		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result)})
+		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result, log)})
 		return out, err
 	}
 
@@ -426,7 +424,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 			return out, err
 		}
 	}
-	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: withResult(output, in.Agent.Result)}); err != nil {
+	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: withResult(output, in.Agent.Result, log)}); err != nil {
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
 	}
 	return out, nil
@@ -509,105 +507,43 @@ func BranchName(template string, run RunContext) string {
 }
 
 // uploadArtifacts uploads every regular file the agent left in its
-// artifacts folder, and the run's diff as changes.patch.
+// artifacts folder, read back safely (see package artifacts) and one at a
+// time, then the run's diff as changes.patch.
 func (a *Activities) uploadArtifacts(ctx context.Context, in PublishInput, pub PublishOutput, log *logstream.Stream) ([]string, error) {
 	ref := in.Run.RunRef
-	artifacts, err := collectArtifacts(in.Workspace.ArtifactsDir, log)
-	if err != nil {
-		return nil, err
-	}
-	if pub.Changed {
-		patch, err := a.Git.Open(in.Workspace.RepoDir).Patch(ctx, pub.BaseSHA, pub.CommitSHA)
-		if err != nil {
-			return nil, err
-		}
-		if len(patch) > tasksapi.MaxArtifactBytes {
-			log.Console(acp.LevelWarn, fmt.Sprintf("changes.patch is %d bytes, over the %d byte artifact limit; not uploaded", len(patch), tasksapi.MaxArtifactBytes))
-		} else {
-			artifacts = append(artifacts, encodeArtifact("changes.patch", tasksapi.ArtifactOutput, "text/x-diff", patch))
-		}
-	}
 	var names []string
 	// One request per artifact keeps each body under the API's size limit.
-	for _, art := range artifacts {
+	upload := func(art tasksapi.Artifact) error {
 		art.Source = "agent"
 		if art.ContentEncoding == tasksapi.EncodingUTF8 {
 			art.Content = a.Redactor.String(art.Content)
 		}
 		if _, err := a.API.UploadArtifacts(ctx, ref.TaskID, ref.RunID, []tasksapi.Artifact{art}); err != nil {
-			return names, fmt.Errorf("upload artifact %s: %w", art.Name, err)
+			return fmt.Errorf("upload artifact %s: %w", art.Name, err)
 		}
 		names = append(names, art.Name)
+		return nil
+	}
+	dir, err := a.agentWrote(in.Workspace.ArtifactsDir)
+	if err != nil {
+		return nil, err
+	}
+	warn := func(msg string) { log.Console(acp.LevelWarn, msg) }
+	if err := artifacts.Walk(dir, warn, upload); err != nil {
+		return names, err
+	}
+	if pub.Changed {
+		patch, err := a.Git.Open(in.Workspace.RepoDir).Patch(ctx, pub.BaseSHA, pub.CommitSHA)
+		if err != nil {
+			return names, err
+		}
+		if len(patch) > tasksapi.MaxArtifactBytes {
+			log.Console(acp.LevelWarn, fmt.Sprintf("changes.patch is %d bytes, over the %d byte artifact limit; not uploaded", len(patch), tasksapi.MaxArtifactBytes))
+		} else if err := upload(artifacts.Encode("changes.patch", tasksapi.ArtifactOutput, "text/x-diff", patch)); err != nil {
+			return names, err
+		}
 	}
 	return names, nil
-}
-
-// collectArtifacts reads the regular files under dir. Symlinks and files over
-// the API's limit are skipped with a warning, never followed or cut.
-func collectArtifacts(dir string, log *logstream.Stream) ([]tasksapi.Artifact, error) {
-	var artifacts []tasksapi.Artifact
-	seen := map[string]bool{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, _ := filepath.Rel(dir, path)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case !info.Mode().IsRegular():
-			log.Console(acp.LevelWarn, fmt.Sprintf("artifact %s is not a regular file (symlink or device); skipped", rel))
-			return nil
-		case info.Size() > tasksapi.MaxArtifactBytes:
-			log.Console(acp.LevelWarn, fmt.Sprintf("artifact %s is %d bytes, over the %d byte limit; skipped", rel, info.Size(), tasksapi.MaxArtifactBytes))
-			return nil
-		case seen[d.Name()]:
-			log.Console(acp.LevelWarn, fmt.Sprintf("artifact %s has the same name as another one; skipped", rel))
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("read artifact %s: %w", rel, err)
-		}
-		seen[d.Name()] = true
-		artifacts = append(artifacts, encodeArtifact(d.Name(), artifactType(d.Name()), "", data))
-		return nil
-	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("collect artifacts in %s: %w", dir, err)
-	}
-	return artifacts, nil
-}
-
-func artifactType(name string) string {
-	switch strings.ToLower(name) {
-	case "plan.md":
-		return tasksapi.ArtifactPlan
-	case "context.md":
-		return tasksapi.ArtifactContext
-	}
-	return tasksapi.ArtifactGeneric
-}
-
-func encodeArtifact(name, typ, contentType string, data []byte) tasksapi.Artifact {
-	if contentType == "" {
-		contentType = mime.TypeByExtension(filepath.Ext(name))
-	}
-	if utf8.Valid(data) {
-		if contentType == "" {
-			contentType = "text/plain"
-		}
-		return tasksapi.Artifact{Name: name, Type: typ, Content: string(data), ContentType: contentType, ContentEncoding: tasksapi.EncodingUTF8}
-	}
-	if contentType == "" {
-		contentType = "application/octet-stream"
-	}
-	return tasksapi.Artifact{Name: name, Type: typ, Content: base64.StdEncoding.EncodeToString(data), ContentType: contentType, ContentEncoding: tasksapi.EncodingBase64}
 }
 
 func short(sha string) string {

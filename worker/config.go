@@ -33,6 +33,13 @@ type Config struct {
 	TemporalAddress   string `envconfig:"TEMPORAL_ADDRESS" default:"127.0.0.1:7233" desc:"host:port of the Temporal frontend"`
 	TemporalNamespace string `envconfig:"TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
 	TaskQueue         string `envconfig:"TEMPORAL_TASK_QUEUE" default:"tasks-task-queue" desc:"Task queue PostHog starts process-task on"`
+	// The connection's security, by the Temporal CLI's names (see temporal.go).
+	TemporalTLS           bool   `envconfig:"TEMPORAL_TLS" desc:"Connect to Temporal over TLS, trusting the system's root CAs (implied by every TEMPORAL_TLS_* variable and by TEMPORAL_API_KEY)"`
+	TemporalTLSCert       string `envconfig:"TEMPORAL_TLS_CERT" desc:"Client certificate file (PEM) for mTLS, e.g. Temporal Cloud's; needs TEMPORAL_TLS_KEY"`
+	TemporalTLSKey        string `envconfig:"TEMPORAL_TLS_KEY" desc:"Private key file (PEM) of TEMPORAL_TLS_CERT"`
+	TemporalTLSCA         string `envconfig:"TEMPORAL_TLS_CA" desc:"CA certificate file (PEM) Temporal's server certificate must chain to (default: the system's root CAs)"`
+	TemporalTLSServerName string `envconfig:"TEMPORAL_TLS_SERVER_NAME" desc:"Name Temporal's server certificate must be for (default: the host of TEMPORAL_ADDRESS)"`
+	TemporalAPIKey        string `envconfig:"TEMPORAL_API_KEY" desc:"Temporal Cloud API key, sent with every request (secret; implies TLS)"`
 
 	Agent            string        `envconfig:"TASKWORKER_AGENT" default:"command" desc:"Agent adapter: claude (Claude Code), codex (OpenAI Codex) or command (any program)"`
 	AgentCommand     string        `envconfig:"TASKWORKER_AGENT_COMMAND" desc:"Shell command the command agent runs in the clone; the prompt is on stdin and in TASK_PROMPT"`
@@ -233,6 +240,12 @@ func (c Config) validateConnections() []error {
 	if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("POSTHOG_API_URL %q is not an http(s) URL", c.APIURL))
 	}
+	if _, err := c.temporalTLS(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.TemporalAPIKey != strings.TrimSpace(c.TemporalAPIKey) {
+		errs = append(errs, errors.New("TEMPORAL_API_KEY starts or ends with white space (a newline of the file it came from?): set it to the key alone"))
+	}
 	if c.DispatchPageSize < 1 || c.DispatchPageSize > 100 || c.DispatchMaxPages < 1 || c.DispatchInterval <= 0 {
 		errs = append(errs, errors.New("TASKWORKER_DISPATCH_PAGE_SIZE must be 1 to 100, TASKWORKER_DISPATCH_MAX_PAGES at least 1 and TASKWORKER_DISPATCH_INTERVAL positive"))
 	}
@@ -317,7 +330,7 @@ func (c Config) SandboxConfig() (sandbox.Config, error) {
 // Secrets are the values that must never appear in output: the configured
 // credentials, and every environment variable whose name says it is a secret.
 func (c Config) Secrets() []string {
-	return append([]string{c.APIKey, c.GitHubToken, c.AnthropicAPIKey, c.AnthropicAuthToken, c.OpenAIAPIKey},
+	return append([]string{c.APIKey, c.GitHubToken, c.AnthropicAPIKey, c.AnthropicAuthToken, c.OpenAIAPIKey, c.TemporalAPIKey},
 		redact.FromEnvironment(os.Environ())...)
 }
 

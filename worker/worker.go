@@ -189,17 +189,18 @@ func (w *Worker) Drain(timeout time.Duration) {
 // drainTail is the moment Drain gives the last workflow tasks of its runs.
 const drainTail = 3 * time.Second
 
-// Dial connects to Temporal with the worker's logger; the SDK's metrics go to m (which may be nil).
+// Dial connects to Temporal with the worker's logger, over TLS and with an
+// API key when configured (see clientOptions); the SDK's metrics go to m
+// (which may be nil).
 func Dial(cfg Config, logger *zap.Logger, m *metrics.Metrics) (client.Client, error) {
-	c, err := client.Dial(client.Options{
-		HostPort:       cfg.TemporalAddress,
-		Namespace:      cfg.TemporalNamespace,
-		Identity:       cfg.WorkerID,
-		Logger:         NewTemporalLogger(logger),
-		MetricsHandler: m.TemporalHandler(),
-	})
+	opts, err := clientOptions(cfg, logger, m)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS), namespace %s: %w", cfg.TemporalAddress, cfg.TemporalNamespace, err)
+		return nil, err
+	}
+	c, err := client.Dial(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS), namespace %s, over %s: %w",
+			cfg.TemporalAddress, cfg.TemporalNamespace, cfg.temporalSecurity(), err)
 	}
 	return c, nil
 }
@@ -281,7 +282,8 @@ func RunDispatcher(ctx context.Context, cfg Config, logger *zap.Logger) error {
 	}
 	defer c.Close()
 	probes.setReady(true)
-	logger.Info("taskworker dispatching", zap.String("api", cfg.APIURL), zap.String("task_queue", cfg.TaskQueue),
+	logger.Info("taskworker dispatching", zap.String("api", cfg.APIURL), zap.String("temporal", cfg.TemporalAddress),
+		zap.String("temporal_security", cfg.temporalSecurity()), zap.String("task_queue", cfg.TaskQueue),
 		zap.Duration("interval", cfg.DispatchInterval))
 	return NewDispatcher(c, cfg, logger, m).Run(ctx)
 }
@@ -306,6 +308,7 @@ func Run(ctx context.Context, cfg Config, logger *zap.Logger) error {
 	}
 	logger.Info("taskworker serving",
 		zap.String("temporal", cfg.TemporalAddress), zap.String("namespace", cfg.TemporalNamespace),
+		zap.String("temporal_security", cfg.temporalSecurity()),
 		zap.String("task_queue", cfg.TaskQueue), zap.String("agent", cfg.Agent),
 		zap.Int("max_concurrent_runs", cfg.MaxConcurrentRuns), zap.String("version", Version))
 	<-ctx.Done()

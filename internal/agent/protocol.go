@@ -4,13 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/artifacts"
 )
 
 // protocol reads the command agent's stdout. A line that is a JSON object
@@ -22,7 +21,7 @@ import (
 //	{"type":"tool_result","id":"c1","status":"completed|failed","output":"..."} tool_call_update
 //	{"type":"progress","step":"tests","status":"started|completed|failed","label":"...","detail":"..."}
 //	{"type":"output","summary":"...","result":<any JSON>}                   the run's summary / JSON result
-//	{"type":"artifact","path":"report.md","name":"optional name"}           file (in the clone) to upload
+//	{"type":"artifact","path":"report.md","name":"optional name"}           file (in the clone) to upload, see saveArtifact
 //
 // A line of the vocabulary that breaks its rules is shown as a warning that
 // says what is wrong, so an agent's author can fix it.
@@ -148,53 +147,65 @@ func (p *protocol) entry(l protocolLine) (*acp.Entry, error) {
 	return &e, nil
 }
 
-// saveArtifact copies a file of the clone into the artifacts folder, which
-// is uploaded when the run publishes.
+// saveArtifact copies a file the agent names into the artifacts folder,
+// which is uploaded when the run publishes. The agent is untrusted, and so
+// is its path: relative to the clone or absolute, it must name a file in the
+// clone or the artifacts folder — compared as written, never resolved — and
+// is then opened as package artifacts opens, following no symlink on its
+// way (the clone's folder itself included), never a pipe or a device, at
+// most the artifact limit. The copy replaces what is at its name, never
+// writing through a symlink there.
 func (p *protocol) saveArtifact(path, name string) (string, error) {
 	if path == "" {
 		return "", errors.New(`"path" is missing`)
 	}
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(p.workDir, path)
-	}
-	real, err := filepath.EvalSymlinks(path)
+	src, err := p.locate(path)
 	if err != nil {
-		return "", fmt.Errorf("path %s: %w", path, err)
-	}
-	root, err := filepath.EvalSymlinks(p.workDir)
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	if rel, err := filepath.Rel(root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return "", fmt.Errorf("path %s is outside the working directory; only files of the clone can be artifacts", path)
+		return "", err
 	}
 	if name == "" {
-		name = filepath.Base(real)
+		name = filepath.Base(src.Rel)
 	}
 	name = filepath.Base(name)
-	if name == "." || name == string(filepath.Separator) {
+	if name == "." || name == ".." || name == string(filepath.Separator) {
 		return "", fmt.Errorf("name %q is not a file name", name)
 	}
-	src, err := os.Open(real)
-	if err != nil {
-		return "", err
+	if err := artifacts.Copy(src, within(p.artifactsDir, "."), name, artifacts.MaxFileBytes); err != nil {
+		return "", fmt.Errorf("path %s: %w", path, err)
 	}
-	defer src.Close()
-	if info, err := src.Stat(); err != nil || !info.Mode().IsRegular() {
-		return "", fmt.Errorf("path %s is not a regular file", path)
+	return name, nil
+}
+
+// locate is the agent's path in the clone or the artifacts folder.
+func (p *protocol) locate(path string) (artifacts.Path, error) {
+	abs := path
+	if !filepath.IsAbs(abs) {
+		abs = filepath.Join(p.workDir, abs)
 	}
-	if err := os.MkdirAll(p.artifactsDir, 0o755); err != nil {
-		return "", err
+	abs = filepath.Clean(abs)
+	for _, root := range []string{p.workDir, p.artifactsDir} {
+		if root == "" {
+			continue
+		}
+		// An agent that spells the folder resolved (pwd -P) names it too.
+		spellings := []string{filepath.Clean(root)}
+		if real, err := filepath.EvalSymlinks(root); err == nil && real != spellings[0] {
+			spellings = append(spellings, real)
+		}
+		for _, spelling := range spellings {
+			if rel, err := filepath.Rel(spelling, abs); err == nil && filepath.IsLocal(rel) {
+				return within(root, rel), nil
+			}
+		}
 	}
-	dst, err := os.Create(filepath.Join(p.artifactsDir, name))
-	if err != nil {
-		return "", err
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return "", fmt.Errorf("copy %s: %w", path, err)
-	}
-	return name, dst.Close()
+	return artifacts.Path{}, fmt.Errorf("path %s is outside the working directory; only files of the clone (or of TASK_ARTIFACTS_DIR) can be artifacts", path)
+}
+
+// within is rel in the folder dir, one the worker made for the run: the
+// folder it is in is the worker's, dir itself and all below it the agent's.
+func within(dir, rel string) artifacts.Path {
+	dir = filepath.Clean(dir)
+	return artifacts.Path{Base: filepath.Dir(dir), Rel: filepath.Join(filepath.Base(dir), rel)}
 }
 
 func (p *protocol) result() Result {

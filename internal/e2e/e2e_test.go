@@ -266,7 +266,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	require.True(t, strings.HasPrefix(stdout[0], "info: line 1: read the prompt"))
 	require.Equal(t, []string{"info: line 2: editing", "info: line 3: done"}, stdout[1:])
 	require.Contains(t, lines, "warn: a warning on stderr")
-	require.Contains(t, lines, "warn: artifact passwd-link is not a regular file (symlink or device); skipped")
+	require.Contains(t, lines, "warn: artifact passwd-link is a symlink (never followed); skipped")
 
 	// Artifacts: the plan, the binary file as base64, and the diff; never the symlink.
 	byName := map[string]tasksapi.ArtifactRecord{}

@@ -532,7 +532,7 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 	runCase("killed", repo, "was killed by signal killed", tasksapi.StatusFailed)
 	runCase("bigline", repo, "[line cut: 8951424 more bytes]", tasksapi.StatusCompleted)
 	runCase("gib", repo, "log cut:", tasksapi.StatusCompleted)
-	runCase("artifacts", repo, "artifact passwd is not a regular file (symlink or device); skipped", tasksapi.StatusCompleted)
+	runCase("artifacts", repo, "artifact passwd is a symlink (never followed); skipped", tasksapi.StatusCompleted)
 	runCase("artifacts", repo, "artifact too-big.bin is 31457281 bytes, over the 31457280 byte limit; skipped", tasksapi.StatusCompleted)
 	runCase("lines 1", "", "has no repository", tasksapi.StatusFailed)
 	runCase("lines 1", "../x", "is not of the form org/repo", tasksapi.StatusFailed)

@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/taskworker/taskworker/internal/artifacts"
 )
 
 // maxViolations is how many problems an error names.
@@ -81,20 +83,27 @@ const (
 	FromFinalMessage Source = "the final message"
 )
 
+// MaxOutputFileBytes is the largest TASK_OUTPUT_FILE read. A result goes
+// into the run's output, one JSON object the API stores and serves whole:
+// far below this in any sane task, and never the agent's gigabytes.
+const MaxOutputFileBytes = 16 << 20
+
 // Find picks the agent's result: what it handed over as structured output
 // (Claude Code's StructuredOutput tool, the command protocol's output line),
 // else the output file, else the final message — bare JSON or one fenced
-// ```json block.
-func Find(protocol json.RawMessage, outputFile, finalMessage string) (json.RawMessage, Source, error) {
+// ```json block. The agent wrote the output file, so it is read as
+// artifacts.ReadFile reads: a regular file, no symlink on its way, at most
+// MaxOutputFileBytes; a zero outputFile is not looked for.
+func Find(protocol json.RawMessage, outputFile artifacts.Path, finalMessage string) (json.RawMessage, Source, error) {
 	if len(bytes.TrimSpace(protocol)) > 0 {
 		return protocol, FromProtocol, nil
 	}
-	if outputFile != "" {
-		data, err := os.ReadFile(outputFile)
+	if !outputFile.IsZero() {
+		data, err := artifacts.ReadFile(outputFile, MaxOutputFileBytes)
 		switch {
 		case err == nil:
 			return bytes.TrimSpace(data), FromOutputFile, nil
-		case !errors.Is(err, os.ErrNotExist):
+		case !errors.Is(err, fs.ErrNotExist):
 			return nil, FromOutputFile, fmt.Errorf("read TASK_OUTPUT_FILE: %w", err)
 		}
 	}
