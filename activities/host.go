@@ -86,7 +86,7 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		switch {
 		case errors.As(err, &gitErr) && gitErr.NotFound():
 			return ws, fmt.Errorf("clone %s: the repository does not exist or this worker can't read it (check the task's repository and TASKWORKER_GITHUB_TOKEN): %w", run.Repository, err)
-		case errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "not found in upstream"):
+		case errors.As(err, &gitErr) && gitErr.RemoteBranchMissing():
 			return ws, invalidInput("clone %s: base branch %q does not exist (it comes from the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH)", run.Repository, base)
 		}
 		return ws, fmt.Errorf("clone %s: %w", run.Repository, err)

@@ -93,7 +93,7 @@ func brokenCache(err error) bool {
 
 func isRemoteBranchMissing(err error) bool {
 	var gitErr *Error
-	return errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "Remote branch") && strings.Contains(gitErr.Stderr, "not found")
+	return errors.As(err, &gitErr) && gitErr.RemoteBranchMissing()
 }
 
 func (c *Cache) mirrorPath(repository string) string {

@@ -271,3 +271,17 @@ func TestConcurrentCheckoutsOfOneRepositoryTakeTurns(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+func TestAMissingBaseBranchIsNotAMissingRepository(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, _ := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	for _, name := range []string{"cold", "warm"} {
+		_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, name), "no-such-branch")
+		var gitErr *Error
+		require.ErrorAs(t, err, &gitErr, name)
+		require.True(t, gitErr.RemoteBranchMissing(), "%s: %v", name, err)
+		require.False(t, gitErr.NotFound(), "%s: the repository is there: %v", name, err)
+	}
+}
