@@ -83,7 +83,12 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	co, err := a.Cache.Checkout(ctx, run.Repository, url, ws.RepoDir, base)
 	if err != nil {
 		var gitErr *gitrepo.Error
+		var unborn *gitrepo.UnbornHeadError
 		switch {
+		case errors.As(err, &unborn) && unborn.NoBranches:
+			return ws, invalidInput("clone %s: %v: push a commit to it and run the task again", run.Repository, err)
+		case errors.As(err, &unborn):
+			return ws, invalidInput("clone %s: %v: push a commit to it, make a branch that has commits the default, or name the base branch (the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH), and run the task again", run.Repository, err)
 		case errors.As(err, &gitErr) && gitErr.NotFound():
 			return ws, fmt.Errorf("clone %s: the repository does not exist or this worker can't read it (check the task's repository and TASKWORKER_GITHUB_TOKEN): %w", run.Repository, err)
 		case errors.As(err, &gitErr) && gitErr.RemoteBranchMissing():
@@ -102,6 +107,9 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	}
 	if co.Rebuilt {
 		log.Console(acp.LevelWarn, "the repository cache was damaged; it was rebuilt from the remote")
+	}
+	if base == "" {
+		log.Console(acp.LevelInfo, fmt.Sprintf("starting from %s, the repository's default branch", co.Branch))
 	}
 	repo := co.Repo
 	if ws.BaseBranch, err = repo.CurrentBranch(ctx); err != nil {
