@@ -117,14 +117,25 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	}
 	// A branch an earlier run of this task pushed is where this run goes on,
 	// so its pull request keeps its history and nothing needs a force push.
-	if ws.BranchSHA, err = a.Cache.RemoteBranch(ctx, run.Repository, run.Branch); err != nil {
-		return ws, err
+	// One pushed under the old lower-case name counts when it is the only one.
+	ws.Branch = run.Branch
+	for _, branch := range []string{run.Branch, run.LegacyBranch} {
+		if branch == "" {
+			continue
+		}
+		if ws.BranchSHA, err = a.Cache.RemoteBranch(ctx, run.Repository, branch); err != nil {
+			return ws, err
+		}
+		if ws.BranchSHA != "" {
+			ws.Branch = branch
+			break
+		}
 	}
 	if ws.BranchSHA != "" {
-		if _, err := repo.Run(ctx, "checkout", "--quiet", "-B", run.Branch, ws.BranchSHA); err != nil {
-			return ws, fmt.Errorf("check out %s: %w", run.Branch, err)
+		if _, err := repo.Run(ctx, "checkout", "--quiet", "-B", ws.Branch, ws.BranchSHA); err != nil {
+			return ws, fmt.Errorf("check out %s: %w", ws.Branch, err)
 		}
-		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", run.Branch, short(ws.BranchSHA)))
+		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", ws.Branch, short(ws.BranchSHA)))
 	}
 	if ws.BaseSHA, err = repo.Head(ctx); err != nil {
 		return ws, invalidInput("clone %s: %v", run.Repository, err)
@@ -368,8 +379,12 @@ func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutpu
 
 func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstream.Stream) (PublishOutput, error) {
 	ref, ws := in.Run.RunRef, in.Workspace
+	branch := ws.Branch
+	if branch == "" {
+		branch = in.Run.Branch
+	}
 	repo := a.Git.Open(ws.RepoDir)
-	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: in.Run.Branch}
+	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: branch}
 	if _, err := repo.CommitAll(ctx, commitMessage(in.Run), a.Config.Author); err != nil {
 		return out, err
 	}
@@ -387,7 +402,6 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, err
 	}
 
-	branch := in.Run.Branch
 	if err := repo.SwitchBranch(ctx, branch); err != nil {
 		return out, fmt.Errorf("create branch %s: %w", branch, err)
 	}
@@ -492,8 +506,21 @@ func commitMessage(run RunContext) string {
 var unsafeBranchChars = regexp.MustCompile(`[^A-Za-z0-9._/-]+`)
 
 // BranchName fills {slug}, {task_id} and {run_id} in the branch template.
+// The slug keeps its case, as in the names PostHog's own runner gives a
+// task's branch (posthog/task-ABC-12): a task either of them started is
+// continued on the same branch.
 func BranchName(template string, run RunContext) string {
-	slug := strings.ToLower(unsafeBranchChars.ReplaceAllString(run.Slug, "-"))
+	return branchName(template, run, func(slug string) string { return slug })
+}
+
+// legacyBranchName is the name BranchName gave before it kept the slug's
+// case; branches pushed then are still continued.
+func legacyBranchName(template string, run RunContext) string {
+	return branchName(template, run, strings.ToLower)
+}
+
+func branchName(template string, run RunContext, slugCase func(string) string) string {
+	slug := slugCase(unsafeBranchChars.ReplaceAllString(run.Slug, "-"))
 	if slug == "" {
 		slug = run.TaskID
 	}

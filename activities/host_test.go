@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +22,7 @@ import (
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
 // recordedLog keeps what a run's log stream sent.
@@ -89,14 +93,18 @@ func (h *gitHost) origin(t *testing.T, repository string) string {
 	return bare
 }
 
-// push commits file on top of origin's branch (a first commit when it has
-// none) and pushes it there, returning the commit.
-func (h *gitHost) push(t *testing.T, origin, branch, file string) string {
+// push commits file on top of origin's branch (or of from, when the branch
+// is new; a first commit when neither is there) and pushes it to the branch,
+// returning the commit.
+func (h *gitHost) push(t *testing.T, origin, from, branch, file string) string {
 	work := t.TempDir()
 	h.git(t, work, "init", "--quiet")
-	if h.git(t, origin, "branch", "--list", branch) != "" {
-		h.git(t, work, "fetch", "--quiet", origin, branch)
-		h.git(t, work, "reset", "--quiet", "--hard", "FETCH_HEAD")
+	for _, b := range []string{branch, from} {
+		if b != "" && h.git(t, origin, "branch", "--list", b) != "" {
+			h.git(t, work, "fetch", "--quiet", origin, b)
+			h.git(t, work, "reset", "--quiet", "--hard", "FETCH_HEAD")
+			break
+		}
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(work, file), []byte(file+"\n"), 0o644))
 	h.git(t, work, "add", ".")
@@ -119,7 +127,7 @@ func (h *gitHost) prepare(t *testing.T, run RunContext) (Workspace, []string, er
 func TestARunSaysWhichDefaultBranchItStartsFrom(t *testing.T) {
 	h := newGitHost(t)
 	origin := h.origin(t, "acme/app")
-	h.push(t, origin, "main", "a.txt")
+	h.push(t, origin, "", "main", "a.txt")
 	run := RunContext{RunRef: RunRef{TaskID: "t", RunID: "r1"}, Repository: "acme/app", Branch: "posthog/task-1"}
 	ws, lines, err := h.prepare(t, run)
 	require.NoError(t, err)
@@ -155,7 +163,7 @@ func TestARunOnAnEmptyRepositorySaysWhatToDo(t *testing.T) {
 	require.True(t, errors.As(h.a.classify(err), &appErr) && appErr.NonRetryable(), "no retry fills a repository: %v", err)
 
 	// Pushed, but not to the branch HEAD names.
-	h.push(t, origin, "feature", "a.txt")
+	h.push(t, origin, "", "feature", "a.txt")
 	run.RunID = "r2"
 	_, _, err = h.prepare(t, run)
 	require.ErrorContains(t, err, `clone acme/app: the repository's default branch "main" has no commits: push a commit to it, make a branch that has commits the default, or name the base branch`)
@@ -165,4 +173,78 @@ func TestARunOnAnEmptyRepositorySaysWhatToDo(t *testing.T) {
 	ws, _, err := h.prepare(t, run)
 	require.NoError(t, err)
 	require.Equal(t, "feature", ws.BaseBranch)
+}
+
+// apiRecord is a Tasks API that accepts every request and keeps the PATCHes
+// of runs.
+func apiRecord(t *testing.T) (*tasksapi.Client, func() []tasksapi.RunUpdate) {
+	var mu sync.Mutex
+	var patches []tasksapi.RunUpdate
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch {
+			var u tasksapi.RunUpdate
+			require.NoError(t, json.NewDecoder(r.Body).Decode(&u))
+			mu.Lock()
+			patches = append(patches, u)
+			mu.Unlock()
+		}
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(srv.Close)
+	return tasksapi.New(tasksapi.Config{BaseURL: srv.URL, APIKey: "k", ProjectID: "1"}), func() []tasksapi.RunUpdate {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(patches)
+	}
+}
+
+func TestABranchPushedUnderTheLowerCaseNameIsContinued(t *testing.T) {
+	ctx := context.Background()
+	h := newGitHost(t)
+	var patches func() []tasksapi.RunUpdate
+	h.a.API, patches = apiRecord(t)
+	h.a.Config.Author = gitrepo.Author{Name: "Bot", Email: "bot@x"}
+	origin := h.origin(t, "acme/app")
+	h.push(t, origin, "", "main", "a.txt")
+	run := RunContext{RunRef: RunRef{TaskID: "t", RunID: "r1"}, Repository: "acme/app", Slug: "ABC-12", Title: "Go on"}
+	run.Branch = BranchName(h.a.Config.BranchTemplate, run)
+	run.LegacyBranch = legacyBranchName(h.a.Config.BranchTemplate, run)
+	require.Equal(t, "posthog/task-ABC-12", run.Branch)
+	earlier := h.push(t, origin, "main", "posthog/task-abc-12", "earlier.txt")
+
+	ws, lines, err := h.prepare(t, run)
+	require.NoError(t, err)
+	require.Equal(t, "posthog/task-abc-12", ws.Branch)
+	require.Equal(t, earlier, ws.BranchSHA)
+	require.Equal(t, earlier, ws.BaseSHA, "the run starts where the earlier one ended")
+	require.Contains(t, lines, "info: branch posthog/task-abc-12 exists from an earlier run (at "+earlier[:12]+"); this run continues on it")
+
+	require.NoError(t, os.WriteFile(filepath.Join(ws.RepoDir, "more.txt"), []byte("more\n"), 0o644))
+	rec := &recordedLog{}
+	log := logstream.New(rec, run.TaskID, run.RunID, h.a.Redactor, logstream.Config{})
+	pub, err := h.a.publish(ctx, PublishInput{Run: run, Workspace: ws}, log)
+	_, _ = log.Close(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "posthog/task-abc-12", pub.Branch)
+	require.Equal(t, earlier, h.git(t, origin, "rev-parse", "posthog/task-abc-12^"), "pushed on top of the earlier run's commit")
+	require.Empty(t, h.git(t, origin, "branch", "--list", "posthog/task-ABC-12"), "no second branch")
+	recorded := patches()
+	require.NotEmpty(t, recorded)
+	require.Equal(t, "posthog/task-abc-12", *recorded[len(recorded)-1].Branch, "the run records the branch it pushed")
+
+	// Once the branch with the slug's own case is there, it is the one.
+	current := h.push(t, origin, "main", "posthog/task-ABC-12", "current.txt")
+	run.RunID = "r2"
+	ws, _, err = h.prepare(t, run)
+	require.NoError(t, err)
+	require.Equal(t, "posthog/task-ABC-12", ws.Branch)
+	require.Equal(t, current, ws.BranchSHA)
+
+	// Neither there: a new branch, named as PostHog names it.
+	h.git(t, origin, "branch", "-D", "posthog/task-ABC-12", "posthog/task-abc-12")
+	run.RunID = "r3"
+	ws, _, err = h.prepare(t, run)
+	require.NoError(t, err)
+	require.Equal(t, "posthog/task-ABC-12", ws.Branch)
+	require.Empty(t, ws.BranchSHA)
 }
