@@ -102,6 +102,9 @@ type RunContext struct {
 	LogDropped       int           `json:"log_dropped,omitempty"`
 	// JSONSchema is the task's json_schema: the agent's result must match it.
 	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
+	// LegacyBranch is the name Branch had before it kept the slug's case,
+	// when that differs: an earlier run's branch may have it.
+	LegacyBranch string `json:"legacy_branch,omitempty"`
 }
 
 // Workspace is a run's folder on the host that claimed it.
@@ -123,6 +126,9 @@ type Workspace struct {
 	BranchSHA  string `json:"branch_sha,omitempty"`
 	CacheHit   bool   `json:"cache_hit"`
 	LogDropped int    `json:"log_dropped,omitempty"`
+	// Branch is the branch the run pushes: the run's, or the legacy name of
+	// it that an earlier run pushed.
+	Branch string `json:"branch,omitempty"`
 }
 
 // Step names: the run's stage while they run, and their progress entries.

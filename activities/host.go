@@ -89,10 +89,15 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	co, err := a.Cache.Checkout(ctx, run.Repository, url, ws.RepoDir, base)
 	if err != nil {
 		var gitErr *gitrepo.Error
+		var unborn *gitrepo.UnbornHeadError
 		switch {
+		case errors.As(err, &unborn) && unborn.NoBranches:
+			return ws, invalidInput("clone %s: %v: push a commit to it and run the task again", run.Repository, err)
+		case errors.As(err, &unborn):
+			return ws, invalidInput("clone %s: %v: push a commit to it, make a branch that has commits the default, or name the base branch (the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH), and run the task again", run.Repository, err)
 		case errors.As(err, &gitErr) && gitErr.NotFound():
 			return ws, fmt.Errorf("clone %s: the repository does not exist or this worker can't read it (check the task's repository and TASKWORKER_GITHUB_TOKEN): %w", run.Repository, err)
-		case errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "not found in upstream"):
+		case errors.As(err, &gitErr) && gitErr.RemoteBranchMissing():
 			return ws, invalidInput("clone %s: base branch %q does not exist (it comes from the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH)", run.Repository, base)
 		}
 		return ws, fmt.Errorf("clone %s: %w", run.Repository, err)
@@ -109,20 +114,34 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	if co.Rebuilt {
 		log.Console(acp.LevelWarn, "the repository cache was damaged; it was rebuilt from the remote")
 	}
+	if base == "" {
+		log.Console(acp.LevelInfo, fmt.Sprintf("starting from %s, the repository's default branch", co.Branch))
+	}
 	repo := co.Repo
 	if ws.BaseBranch, err = repo.CurrentBranch(ctx); err != nil {
 		return ws, fmt.Errorf("clone %s: %w", run.Repository, err)
 	}
 	// A branch an earlier run of this task pushed is where this run goes on,
 	// so its pull request keeps its history and nothing needs a force push.
-	if ws.BranchSHA, err = a.Cache.RemoteBranch(ctx, run.Repository, run.Branch); err != nil {
-		return ws, err
+	// One pushed under the old lower-case name counts when it is the only one.
+	ws.Branch = run.Branch
+	for _, branch := range []string{run.Branch, run.LegacyBranch} {
+		if branch == "" {
+			continue
+		}
+		if ws.BranchSHA, err = a.Cache.RemoteBranch(ctx, run.Repository, branch); err != nil {
+			return ws, err
+		}
+		if ws.BranchSHA != "" {
+			ws.Branch = branch
+			break
+		}
 	}
 	if ws.BranchSHA != "" {
-		if _, err := repo.Run(ctx, "checkout", "--quiet", "-B", run.Branch, ws.BranchSHA); err != nil {
-			return ws, fmt.Errorf("check out %s: %w", run.Branch, err)
+		if _, err := repo.Run(ctx, "checkout", "--quiet", "-B", ws.Branch, ws.BranchSHA); err != nil {
+			return ws, fmt.Errorf("check out %s: %w", ws.Branch, err)
 		}
-		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", run.Branch, short(ws.BranchSHA)))
+		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", ws.Branch, short(ws.BranchSHA)))
 	}
 	if ws.BaseSHA, err = repo.Head(ctx); err != nil {
 		return ws, invalidInput("clone %s: %v", run.Repository, err)
@@ -374,8 +393,12 @@ func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutpu
 
 func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstream.Stream) (PublishOutput, error) {
 	ref, ws := in.Run.RunRef, in.Workspace
+	branch := ws.Branch
+	if branch == "" {
+		branch = in.Run.Branch
+	}
 	repo := a.Git.Open(ws.RepoDir)
-	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: in.Run.Branch}
+	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: branch}
 	if _, err := repo.CommitAll(ctx, commitMessage(in.Run), a.Config.Author); err != nil {
 		return out, err
 	}
@@ -393,7 +416,6 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, err
 	}
 
-	branch := in.Run.Branch
 	if err := repo.SwitchBranch(ctx, branch); err != nil {
 		return out, fmt.Errorf("create branch %s: %w", branch, err)
 	}
@@ -498,8 +520,21 @@ func commitMessage(run RunContext) string {
 var unsafeBranchChars = regexp.MustCompile(`[^A-Za-z0-9._/-]+`)
 
 // BranchName fills {slug}, {task_id} and {run_id} in the branch template.
+// The slug keeps its case, as in the names PostHog's own runner gives a
+// task's branch (posthog/task-ABC-12): a task either of them started is
+// continued on the same branch.
 func BranchName(template string, run RunContext) string {
-	slug := strings.ToLower(unsafeBranchChars.ReplaceAllString(run.Slug, "-"))
+	return branchName(template, run, func(slug string) string { return slug })
+}
+
+// legacyBranchName is the name BranchName gave before it kept the slug's
+// case; branches pushed then are still continued.
+func legacyBranchName(template string, run RunContext) string {
+	return branchName(template, run, strings.ToLower)
+}
+
+func branchName(template string, run RunContext, slugCase func(string) string) string {
+	slug := slugCase(unsafeBranchChars.ReplaceAllString(run.Slug, "-"))
 	if slug == "" {
 		slug = run.TaskID
 	}

@@ -68,6 +68,9 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	if !a.Git.ValidBranchName(ctx, rc.Branch) {
 		return RunContext{}, invalidInput("branch name %q (from TASKWORKER_BRANCH_TEMPLATE %q) is not a valid git branch name", rc.Branch, a.Config.BranchTemplate)
 	}
+	if legacy := legacyBranchName(a.Config.BranchTemplate, rc); legacy != rc.Branch {
+		rc.LegacyBranch = legacy
+	}
 
 	stage := StepClone
 	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Status: tasksapi.StatusInProgress, Stage: &stage}); err != nil {

@@ -58,7 +58,7 @@ func (s *workflowSuite) steps(override map[string][]any) {
 		"StartRun":  {s.runContext(), nil},
 		"ClaimHost": {"host-queue", nil},
 		"RunAgent":  {activities.AgentOutput{Workspace: activities.Workspace{Root: "/w", RepoDir: "/w/repo", BaseSHA: "base"}, Summary: "done"}, nil},
-		"Publish": {activities.PublishOutput{Changed: true, Branch: "posthog/task-tsk-1", CommitSHA: "abc", BaseSHA: "base",
+		"Publish": {activities.PublishOutput{Changed: true, Branch: "posthog/task-TSK-1", CommitSHA: "abc", BaseSHA: "base",
 			Artifacts: []string{"plan.md"}}, nil},
 		"CleanupWorkspace": {nil},
 		"FinishRun":        {s.recordFinish},
@@ -87,7 +87,7 @@ func (s *workflowSuite) TestSuccess() {
 	var res Result
 	s.Require().NoError(s.env.GetWorkflowResult(&res))
 	s.Equal(tasksapi.StatusCompleted, res.Status)
-	s.Equal("posthog/task-tsk-1", res.Branch)
+	s.Equal("posthog/task-TSK-1", res.Branch)
 	s.Equal([]string{"plan.md"}, res.Artifacts)
 	fin := s.requireOneFinish(tasksapi.StatusCompleted)
 	s.Equal(taskID, fin.TaskID, "task_id comes from the workflow ID when the input has none")

@@ -17,6 +17,19 @@ import (
 
 const demoRepo = "demo/hello"
 
+// seedDemo makes the demo repository under the stack's folder, unless it is
+// there already, and returns its path.
+func seedDemo(ctx context.Context, dir string) (string, error) {
+	bare, err := devstack.SeedRepository(ctx, filepath.Join(dir, "git"), demoRepo, map[string]string{
+		"README.md": "# hello\n\nA tiny project for the taskworker demo.\n",
+		"hello.sh":  "#!/bin/sh\necho hello\n",
+	})
+	if err != nil {
+		return "", fmt.Errorf("make the demo repository: %w", err)
+	}
+	return bare, nil
+}
+
 // demo runs one task end to end on a fresh stack and prints its log as it streams.
 func demo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -35,12 +48,9 @@ func demo(ctx context.Context, args []string) error {
 
 	fmt.Printf("Starting the local stack in %s …\n", dir)
 	started := time.Now()
-	bare, err := devstack.SeedRepository(ctx, filepath.Join(dir, "git"), demoRepo, map[string]string{
-		"README.md": "# hello\n\nA tiny project for the taskworker demo.\n",
-		"hello.sh":  "#!/bin/sh\necho hello\n",
-	})
+	bare, err := seedDemo(ctx, dir)
 	if err != nil {
-		return fmt.Errorf("make the demo repository: %w", err)
+		return err
 	}
 	// Ephemeral ports: the demo runs beside a `devstack up` without clashing.
 	stack, err := startStack(ctx, dir, "127.0.0.1:0", "127.0.0.1:0")

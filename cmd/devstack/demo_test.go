@@ -27,10 +27,10 @@ func TestDemo(t *testing.T) {
 		"agent I will plan the change, edit README.md and record it in CHANGES.md.",
 		"tool  Edit README.md [edit]",
 		"tool  ↳ completed: added a section",
-		"git   pushed branch posthog/task-tsk-1",
+		"git   pushed branch posthog/task-TSK-1",
 		"done  end_turn",
 		"Run COMPLETED",
-		"branch     posthog/task-tsk-1",
+		"branch     posthog/task-TSK-1",
 		"changes    2 files, +5 -0",
 		"plan.md",
 		"changes.patch",
@@ -38,7 +38,7 @@ func TestDemo(t *testing.T) {
 		require.Contains(t, out, want)
 	}
 	bare := filepath.Join(dir, "git", "demo", "hello.git")
-	show, err := exec.Command("git", "--git-dir", bare, "show", "posthog/task-tsk-1:README.md").CombinedOutput()
+	show, err := exec.Command("git", "--git-dir", bare, "show", "posthog/task-TSK-1:README.md").CombinedOutput()
 	require.NoError(t, err, string(show))
 	require.Contains(t, string(show), "## Add a greeting section to the README")
 	matches, err := filepath.Glob(filepath.Join(dir, "tasks", "artifacts", "*", "plan.md"))

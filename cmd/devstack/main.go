@@ -22,7 +22,9 @@ a local Tasks API and an in-process worker.
 Usage:
   devstack demo [-data-dir DIR]   make a local git repository, create a task, run it with the
                                   bundled example agent and print its log live
-  devstack up [-data-dir DIR]     serve the stack until Ctrl-C; state survives restarts
+  devstack up [-data-dir DIR] [-no-seed]
+                                  serve the stack until Ctrl-C; state survives restarts; makes the
+                                  demo repository demo/hello (as demo does) unless -no-seed
   devstack bench                  measure what the worker adds to a run (see docs/benchmarks.md)
 
 The worker reads the same TASKWORKER_* variables as the daemon (see taskworker config);
@@ -107,12 +109,18 @@ func up(ctx context.Context, args []string) error {
 	dataDir := fs.String("data-dir", ".devstack", "folder for the stack's state")
 	temporalAddr := fs.String("temporal", devstack.DefaultTemporalAddress, "address of the embedded Temporal frontend")
 	apiAddr := fs.String("api", devstack.DefaultAPIAddress, "address of the local Tasks API")
+	noSeed := fs.Bool("no-seed", false, "make no repository (by default the demo repository "+demoRepo+" is made, for the example commands)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	abs, err := filepath.Abs(*dataDir)
 	if err != nil {
 		return err
+	}
+	if !*noSeed {
+		if _, err := seedDemo(ctx, abs); err != nil {
+			return err
+		}
 	}
 	stack, err := startStack(ctx, abs, *temporalAddr, *apiAddr)
 	if err != nil {
@@ -133,7 +141,7 @@ Create and run a task:
     -d '{"title":"Add a greeting","description":"Say hello in the README","repository":"demo/hello"}' \
     %s/api/projects/%s/tasks/
   curl -s -X POST -H 'Authorization: Bearer %s' %s/api/projects/%s/tasks/<task id>/run/
-(Make the repository first with: devstack demo, or git init --bare %s/git/demo/hello.git and push to it.)
+(Repositories live in %s/git: demo/hello is made there unless -no-seed; for another, git init --bare <org>/<repo>.git there and push to it.)
 Ctrl-C stops the stack.
 `, abs, cfg.TemporalAddress, cfg.TaskQueue, stack.APIURL, stack.APIURL, cfg.ProjectID, cfg.APIKey, cfg.RepoURLTemplate, cfg.AgentCommand,
 		cfg.APIKey, stack.APIURL, cfg.ProjectID, cfg.APIKey, stack.APIURL, cfg.ProjectID, abs)

@@ -261,7 +261,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		require.Contains(t, usage, "cost_usd")
 		require.NotEmpty(t, run.State["agent_session"])
 
-		branch := "posthog/task-" + strings.ToLower(task.Slug)
+		branch := "posthog/task-" + task.Slug
 		require.Equal(t, branch, *run.Branch)
 		bare := filepath.Join(own.dir, "git", repo+".git")
 		require.Equal(t, "hello from claude", gitOut(t, bare, "show", branch+":greeting.txt"))
@@ -418,7 +418,7 @@ func TestCodexRunsEndToEnd(t *testing.T) {
 	require.Equal(t, "codex", run.Output["usage"].(map[string]any)["agent"])
 	require.NotEmpty(t, run.State["agent_session"])
 	bare := filepath.Join(own.dir, "git", repo+".git")
-	require.Equal(t, "hello from codex", gitOut(t, bare, "show", "posthog/task-"+strings.ToLower(task.Slug)+":greeting.txt"))
+	require.Equal(t, "hello from codex", gitOut(t, bare, "show", "posthog/task-"+task.Slug+":greeting.txt"))
 	require.Equal(t, []string{"agent_message", "tool_call:in_progress", "tool_call_update:completed", "agent_message"},
 		kinds(sessionUpdates(logWithout(t, client, run, key))))
 	require.Empty(t, api.Violations())

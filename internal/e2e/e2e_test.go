@@ -208,7 +208,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	require.NotNil(t, run.CompletedAt)
 
 	// The branch is on origin, at the commit the run reports, with the agent's change.
-	branch := "posthog/task-" + strings.ToLower(task.Slug)
+	branch := "posthog/task-" + task.Slug
 	require.NotNil(t, run.Branch)
 	require.Equal(t, branch, *run.Branch)
 	bare := filepath.Join(h.gitRoot, repo+".git")
@@ -471,6 +471,37 @@ func TestASecondRunContinuesTheBranchAndItsPullRequest(t *testing.T) {
 		}
 	}
 	require.True(t, strings.HasSuffix(cloneDetail, "from cache"), "the second clone came from the cache: %q", cloneDetail)
+}
+
+// TestARunGoesOnOnTheBranchAnOlderWorkerNamed: workers before this one
+// lower-cased the slug in the branch name; a task one of them ran goes on on
+// that branch, not on a second one.
+func TestARunGoesOnOnTheBranchAnOlderWorkerNamed(t *testing.T) {
+	ctx := context.Background()
+	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "change the README", Repository: repo})
+	require.NoError(t, err)
+	bare := filepath.Join(h.gitRoot, repo+".git")
+	legacy := "posthog/task-" + strings.ToLower(task.Slug)
+	require.NotEqual(t, "posthog/task-"+task.Slug, legacy, "the slug has upper case: %s", task.Slug)
+	work := t.TempDir()
+	for _, args := range [][]string{
+		{"clone", "--quiet", bare, work},
+		{"-C", work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "--allow-empty", "-m", "an older worker's run"},
+		{"-C", work, "push", "--quiet", "origin", "HEAD:refs/heads/" + legacy},
+	} {
+		out, err := exec.Command("git", args...).CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	earlier := gitOut(t, bare, "rev-parse", "refs/heads/"+legacy)
+
+	kicked, err := h.api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	run := waitForEnd(t, task.ID, kicked.LatestRun.ID)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, legacy, *run.Branch)
+	require.Equal(t, earlier, run.Output["base_sha"])
+	require.Equal(t, earlier, gitOut(t, bare, "rev-parse", legacy+"^"), "pushed on top of the earlier run's commit")
+	require.Empty(t, gitOut(t, bare, "branch", "--list", "posthog/task-"+task.Slug), "no second branch")
 }
 
 func TestInvalidRepositoryNamesFailTheRunBeforeAnyGitCommand(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -33,11 +34,15 @@ type Checkout struct {
 	Hit bool
 	// Rebuilt is true when the mirror was found broken and made anew.
 	Rebuilt bool
+	// Branch is the branch checked out: the one asked for, or the remote's
+	// default as it was at this fetch.
+	Branch string
 }
 
 // Checkout refreshes the mirror of repository from url (creating it on first
 // use) and clones it into dest at branch, the remote's default when empty.
 // The clone shares no files that later changes to the cache could alter.
+// A default branch with no commits is an *UnbornHeadError.
 func (c *Cache) Checkout(ctx context.Context, repository, url, dest, branch string) (Checkout, error) {
 	if err := ValidateRepository(repository); err != nil {
 		return Checkout{}, err
@@ -63,12 +68,13 @@ func (c *Cache) Checkout(ctx context.Context, repository, url, dest, branch stri
 			return out, err
 		}
 	}
-	repo, err := c.cloneFromMirror(ctx, mirror, url, dest, branch)
-	if err != nil && out.Hit && !isRemoteBranchMissing(err) {
+	repo, err := c.cloneBranch(ctx, mirror, url, dest, branch, &out)
+	var unborn *UnbornHeadError
+	if err != nil && out.Hit && !isRemoteBranchMissing(err) && !errors.As(err, &unborn) {
 		// The mirror fetched but can't be cloned from: it is broken.
 		out.Hit, out.Rebuilt = false, true
 		if err = c.create(ctx, mirror, url); err == nil {
-			repo, err = c.cloneFromMirror(ctx, mirror, url, dest, branch)
+			repo, err = c.cloneBranch(ctx, mirror, url, dest, branch, &out)
 		}
 	}
 	if err != nil {
@@ -93,7 +99,70 @@ func brokenCache(err error) bool {
 
 func isRemoteBranchMissing(err error) bool {
 	var gitErr *Error
-	return errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "Remote branch") && strings.Contains(gitErr.Stderr, "not found")
+	return errors.As(err, &gitErr) && gitErr.RemoteBranchMissing()
+}
+
+// UnbornHeadError is a checkout of the remote's default branch when that
+// branch has no commits: the repository is empty, or its HEAD names a branch
+// nobody pushed.
+type UnbornHeadError struct {
+	// Branch is the branch HEAD names.
+	Branch string
+	// NoBranches is true when the repository has no branch at all.
+	NoBranches bool
+}
+
+func (e *UnbornHeadError) Error() string {
+	if e.NoBranches {
+		return "the repository has no branches (it is empty)"
+	}
+	return fmt.Sprintf("the repository's default branch %q has no commits", e.Branch)
+}
+
+// cloneBranch clones the mirror at branch, or at the default branch the
+// mirror's HEAD names, and records in out which it was.
+func (c *Cache) cloneBranch(ctx context.Context, mirror, url, dest, branch string, out *Checkout) (*Repo, error) {
+	if branch == "" {
+		var err error
+		if branch, err = c.defaultBranch(ctx, mirror); err != nil {
+			return nil, err
+		}
+	}
+	out.Branch = branch
+	return c.cloneFromMirror(ctx, mirror, url, dest, branch)
+}
+
+// defaultBranch is the branch the mirror's HEAD names, which fetch keeps the
+// one the remote calls default.
+func (c *Cache) defaultBranch(ctx context.Context, mirror string) (string, error) {
+	ref, err := c.Git.Run(ctx, "", "--git-dir", mirror, "symbolic-ref", "HEAD")
+	if err != nil {
+		return "", err
+	}
+	branch := strings.TrimPrefix(ref, "refs/heads/")
+	heads, err := c.heads(ctx, mirror)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := heads[branch]; !ok {
+		return "", &UnbornHeadError{Branch: branch, NoBranches: len(heads) == 0}
+	}
+	return branch, nil
+}
+
+// heads maps the mirror's branches to their commits.
+func (c *Cache) heads(ctx context.Context, mirror string) (map[string]string, error) {
+	out, err := c.Git.Run(ctx, "", "--git-dir", mirror, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
+	if err != nil {
+		return nil, err
+	}
+	heads := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if sha, ref, ok := strings.Cut(line, " "); ok {
+			heads[strings.TrimPrefix(ref, "refs/heads/")] = sha
+		}
+	}
+	return heads, nil
 }
 
 func (c *Cache) mirrorPath(repository string) string {
@@ -125,13 +194,57 @@ func (c *Cache) create(ctx context.Context, mirror, url string) error {
 	return nil
 }
 
+// fetch brings the mirror's branches and HEAD to where the remote has them.
+// HEAD matters as much as the branches (a default branch gets renamed, or is
+// first pushed after the mirror was made), and fetch leaves a bare
+// repository's HEAD alone. Listing the remote's refs is how git tells what
+// its HEAD names; the listing also shows whether anything changed, so an
+// unchanged remote costs one round trip.
 func (c *Cache) fetch(ctx context.Context, mirror, url string) error {
 	// The URL is given again: the configured one may be from another template.
 	if _, err := c.Git.Run(ctx, "", "--git-dir", mirror, "config", "remote.origin.url", url); err != nil {
 		return err
 	}
-	_, err := c.Git.runRemote(ctx, "", "--git-dir", mirror, "fetch", "--quiet", "--prune", "origin")
+	listing, err := c.Git.runRemote(ctx, "", "--git-dir", mirror, "ls-remote", "--symref", "origin")
+	if err != nil {
+		return err
+	}
+	head, remote := parseListing(listing)
+	local, err := c.heads(ctx, mirror)
+	if err != nil {
+		return err
+	}
+	if !maps.Equal(local, remote) {
+		if _, err := c.Git.runRemote(ctx, "", "--git-dir", mirror, "fetch", "--quiet", "--prune", "origin"); err != nil {
+			return err
+		}
+	}
+	// A remote whose HEAD is unborn names no branch: HEAD stays, and the
+	// checkout says the default branch has no commits.
+	if head == "" {
+		return nil
+	}
+	_, err = c.Git.Run(ctx, "", "--git-dir", mirror, "symbolic-ref", "HEAD", "refs/heads/"+head)
 	return err
+}
+
+// parseListing reads `git ls-remote --symref`: the branch HEAD names ("" for
+// none), and each branch's commit.
+func parseListing(listing string) (head string, heads map[string]string) {
+	heads = map[string]string{}
+	for _, line := range strings.Split(listing, "\n") {
+		left, name, ok := strings.Cut(line, "\t")
+		if !ok {
+			continue
+		}
+		switch {
+		case name == "HEAD" && strings.HasPrefix(left, "ref: refs/heads/"):
+			head = strings.TrimPrefix(left, "ref: refs/heads/")
+		case strings.HasPrefix(name, "refs/heads/"):
+			heads[strings.TrimPrefix(name, "refs/heads/")] = left
+		}
+	}
+	return head, heads
 }
 
 // cloneFromMirror makes dest from the mirror. --local hard-links the

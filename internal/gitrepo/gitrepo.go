@@ -63,6 +63,9 @@ func (e *Error) Unreachable() bool {
 // NotFound reports whether git said the remote repository does not exist or
 // can't be read with the credentials given, which no retry will change.
 func (e *Error) NotFound() bool {
+	if e.RemoteBranchMissing() {
+		return false
+	}
 	s := strings.ToLower(e.Stderr)
 	for _, marker := range []string{"not found", "does not exist", "does not appear to be a git repository",
 		"authentication failed", "could not read username", "permission denied", "access denied",
@@ -72,6 +75,12 @@ func (e *Error) NotFound() bool {
 		}
 	}
 	return false
+}
+
+// RemoteBranchMissing reports whether a clone asked for a branch the
+// repository does not have.
+func (e *Error) RemoteBranchMissing() bool {
+	return strings.Contains(e.Stderr, "Remote branch") && strings.Contains(e.Stderr, "not found in upstream")
 }
 
 var repositoryPart = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)

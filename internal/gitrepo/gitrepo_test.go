@@ -271,3 +271,208 @@ func TestConcurrentCheckoutsOfOneRepositoryTakeTurns(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// pushHistory pushes a commit with no parent to origin's branch, replacing
+// whatever was there, and returns it.
+func pushHistory(t *testing.T, origin, branch, file string) string {
+	t.Helper()
+	work := t.TempDir()
+	run := func(args ...string) string {
+		out, err := exec.Command("git", append([]string{"-C", work}, args...)...).CombinedOutput()
+		require.NoError(t, err, string(out))
+		return strings.TrimSpace(string(out))
+	}
+	run("init", "--quiet")
+	require.NoError(t, os.WriteFile(filepath.Join(work, file), []byte(file+"\n"), 0o644))
+	run("add", ".")
+	run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", file)
+	run("push", "--quiet", "--force", origin, "HEAD:refs/heads/"+branch)
+	return run("rev-parse", "HEAD")
+}
+
+// checkedOut is the branch and commit a checkout's clone is at.
+func checkedOut(t *testing.T, co Checkout) (branch, head string) {
+	t.Helper()
+	branch, err := co.Repo.CurrentBranch(context.Background())
+	require.NoError(t, err)
+	head, err = co.Repo.Head(context.Background())
+	require.NoError(t, err)
+	return branch, head
+}
+
+func TestTheMirrorFollowsTheRemotesDefaultBranch(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, run := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	require.NoError(t, err)
+
+	// Renamed, as GitHub's settings do it: the old name is gone.
+	run(origin, "branch", "-m", "main", "trunk")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	require.NoError(t, err)
+	require.True(t, co.Hit)
+	require.False(t, co.Rebuilt, "following the remote needs no rebuild")
+	branch, head := checkedOut(t, co)
+	require.Equal(t, "trunk", branch)
+	require.Equal(t, "trunk", co.Branch)
+	require.Equal(t, run(origin, "rev-parse", "trunk"), head)
+
+	// Another branch made the default, the old one kept.
+	release := pushHistory(t, origin, "release", "release.txt")
+	run(origin, "symbolic-ref", "HEAD", "refs/heads/release")
+	co, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), "")
+	require.NoError(t, err)
+	branch, head = checkedOut(t, co)
+	require.Equal(t, "release", branch)
+	require.Equal(t, release, head)
+}
+
+func TestADefaultBranchPushedAfterTheFirstCloneIsFollowed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin := filepath.Join(dir, "origin.git")
+	out, err := exec.Command("git", "init", "--quiet", "--bare", "--initial-branch=main", origin).CombinedOutput()
+	require.NoError(t, err, string(out))
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	var unborn *UnbornHeadError
+	require.ErrorAs(t, err, &unborn, "an empty repository has nothing to start from: %v", err)
+	require.True(t, unborn.NoBranches, "%+v", unborn)
+
+	// The first push names the default branch, as on GitHub.
+	tip := pushHistory(t, origin, "master", "a.txt")
+	require.NoError(t, exec.Command("git", "--git-dir", origin, "symbolic-ref", "HEAD", "refs/heads/master").Run())
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	require.NoError(t, err)
+	require.True(t, co.Hit)
+	branch, head := checkedOut(t, co)
+	require.Equal(t, "master", branch)
+	require.Equal(t, tip, head)
+}
+
+func TestARepositoryEmptiedAndPushedAgain(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, run := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	require.NoError(t, err)
+
+	require.NoError(t, os.RemoveAll(origin))
+	run(dir, "init", "--quiet", "--bare", "--initial-branch=trunk", origin)
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	var unborn *UnbornHeadError
+	require.ErrorAs(t, err, &unborn, "the mirror's old commits are not the repository's: %v", err)
+	require.True(t, unborn.NoBranches, "%+v", unborn)
+	require.Contains(t, err.Error(), "no branches")
+
+	tip := pushHistory(t, origin, "trunk", "fresh.txt")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), "")
+	require.NoError(t, err)
+	require.True(t, co.Hit)
+	branch, head := checkedOut(t, co)
+	require.Equal(t, "trunk", branch)
+	require.Equal(t, tip, head)
+	require.Equal(t, tip, run(co.Repo.Dir, "rev-list", "--all"), "nothing of the old history is left")
+}
+
+func TestAForcePushedBaseBranchStartsFromItsNewTip(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, run := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "main")
+	require.NoError(t, err)
+	old := run(origin, "rev-parse", "main")
+
+	tip := pushHistory(t, origin, "main", "rewritten.txt")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "main")
+	require.NoError(t, err)
+	require.True(t, co.Hit)
+	require.False(t, co.Rebuilt, "a forced update is fetched, not a reason to rebuild")
+	_, head := checkedOut(t, co)
+	require.Equal(t, tip, head)
+	require.NotEqual(t, old, head)
+}
+
+func TestABranchDeletedOnTheRemoteIsGoneFromTheMirror(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, run := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(co.Repo.Dir, "b.txt"), []byte("b\n"), 0o644))
+	_, err = co.Repo.CommitAll(ctx, "work", Author{Name: "Bot", Email: "bot@x"})
+	require.NoError(t, err)
+	require.NoError(t, cache.Push(ctx, "acme/app", origin, co.Repo, "posthog/task-1", ""))
+	sha, err := cache.RemoteBranch(ctx, "acme/app", "posthog/task-1")
+	require.NoError(t, err)
+	require.NotEmpty(t, sha)
+
+	run(origin, "branch", "-D", "posthog/task-1")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	require.NoError(t, err)
+	sha, err = cache.RemoteBranch(ctx, "acme/app", "posthog/task-1")
+	require.NoError(t, err)
+	require.Empty(t, sha, "a branch the remote no longer has is not continued")
+}
+
+// TestAnUnchangedRemoteIsAskedOnce counts the git commands that reach the
+// remote on a warm checkout: one listing, and a fetch only when it showed a
+// change.
+func TestAnUnchangedRemoteIsAskedOnce(t *testing.T) {
+	realGit, err := exec.LookPath("git")
+	require.NoError(t, err)
+	bin := t.TempDir()
+	argvLog := filepath.Join(bin, "argv")
+	wrapper := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " + argvLog + "\nexec " + realGit + " \"$@\"\n"
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "git"), []byte(wrapper), 0o755))
+
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, _ := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	require.NoError(t, err)
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	remoteCommands := func() []string {
+		raw, _ := os.ReadFile(argvLog)
+		require.NoError(t, os.RemoveAll(argvLog))
+		var out []string
+		for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			for _, cmd := range []string{"ls-remote", "fetch"} {
+				if strings.Contains(line, " "+cmd+" ") {
+					out = append(out, cmd)
+				}
+			}
+		}
+		return out
+	}
+
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	require.NoError(t, err)
+	require.Equal(t, []string{"ls-remote"}, remoteCommands())
+
+	pushHistory(t, origin, "other", "other.txt")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), "")
+	require.NoError(t, err)
+	require.Equal(t, []string{"ls-remote", "fetch"}, remoteCommands())
+}
+
+func TestAMissingBaseBranchIsNotAMissingRepository(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	origin, _ := seedOrigin(t, dir)
+	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	for _, name := range []string{"cold", "warm"} {
+		_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, name), "no-such-branch")
+		var gitErr *Error
+		require.ErrorAs(t, err, &gitErr, name)
+		require.True(t, gitErr.RemoteBranchMissing(), "%s: %v", name, err)
+		require.False(t, gitErr.NotFound(), "%s: the repository is there: %v", name, err)
+	}
+}
