@@ -26,16 +26,19 @@ RUN apt-get update \
       && npm cache clean --force; \
     fi \
  && rm -rf /var/lib/apt/lists/*
-RUN groupadd --gid 10001 taskworker \
- && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/taskworker --shell /usr/sbin/nologin taskworker \
- && mkdir -p /work/workspaces /work/cache \
- && chown -R 10001:10001 /work
+RUN mkdir -p /work/workspaces /work/cache /home/taskworker \
+ && chmod 0711 /work /work/workspaces && chmod 0700 /work/cache /home/taskworker
 COPY --from=build /out/taskworker /usr/local/bin/taskworker
+# The worker is root in the container (give the container a user namespace:
+# Kubernetes hostUsers: false, Docker --userns-remap) only so that each agent
+# runs as a uid of its own, 20000-20999, which owns nothing of the worker's.
 ENV HOME=/home/taskworker \
     TASKWORKER_WORKSPACE_DIR=/work/workspaces \
     TASKWORKER_CACHE_DIR=/work/cache \
-    TASKWORKER_HTTP_ADDR=:8080
-USER 10001:10001
+    TASKWORKER_HTTP_ADDR=:8080 \
+    TASKWORKER_SANDBOX=uid \
+    TASKWORKER_SANDBOX_UIDS=20000-20999
+USER 0:0
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/taskworker"]
 CMD ["run"]

@@ -6,8 +6,10 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,8 +176,9 @@ func TestKustomizationsNameFilesThatExist(t *testing.T) {
 func TestTheWorkerPodIsLockedDown(t *testing.T) {
 	d := load(t).deployment
 	pod := d.Spec.Template.Spec
-	require.NotNil(t, pod.SecurityContext.RunAsNonRoot)
-	require.True(t, *pod.SecurityContext.RunAsNonRoot)
+	// Root in the pod only inside a user namespace of its own.
+	require.NotNil(t, pod.HostUsers)
+	require.False(t, *pod.HostUsers, "hostUsers: false")
 	require.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, pod.SecurityContext.SeccompProfile.Type)
 	require.False(t, *pod.AutomountServiceAccountToken)
 	require.Len(t, pod.Containers, 1)
@@ -183,8 +186,9 @@ func TestTheWorkerPodIsLockedDown(t *testing.T) {
 	sc := c.SecurityContext
 	require.True(t, *sc.ReadOnlyRootFilesystem)
 	require.False(t, *sc.AllowPrivilegeEscalation)
-	require.True(t, *sc.RunAsNonRoot)
 	require.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
+	require.ElementsMatch(t, []corev1.Capability{"SETUID", "SETGID", "CHOWN", "FOWNER", "DAC_OVERRIDE", "KILL"}, sc.Capabilities.Add,
+		"exactly what the uid sandbox needs")
 	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		req, lim := c.Resources.Requests[r], c.Resources.Limits[r]
 		require.False(t, req.IsZero(), "request %s", r)
@@ -212,6 +216,21 @@ func TestTheWorkerPodIsLockedDown(t *testing.T) {
 	}
 	require.True(t, secretEnv["POSTHOG_PERSONAL_API_KEY"])
 	require.True(t, secretEnv["TASKWORKER_GITHUB_TOKEN"])
+}
+
+func TestTheWorkerRunsAgentsInTheUIDSandbox(t *testing.T) {
+	m := load(t)
+	require.Equal(t, "uid", m.configMap.Data["TASKWORKER_SANDBOX"])
+	lo, hi, ok := strings.Cut(m.configMap.Data["TASKWORKER_SANDBOX_UIDS"], "-")
+	require.True(t, ok)
+	first, err1 := strconv.Atoi(lo)
+	last, err2 := strconv.Atoi(hi)
+	require.NoError(t, errors.Join(err1, err2))
+	// The pod's user namespace maps 0-65535; the worker is 0.
+	require.True(t, first > 0 && last < 65536 && first <= last, "uid range %d-%d", first, last)
+	runs, err := strconv.Atoi(m.configMap.Data["TASKWORKER_MAX_CONCURRENT_RUNS"])
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, last-first+1, runs)
 }
 
 func TestTheGracePeriodCoversTheDrain(t *testing.T) {

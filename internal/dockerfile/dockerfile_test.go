@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -34,14 +35,19 @@ func TestBaseImagesArePinned(t *testing.T) {
 	}
 }
 
-func TestRuntimeIsANonRootUserWithTheDaemonAsEntrypoint(t *testing.T) {
+func TestRuntimeSandboxesEveryAgentWithTheDaemonAsEntrypoint(t *testing.T) {
 	_, text := dockerfile(t)
+	// Root in the container only to give each run a uid of its own: the
+	// image's default is the uid sandbox, with a range that misses root.
 	user := regexp.MustCompile(`(?m)^USER\s+(\S+)`).FindStringSubmatch(text)
 	require.NotNil(t, user)
-	uid := strings.Split(user[1], ":")[0]
-	require.NotEqual(t, "0", uid)
-	require.NotEqual(t, "root", uid)
-	require.Contains(t, text, "useradd --uid "+uid)
+	require.Equal(t, "0:0", user[1])
+	require.Regexp(t, `TASKWORKER_SANDBOX=uid\b`, text)
+	uids := regexp.MustCompile(`TASKWORKER_SANDBOX_UIDS=(\d+)-(\d+)`).FindStringSubmatch(text)
+	require.NotNil(t, uids)
+	first, _ := strconv.Atoi(uids[1])
+	last, _ := strconv.Atoi(uids[2])
+	require.True(t, first > 0 && last < 65536 && first <= last, "a range a pod's user namespace maps, without root: %s", uids[0])
 	require.Regexp(t, `(?m)^ENTRYPOINT \["/usr/local/bin/taskworker"\]$`, text)
 	require.Contains(t, text, "COPY --from=build /out/taskworker /usr/local/bin/taskworker")
 	for _, pkg := range []string{"git", "ca-certificates"} {

@@ -58,7 +58,7 @@ func workspace(t *testing.T) string {
 
 func newSandbox(t *testing.T, mode sandbox.Mode, network sandbox.Network) *sandbox.Sandbox {
 	t.Helper()
-	sb, err := sandbox.New(sandbox.Config{Mode: mode, Network: network, StateDir: t.TempDir(),
+	sb, err := sandbox.New(sandbox.Config{Mode: mode, Network: network,
 		Limits: sandbox.Limits{Processes: 256, FileBytes: 64 << 20}})
 	if err != nil {
 		if os.Getenv("TASKWORKER_REQUIRE_SANDBOX") != "" {
