@@ -218,6 +218,12 @@ func logWithout(t *testing.T, client *tasksapi.Client, run tasksapi.TaskRun, sec
 
 // claudeProcesses are the live claude processes the in-process worker started.
 func claudeProcesses(t *testing.T) []int {
+	return descendants(t, func(comm, _ string) bool { return strings.HasPrefix(comm, "claude") })
+}
+
+// descendants are the live processes below this one (the worker) that match:
+// the agent runs in its sandbox, under the sandbox's init.
+func descendants(t *testing.T, match func(comm, cmdline string) bool) []int {
 	dirs, err := os.ReadDir("/proc")
 	require.NoError(t, err)
 	var pids []int
@@ -227,11 +233,23 @@ func claudeProcesses(t *testing.T) []int {
 			continue
 		}
 		comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
-		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(comm)), "claude") {
+		if err != nil {
 			continue
 		}
-		if parent, err := process.Parent(pid); err == nil && parent == os.Getpid() && process.Alive(pid) {
-			pids = append(pids, pid)
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if !match(strings.TrimSpace(string(comm)), string(cmdline)) || !process.Alive(pid) {
+			continue
+		}
+		for p := pid; p > 1; {
+			parent, err := process.Parent(p)
+			if err != nil {
+				break
+			}
+			if parent == os.Getpid() {
+				pids = append(pids, pid)
+				break
+			}
+			p = parent
 		}
 	}
 	return pids
@@ -329,12 +347,15 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		pidFile := filepath.Join(stack.WorkerConfig.WorkspaceDir, runID, "repo", "claude.pid")
 		var pid int
 		started := func() bool {
-			data, err := os.ReadFile(pidFile)
-			if err == nil {
-				pid, err = strconv.Atoi(strings.TrimSpace(string(data)))
-				require.NoError(t, err)
+			if _, err := os.Stat(pidFile); err != nil {
+				return false
 			}
-			return err == nil
+			// The pid it wrote is its sandbox's; the worker sees another.
+			sleeps := descendants(t, func(_, cmdline string) bool { return cmdline == "sleep\x00300\x00" })
+			if len(sleeps) == 1 {
+				pid = sleeps[0]
+			}
+			return len(sleeps) == 1
 		}
 		if !assert.Eventually(t, started, time.Minute, 20*time.Millisecond, "Claude Code never ran the command") {
 			raw, _ := client.Logs(ctx, task.ID, runID)
@@ -344,7 +365,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 			t.FailNow()
 		}
 		require.True(t, process.Alive(pid))
-		require.Len(t, claudeProcesses(t), 1, "Claude Code runs as the worker's child")
+		require.Len(t, claudeProcesses(t), 1, "Claude Code runs below the worker, in its sandbox")
 		return task, runID, pid
 	}
 	waitForStatus := func(t *testing.T, task tasksapi.Task, runID string, status tasksapi.Status) tasksapi.TaskRun {
