@@ -147,3 +147,6 @@ func namespaceAttrs(hostUID, hostGID int, network bool) *syscall.SysProcAttr {
 		Pdeathsig:   syscall.SIGKILL,
 	}
 }
+
+// HostOffers says why this host can't run mode, nil when it can.
+func HostOffers(mode Mode) error { return probeHost().provides(mode) }

@@ -179,18 +179,18 @@ func (m Mode) namespaced() bool { return m == Namespaces || m == UserNS }
 // checkRange refuses a uid range that holds the worker's own uid or gid, or
 // root's: a run must never share an id with anything it could then act as.
 func checkRange(first, count int) error {
-	if first <= 0 || count <= 0 || first+count > 1<<31 {
-		return fmt.Errorf("TASKWORKER_SANDBOX_UIDS %d-%d is not a range of positive uids: set it to FIRST-LAST, e.g. %d-%d",
-			first, first+count-1, DefaultFirstUID, DefaultFirstUID+DefaultUIDCount-1)
-	}
 	for _, id := range []struct {
 		name  string
 		value int
 	}{{"uid", os.Getuid()}, {"gid", os.Getgid()}, {"effective uid", os.Geteuid()}} {
 		if id.value >= first && id.value < first+count {
-			return fmt.Errorf("TASKWORKER_SANDBOX_UIDS %d-%d includes the worker's own %s %d: runs would act as the worker; choose a range that doesn't",
-				first, first+count-1, id.name, id.value)
+			return fmt.Errorf("TASKWORKER_SANDBOX_UIDS %d-%d includes the worker's own %s %d: runs would act as the worker; choose a range that doesn't, e.g. %d-%d",
+				first, first+count-1, id.name, id.value, DefaultFirstUID, DefaultFirstUID+DefaultUIDCount-1)
 		}
+	}
+	if first <= 0 || count <= 0 || first+count > 1<<31 {
+		return fmt.Errorf("TASKWORKER_SANDBOX_UIDS %d-%d is not a range of positive uids: set it to FIRST-LAST, e.g. %d-%d",
+			first, first+count-1, DefaultFirstUID, DefaultFirstUID+DefaultUIDCount-1)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -203,4 +204,50 @@ func processesRunning(needle string) []int {
 		}
 	}
 	return pids
+}
+
+func TestARunWithoutANetworkReachesNothingOfTheWorkers(t *testing.T) {
+	// A port of the worker's: Temporal's, its HTTP port, the Tasks API.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	accepted := make(chan struct{}, 8)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	connect := `if timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/` + port + `' 2>/dev/null; then echo reached-worker; fi
+		if timeout 5 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' 2>/dev/null; then echo reached-metadata; fi; true`
+
+	isolated := newSandbox(t, sandbox.Namespaces, sandbox.NetworkNone)
+	out, res, _ := runIn(t, isolated, connect)
+	require.True(t, res.Success(), out)
+	require.NotContains(t, out, "reached")
+	require.Empty(t, accepted)
+
+	// The same run on the host's network does reach it: the test can fail.
+	shared := newSandbox(t, sandbox.Namespaces, sandbox.NetworkHost)
+	out, _, _ = runIn(t, shared, `if timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/`+port+`'; then echo reached-worker; fi`)
+	require.Contains(t, out, "reached-worker")
+}
+
+func TestBadConfigurationSaysWhatToChange(t *testing.T) {
+	me := os.Getuid()
+	_, err := sandbox.New(sandbox.Config{Mode: sandbox.Namespaces, FirstUID: max(me-5, 0), UIDCount: 10})
+	if sandbox.HostOffers(sandbox.Namespaces) == nil || sandbox.HostOffers(sandbox.UID) == nil {
+		require.ErrorContains(t, err, "includes the worker's own uid "+strconv.Itoa(me))
+	}
+	_, err = sandbox.New(sandbox.Config{Mode: "chroot"})
+	require.EqualError(t, err, `TASKWORKER_SANDBOX "chroot" is not one of namespaces, userns, uid, off`)
+	_, err = sandbox.New(sandbox.Config{Mode: sandbox.Off, Network: sandbox.NetworkNone})
+	require.ErrorContains(t, err, "TASKWORKER_SANDBOX_NETWORK=none needs a namespaced sandbox")
+	_, _, err = sandbox.ParseUIDRange("200000")
+	require.ErrorContains(t, err, "is not FIRST-LAST")
 }
