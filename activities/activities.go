@@ -70,7 +70,11 @@ type Activities struct {
 	Logger   *zap.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
-	Config  Config
+	// ExportCommits writes the agent's own commits to a bundle for Publish
+	// to keep; it runs git in the agent's clone. nil is Git.ExportCommits,
+	// which runs it as a child of the worker.
+	ExportCommits gitrepo.CommitExporter
+	Config        Config
 }
 
 // RunRef names a run.
@@ -113,6 +117,12 @@ type Workspace struct {
 	BranchSHA  string `json:"branch_sha,omitempty"`
 	CacheHit   bool   `json:"cache_hit"`
 	LogDropped int    `json:"log_dropped,omitempty"`
+	// OutDir is where the agent's side of the run leaves files for the
+	// worker to read as untrusted data (commits.bundle).
+	OutDir string `json:"out_dir,omitempty"`
+	// GitDir is the worker's own git dir of the run, in a folder only the
+	// worker may read or write: the agent never sees it.
+	GitDir string `json:"git_dir,omitempty"`
 }
 
 // Step names: the run's stage while they run, and their progress entries.
@@ -212,7 +222,8 @@ func keepAlive(ctx context.Context) (stop func()) {
 
 func (a *Activities) workspaceFor(ref RunRef) Workspace {
 	root := filepath.Join(a.Config.WorkspaceDir, ref.RunID)
-	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts")}
+	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts"),
+		OutDir: filepath.Join(root, "out"), GitDir: filepath.Join(root, "worker", "git")}
 }
 
 // CleanupWorkspace removes a run's folder. It runs after success, failure and

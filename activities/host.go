@@ -72,7 +72,13 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	if err := os.RemoveAll(ws.Root); err != nil {
 		return ws, fmt.Errorf("clear workspace %s: %w", ws.Root, err)
 	}
-	if err := os.MkdirAll(ws.ArtifactsDir, 0o755); err != nil {
+	for _, dir := range []string{ws.ArtifactsDir, ws.OutDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
+		}
+	}
+	// The worker's own git dir goes here, out of the agent's reach.
+	if err := os.MkdirAll(filepath.Dir(ws.GitDir), 0o700); err != nil {
 		return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
 	}
 	base := run.BaseBranch
@@ -80,7 +86,7 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		base = a.Config.BaseBranch
 	}
 	url := gitrepo.RemoteURL(a.Config.RepoURLTemplate, run.Repository)
-	co, err := a.Cache.Checkout(ctx, run.Repository, url, ws.RepoDir, base)
+	co, err := a.Cache.Checkout(ctx, run.Repository, url, ws.RepoDir, ws.GitDir, base)
 	if err != nil {
 		var gitErr *gitrepo.Error
 		switch {
@@ -113,7 +119,7 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		return ws, err
 	}
 	if ws.BranchSHA != "" {
-		if _, err := repo.Run(ctx, "checkout", "--quiet", "-B", run.Branch, ws.BranchSHA); err != nil {
+		if err := repo.CheckoutBranch(ctx, run.Branch, ws.BranchSHA); err != nil {
 			return ws, fmt.Errorf("check out %s: %w", run.Branch, err)
 		}
 		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", run.Branch, short(ws.BranchSHA)))
@@ -360,8 +366,12 @@ func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutpu
 
 func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstream.Stream) (PublishOutput, error) {
 	ref, ws := in.Run.RunRef, in.Workspace
-	repo := a.Git.Open(ws.RepoDir)
 	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: in.Run.Branch}
+	if ws.GitDir == "" {
+		return out, invalidInput("the workspace has no git dir of the worker's (it was made by an older worker); run the task again")
+	}
+	repo := a.Git.Open(ws.RepoDir, ws.GitDir)
+	a.keepAgentCommits(ctx, repo, ws, log)
 	if _, err := repo.CommitAll(ctx, commitMessage(in.Run), a.Config.Author); err != nil {
 		return out, err
 	}
@@ -414,6 +424,24 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
 	}
 	return out, nil
+}
+
+// keepAgentCommits puts the commits the agent made itself under the
+// worker's: exported from its clone by ExportCommits, checked, and kept if
+// they descend from the base. Commits that can't be kept cost only their
+// history: the agent's files are committed all the same.
+func (a *Activities) keepAgentCommits(ctx context.Context, repo *gitrepo.Repo, ws Workspace, log *logstream.Stream) {
+	export := a.ExportCommits
+	if export == nil {
+		export = a.Git.ExportCommits
+	}
+	n, err := repo.KeepCommits(ctx, export, ws.BaseSHA, filepath.Join(ws.OutDir, "commits.bundle"))
+	switch {
+	case err != nil:
+		log.Console(acp.LevelWarn, fmt.Sprintf("the agent's own commits can't be kept (%s); its changes are committed as one commit on %s", a.redactError(err), short(ws.BaseSHA)))
+	case n > 0:
+		log.Console(acp.LevelInfo, fmt.Sprintf("kept %d commits the agent made itself", n))
+	}
 }
 
 // pullRequest opens (or finds) the run's pull request and records it in
@@ -501,7 +529,7 @@ func (a *Activities) uploadArtifacts(ctx context.Context, in PublishInput, pub P
 		return nil, err
 	}
 	if pub.Changed {
-		patch, err := a.Git.Open(in.Workspace.RepoDir).Patch(ctx, pub.BaseSHA, pub.CommitSHA)
+		patch, err := a.Git.Open(in.Workspace.RepoDir, in.Workspace.GitDir).Patch(ctx, pub.BaseSHA, pub.CommitSHA)
 		if err != nil {
 			return nil, err
 		}

@@ -53,7 +53,7 @@ func TestTokenReachesGitOnlyThroughItsEnvironment(t *testing.T) {
 
 	g := &Git{Token: token, Redactor: redact.New(token)}
 	cache := &Cache{Dir: t.TempDir(), Git: g}
-	_, err = cache.Checkout(context.Background(), "acme/app", srv.URL+"/acme/app.git", filepath.Join(t.TempDir(), "repo"), "")
+	_, err = cache.Checkout(context.Background(), "acme/app", srv.URL+"/acme/app.git", filepath.Join(t.TempDir(), "repo"), filepath.Join(t.TempDir(), "git"), "")
 	require.Error(t, err)
 	var gitErr *Error
 	require.ErrorAs(t, err, &gitErr)
@@ -99,7 +99,7 @@ func TestCommitPushAndDiffStat(t *testing.T) {
 
 	g := &Git{}
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: g}
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "work"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "work"), filepath.Join(dir, "work.git"), "")
 	require.NoError(t, err)
 	require.False(t, co.Hit)
 	repo := co.Repo
@@ -164,7 +164,7 @@ func TestWarmCheckoutFetchesAndIsIndependentOfTheCache(t *testing.T) {
 	dir := t.TempDir()
 	origin, run := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1.git"), "")
 	require.NoError(t, err)
 
 	// Upstream moves on.
@@ -176,7 +176,7 @@ func TestWarmCheckoutFetchesAndIsIndependentOfTheCache(t *testing.T) {
 	run(up, "push", "--quiet", "origin", "main")
 	tip := run(up, "rev-parse", "HEAD")
 
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2.git"), "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	head, err := co.Repo.Head(ctx)
@@ -215,12 +215,12 @@ func TestACorruptMirrorNeverFailsTheCheckout(t *testing.T) {
 			// damaging the mirror's files leaves the origin whole (as a real remote is).
 			origin = "file://" + origin
 			cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-			_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+			_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1.git"), "")
 			require.NoError(t, err)
 
 			breakIt(filepath.Join(dir, "cache", "acme", "app.git"))
 
-			co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+			co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2.git"), "")
 			require.NoError(t, err, "a broken cache never fails the run")
 			out, err := exec.Command("git", "-C", co.Repo.Dir, "show", "HEAD:a.txt").CombinedOutput()
 			require.NoError(t, err, string(out))
@@ -238,14 +238,14 @@ func TestEvictionRemovesTheLeastRecentlyUsedMirror(t *testing.T) {
 	origin, _ := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
 	for _, name := range []string{"acme/one", "acme/two"} {
-		_, err := cache.Checkout(ctx, name, origin, filepath.Join(dir, "w-"+filepath.Base(name)), "")
+		_, err := cache.Checkout(ctx, name, origin, filepath.Join(dir, "w-"+filepath.Base(name)), filepath.Join(dir, "w-"+filepath.Base(name)+".git"), "")
 		require.NoError(t, err)
 	}
 	one := filepath.Join(dir, "cache", "acme", "one.git")
 	old := time.Now().Add(-time.Hour)
 	require.NoError(t, os.Chtimes(one, old, old))
 	cache.MaxBytes = 1 // anything over: keep only the mirror in use
-	_, err := cache.Checkout(ctx, "acme/three", origin, filepath.Join(dir, "w-three"), "")
+	_, err := cache.Checkout(ctx, "acme/three", origin, filepath.Join(dir, "w-three"), filepath.Join(dir, "w-three.git"), "")
 	require.NoError(t, err)
 	require.NoDirExists(t, one)
 	require.NoDirExists(t, filepath.Join(dir, "cache", "acme", "two.git"))
@@ -263,7 +263,7 @@ func TestConcurrentCheckoutsOfOneRepositoryTakeTurns(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, fmt.Sprintf("w%d", i)), "")
+			_, errs[i] = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, fmt.Sprintf("w%d", i)), filepath.Join(dir, fmt.Sprintf("w%d.git", i)), "")
 		}()
 	}
 	wg.Wait()
