@@ -101,8 +101,15 @@ func RemoteURL(template, repository string) string {
 // extra header. Commands in an agent's clone never get the token: its config
 // is the agent's to write, and could run a command (core.fsmonitor, say).
 func (g *Git) env(credentials bool) []string {
-	env := []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GCM_INTERACTIVE=never"}
-	for _, name := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+	env := []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GCM_INTERACTIVE=never",
+		// No configuration but the repository's and the command line's: the
+		// worker's HOME is the agent's to write when the agent runs as the
+		// worker's user.
+		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_ATTR_NOSYSTEM=1",
+		// Nor any other file git or curl would look for in a HOME (.netrc,
+		// ~/.config/git/attributes and ignore): there is none.
+		"HOME=" + noHome}
+	for _, name := range []string{"PATH", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
 		"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"} {
 		if v, ok := os.LookupEnv(name); ok {
 			env = append(env, name+"="+v)
@@ -112,6 +119,19 @@ func (g *Git) env(credentials bool) []string {
 		env = append(env, g.CredentialEnv()...)
 	}
 	return env
+}
+
+// noHome is a HOME that does not exist and that only root could create.
+const noHome = "/nonexistent"
+
+// fixedConfig comes before every git command's own arguments, and wins over
+// any repository's configuration.
+var fixedConfig = []string{
+	// Hooks and the fsmonitor are programs from the repository (or the agent).
+	"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+	"-c", "core.attributesFile=/dev/null", "-c", "core.excludesFile=/dev/null",
+	// An ext:: URL is a command line.
+	"-c", "protocol.ext.allow=never",
 }
 
 // CredentialEnv is the environment that gives git the token, empty without one.
@@ -154,8 +174,7 @@ type execOptions struct {
 }
 
 func (g *Git) exec(ctx context.Context, dir string, opts execOptions, args ...string) ([]byte, error) {
-	// Hooks and the fsmonitor are code from the repository (or the agent).
-	full := append([]string{"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"}, args...)
+	full := append(append([]string(nil), fixedConfig...), args...)
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Dir = dir
 	cmd.Env = append(g.env(opts.credentials), opts.extraEnv...)

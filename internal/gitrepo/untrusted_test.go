@@ -247,6 +247,41 @@ func TestObjectsBorrowedFromElsewhereAreNeverPushed(t *testing.T) {
 	require.Error(t, exec.Command("git", "--git-dir", filepath.Join(r.dir, "cache", "acme", "app.git"), "cat-file", "-e", secret).Run(), "nor the mirror")
 }
 
+// TestAHomeTheAgentWroteNeverRedirectsGit: an agent that runs as the
+// worker's user can write the worker's HOME, whose configuration would send
+// clones and pushes (and their token) elsewhere, or run commands.
+func TestAHomeTheAgentWroteNeverRedirectsGit(t *testing.T) {
+	r := newUntrustedRun(t)
+	origin := strings.TrimPrefix(r.origin, "file://")
+	elsewhere := filepath.Join(r.dir, "elsewhere.git")
+	cleanGit(t, r.dir, "clone", "--quiet", "--bare", origin, elsewhere)
+	home := filepath.Join(r.dir, "home")
+	attributes := filepath.Join(home, ".config", "git", "attributes")
+	require.NoError(t, os.MkdirAll(filepath.Dir(attributes), 0o755))
+	require.NoError(t, os.WriteFile(attributes, []byte("* filter=evil\n"), 0o644))
+	r.gitConfig(filepath.Join(home, ".gitconfig"),
+		"url.file://"+elsewhere+".insteadOf", r.origin,
+		"url.ext::sh -c touch% "+r.marker+"% ;false.pushInsteadOf", r.origin,
+		"protocol.ext.allow", "always",
+		"filter.evil.clean", r.evil,
+		"core.attributesFile", attributes)
+	r.gitConfig(filepath.Join(home, ".config", "git", "config"), "core.fsmonitor", r.evil)
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+
+	// A new mirror, and a warm one.
+	for _, repository := range []string{"acme/new", "acme/app"} {
+		r.checkout(repository)
+		files := map[string]string{"a.txt": "changed for " + repository + "\n"}
+		r.agentWrites(files)
+		head, patch := r.publish(repository)
+		r.requireNothingRan()
+		r.requireRealPatch(head, patch, files)
+		require.Error(t, exec.Command("git", "--git-dir", elsewhere, "rev-parse", "--verify", "task").Run(), "nothing is pushed elsewhere")
+		cleanGit(t, origin, "update-ref", "-d", "refs/heads/task")
+	}
+}
+
 // TestTheAgentsCloneSharesNoObjectFileWithTheMirror: rewriting an object
 // file of the clone in place, as an agent can, must leave the mirror whole.
 func TestTheAgentsCloneSharesNoObjectFileWithTheMirror(t *testing.T) {
