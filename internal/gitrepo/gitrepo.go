@@ -287,6 +287,9 @@ func (r *Repo) adoptIndex() error {
 // CommitAll stages every change in the clone's files and commits it in the
 // worker's git dir; it returns false when there was nothing to commit.
 func (r *Repo) CommitAll(ctx context.Context, message string, author Author) (bool, error) {
+	if err := r.skipSubmodules(ctx); err != nil {
+		return false, fmt.Errorf("stage changes: %w", err)
+	}
 	if _, err := r.inWorkTree(ctx, execOptions{}, "add", "--all"); err != nil {
 		return false, fmt.Errorf("stage changes: %w", err)
 	}
@@ -302,6 +305,28 @@ func (r *Repo) CommitAll(ctx context.Context, message string, author Author) (bo
 		return false, fmt.Errorf("commit: %w", err)
 	}
 	return true, nil
+}
+
+// skipSubmodules keeps git from looking into the submodules' folders: for
+// one that is a repository, staging runs git status in it, with the
+// configuration the agent wrote there. A submodule moves only by the agent's
+// own commits.
+func (r *Repo) skipSubmodules(ctx context.Context) error {
+	out, err := r.inWorkTree(ctx, execOptions{}, "ls-files", "--stage", "-z")
+	if err != nil {
+		return err
+	}
+	var paths strings.Builder
+	for _, rec := range strings.Split(string(out), "\x00") {
+		if meta, path, ok := strings.Cut(rec, "\t"); ok && strings.HasPrefix(meta, "160000 ") {
+			paths.WriteString(path + "\x00")
+		}
+	}
+	if paths.Len() == 0 {
+		return nil
+	}
+	_, err = r.inWorkTree(ctx, execOptions{stdin: strings.NewReader(paths.String())}, "update-index", "--skip-worktree", "-z", "--stdin")
+	return err
 }
 
 // SwitchBranch creates (or resets) branch at the current commit and puts

@@ -219,6 +219,40 @@ func TestAPlantedSigningProgramFsmonitorOrHookNeverRuns(t *testing.T) {
 	}
 }
 
+// TestAPlantedProgramInASubmoduleNeverRuns: staging would look into a
+// submodule's folder that is a repository with git status, run with the
+// configuration the agent wrote there.
+func TestAPlantedProgramInASubmoduleNeverRuns(t *testing.T) {
+	r := newUntrustedRun(t)
+	ctx := context.Background()
+	// The base has a submodule at sub; the clone's sub is an empty folder.
+	seed := filepath.Join(r.dir, "seed")
+	pinned := cleanGit(t, seed, "rev-parse", "HEAD")
+	cleanGit(t, seed, "update-index", "--add", "--cacheinfo", "160000,"+pinned+",sub")
+	cleanGit(t, seed, "commit", "--quiet", "-m", "add a submodule")
+	cleanGit(t, seed, "push", "--quiet", strings.TrimPrefix(r.origin, "file://"), "main")
+	r.checkout("acme/app")
+
+	// The agent makes sub a repository at the pinned commit, with a file
+	// changed but of the same size, which git status reads through the
+	// agent's filter to compare.
+	sub := filepath.Join(r.repo.Dir, "sub")
+	cleanGit(t, r.dir, "clone", "--quiet", "--no-checkout", r.origin, sub)
+	cleanGit(t, sub, "checkout", "--quiet", "--detach", pinned)
+	require.NoError(t, os.WriteFile(filepath.Join(sub, ".git", "info", "attributes"), []byte("* filter=evil\n"), 0o644))
+	r.gitConfig(filepath.Join(sub, ".git", "config"), "filter.evil.clean", r.evil, "core.fsmonitor", r.evil)
+	require.NoError(t, os.WriteFile(filepath.Join(sub, "a.txt"), []byte("ONE\nTWO\n"), 0o644))
+
+	files := map[string]string{"a.txt": "changed\n"}
+	r.agentWrites(files)
+	head, patch := r.publish("acme/app")
+	r.requireNothingRan()
+	r.requireRealPatch(head, patch, files)
+	tree, err := r.repo.Run(ctx, "ls-tree", head, "sub")
+	require.NoError(t, err)
+	require.Contains(t, tree, "160000 commit "+pinned)
+}
+
 // TestObjectsBorrowedFromElsewhereAreNeverPushed: an agent that points its
 // clone's alternates at another repository's objects, and commits a tree of
 // that repository's, gets none of it into the branch.
