@@ -73,7 +73,11 @@ type Activities struct {
 	Logger   *zap.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
-	Config  Config
+	// ExportCommits writes the agent's own commits to a bundle for Publish
+	// to keep; it runs git in the agent's clone. nil is Git.ExportCommits,
+	// which runs it as a child of the worker.
+	ExportCommits gitrepo.CommitExporter
+	Config        Config
 }
 
 // RunRef names a run.
@@ -112,10 +116,9 @@ type Workspace struct {
 	Root         string `json:"root"`
 	RepoDir      string `json:"repo_dir"`
 	ArtifactsDir string `json:"artifacts_dir"`
-	// HomeDir is the agent's HOME and OutputDir holds its TASK_OUTPUT_FILE:
-	// with the clone and the artifacts, the only folders the agent can write.
-	HomeDir   string `json:"home_dir,omitempty"`
-	OutputDir string `json:"output_dir,omitempty"`
+	// HomeDir is the agent's HOME: with the clone, the artifacts and OutDir,
+	// the only folders the agent can write.
+	HomeDir string `json:"home_dir,omitempty"`
 	// WorkerDir is the worker's own part of the workspace (output buffers),
 	// out of the agent's reach.
 	WorkerDir  string `json:"worker_dir,omitempty"`
@@ -129,6 +132,12 @@ type Workspace struct {
 	// Branch is the branch the run pushes: the run's, or the legacy name of
 	// it that an earlier run pushed.
 	Branch string `json:"branch,omitempty"`
+	// OutDir is where the agent's side of the run leaves files for the
+	// worker to read as untrusted data (TASK_OUTPUT_FILE, commits.bundle).
+	OutDir string `json:"out_dir,omitempty"`
+	// GitDir is the worker's own git dir of the run, in a folder only the
+	// worker may read or write: the agent never sees it.
+	GitDir string `json:"git_dir,omitempty"`
 }
 
 // Step names: the run's stage while they run, and their progress entries.
@@ -229,12 +238,13 @@ func keepAlive(ctx context.Context) (stop func()) {
 func (a *Activities) workspaceFor(ref RunRef) Workspace {
 	root := filepath.Join(a.Config.WorkspaceDir, ref.RunID)
 	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts"),
-		HomeDir: filepath.Join(root, "home"), OutputDir: filepath.Join(root, "out"), WorkerDir: filepath.Join(root, "worker")}
+		HomeDir: filepath.Join(root, "home"), OutDir: filepath.Join(root, "out"), WorkerDir: filepath.Join(root, "worker"),
+		GitDir: filepath.Join(root, "worker", "git")}
 }
 
 // agentDirs are the folders of a workspace the agent may write.
 func (ws Workspace) agentDirs() []string {
-	return []string{ws.RepoDir, ws.ArtifactsDir, ws.HomeDir, ws.OutputDir}
+	return []string{ws.RepoDir, ws.ArtifactsDir, ws.HomeDir, ws.OutDir}
 }
 
 // CleanupWorkspace removes a run's folder. It runs after success, failure and

@@ -73,7 +73,7 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 	if err := os.MkdirAll(ws.Root, 0o711); err != nil {
 		return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
 	}
-	for _, dir := range []string{ws.ArtifactsDir, ws.HomeDir, ws.OutputDir} {
+	for _, dir := range []string{ws.ArtifactsDir, ws.HomeDir, ws.OutDir} {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return ws, fmt.Errorf("create workspace %s: %w", ws.Root, err)
 		}
@@ -86,7 +86,7 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		base = a.Config.BaseBranch
 	}
 	url := gitrepo.RemoteURL(a.Config.RepoURLTemplate, run.Repository)
-	co, err := a.Cache.Checkout(ctx, run.Repository, url, ws.RepoDir, base)
+	co, err := a.Cache.Checkout(ctx, run.Repository, url, ws.RepoDir, ws.GitDir, base)
 	if err != nil {
 		var gitErr *gitrepo.Error
 		var unborn *gitrepo.UnbornHeadError
@@ -138,7 +138,7 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		}
 	}
 	if ws.BranchSHA != "" {
-		if _, err := repo.Run(ctx, "checkout", "--quiet", "-B", ws.Branch, ws.BranchSHA); err != nil {
+		if err := repo.CheckoutBranch(ctx, ws.Branch, ws.BranchSHA); err != nil {
 			return ws, fmt.Errorf("check out %s: %w", ws.Branch, err)
 		}
 		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", ws.Branch, short(ws.BranchSHA)))
@@ -204,7 +204,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			return "", err
 		}
 		defer box.close()
-		outputFile := filepath.Join(out.Workspace.OutputDir, "output.json")
+		outputFile := filepath.Join(out.Workspace.OutDir, "output.json")
 		res, err := a.Agent.Run(agentCtx, agent.Request{
 			Task: agent.Task{
 				ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
@@ -397,8 +397,12 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	if branch == "" {
 		branch = in.Run.Branch
 	}
-	repo := a.Git.Open(ws.RepoDir)
 	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: branch}
+	if ws.GitDir == "" {
+		return out, invalidInput("the workspace has no git dir of the worker's (it was made by an older worker); run the task again")
+	}
+	repo := a.Git.Open(ws.RepoDir, ws.GitDir)
+	a.keepAgentCommits(ctx, repo, ws, log)
 	if _, err := repo.CommitAll(ctx, commitMessage(in.Run), a.Config.Author); err != nil {
 		return out, err
 	}
@@ -450,6 +454,24 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
 	}
 	return out, nil
+}
+
+// keepAgentCommits puts the commits the agent made itself under the
+// worker's: exported from its clone by ExportCommits, checked, and kept if
+// they descend from the base. Commits that can't be kept cost only their
+// history: the agent's files are committed all the same.
+func (a *Activities) keepAgentCommits(ctx context.Context, repo *gitrepo.Repo, ws Workspace, log *logstream.Stream) {
+	export := a.ExportCommits
+	if export == nil {
+		export = a.sandboxedExport(ws)
+	}
+	n, err := repo.KeepCommits(ctx, export, ws.BaseSHA, filepath.Join(ws.OutDir, "commits.bundle"))
+	switch {
+	case err != nil:
+		log.Console(acp.LevelWarn, fmt.Sprintf("the agent's own commits can't be kept (%s); its changes are committed as one commit on %s", a.redactError(err), short(ws.BaseSHA)))
+	case n > 0:
+		log.Console(acp.LevelInfo, fmt.Sprintf("kept %d commits the agent made itself", n))
+	}
 }
 
 // pullRequest opens (or finds) the run's pull request and records it in
@@ -568,7 +590,7 @@ func (a *Activities) uploadArtifacts(ctx context.Context, in PublishInput, pub P
 		return names, err
 	}
 	if pub.Changed {
-		patch, err := a.Git.Open(in.Workspace.RepoDir).Patch(ctx, pub.BaseSHA, pub.CommitSHA)
+		patch, err := a.Git.Open(in.Workspace.RepoDir, in.Workspace.GitDir).Patch(ctx, pub.BaseSHA, pub.CommitSHA)
 		if err != nil {
 			return names, err
 		}

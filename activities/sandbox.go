@@ -1,10 +1,13 @@
 package activities
 
 import (
+	"context"
 	"fmt"
+	"strings"
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/sandbox"
@@ -47,5 +50,49 @@ func (b runBox) isolation() process.Isolation {
 func (b runBox) close() {
 	if b.run != nil {
 		b.run.Close()
+	}
+}
+
+// exportScript bundles the clone's commits since $BASE into $BUNDLE, and
+// nothing when there are none. It runs as the agent, with the agent's own
+// git configuration: whatever that does stays in the sandbox, and the
+// worker trusts only a bundle that passes its checks.
+const exportScript = `set -e
+head=$(git rev-parse --verify 'HEAD^{commit}')
+[ "$head" = "$BASE" ] && exit 0
+range=HEAD
+if git rev-parse --verify --quiet "$BASE^{commit}" >/dev/null; then range="$BASE..HEAD"; fi
+exec git -c protocol.allow=never bundle create --quiet "$BUNDLE" "$range"`
+
+// sandboxedExport exports the agent's commits from inside a sandbox of the
+// run's, so the worker never runs git in the agent's .git; without a
+// sandbox, the worker's own hardened export.
+func (a *Activities) sandboxedExport(ws Workspace) gitrepo.CommitExporter {
+	if a.Sandbox == nil || a.Sandbox.Mode() == sandbox.Off {
+		return a.Git.ExportCommits
+	}
+	return func(ctx context.Context, repoDir, base, bundlePath string) error {
+		run, err := a.Sandbox.Start(sandbox.Dirs{Writable: ws.agentDirs()})
+		if err != nil {
+			return fmt.Errorf("start the sandbox for the export: %w", err)
+		}
+		defer run.Close()
+		var stderr []string
+		res, err := process.Run(ctx, process.Spec{
+			Path: "/bin/sh", Args: []string{"-c", exportScript}, Dir: repoDir,
+			Env:       []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + ws.HomeDir, "BASE=" + base, "BUNDLE=" + bundlePath},
+			BufferDir: ws.WorkerDir, Isolation: run.Isolation(),
+		}, func(stream process.Stream, line string) {
+			if stream == process.Stderr && len(stderr) < 5 {
+				stderr = append(stderr, line)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("export the agent's commits: %w", err)
+		}
+		if !res.Success() {
+			return fmt.Errorf("export the agent's commits: git %s: %s", res.Describe(), strings.Join(stderr, " | "))
+		}
+		return nil
 	}
 }

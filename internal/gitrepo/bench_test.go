@@ -35,19 +35,19 @@ func BenchmarkCheckoutColdVsWarm(b *testing.B) {
 		cache := &Cache{Dir: filepath.Join(dir, fmt.Sprintf("cache-%d", i)), Git: &Git{}}
 		coldDir, warmDir := filepath.Join(dir, "cold"), filepath.Join(dir, "warm")
 		t0 := time.Now()
-		if _, err := cache.Checkout(ctx, "acme/big", url, coldDir, ""); err != nil {
+		if _, err := cache.Checkout(ctx, "acme/big", url, coldDir, coldDir+".git", ""); err != nil {
 			b.Fatal(err)
 		}
 		colds = append(colds, time.Since(t0))
 
 		addUpstreamCommit(b, origin, i)
 		t1 := time.Now()
-		co, err := cache.Checkout(ctx, "acme/big", url, warmDir, "")
+		co, err := cache.Checkout(ctx, "acme/big", url, warmDir, warmDir+".git", "")
 		if err != nil || !co.Hit {
 			b.Fatalf("warm checkout: hit=%v err=%v", co.Hit, err)
 		}
 		warms = append(warms, time.Since(t1))
-		for _, d := range []string{coldDir, warmDir, cache.Dir} {
+		for _, d := range []string{coldDir, coldDir + ".git", warmDir, warmDir + ".git", cache.Dir} {
 			os.RemoveAll(d)
 		}
 	}

@@ -40,10 +40,10 @@ type Checkout struct {
 }
 
 // Checkout refreshes the mirror of repository from url (creating it on first
-// use) and clones it into dest at branch, the remote's default when empty.
-// The clone shares no files that later changes to the cache could alter.
-// A default branch with no commits is an *UnbornHeadError.
-func (c *Cache) Checkout(ctx context.Context, repository, url, dest, branch string) (Checkout, error) {
+// use) and makes from it, at branch (the remote's default when empty), the
+// worker's git dir gitDir and the agent's clone dest. The clone shares no
+// file with the mirror or gitDir.
+func (c *Cache) Checkout(ctx context.Context, repository, url, dest, gitDir, branch string) (Checkout, error) {
 	if err := ValidateRepository(repository); err != nil {
 		return Checkout{}, err
 	}
@@ -68,13 +68,13 @@ func (c *Cache) Checkout(ctx context.Context, repository, url, dest, branch stri
 			return out, err
 		}
 	}
-	repo, err := c.cloneBranch(ctx, mirror, url, dest, branch, &out)
+	repo, err := c.cloneBranch(ctx, mirror, url, dest, gitDir, branch, &out)
 	var unborn *UnbornHeadError
 	if err != nil && out.Hit && !isRemoteBranchMissing(err) && !errors.As(err, &unborn) {
 		// The mirror fetched but can't be cloned from: it is broken.
 		out.Hit, out.Rebuilt = false, true
 		if err = c.create(ctx, mirror, url); err == nil {
-			repo, err = c.cloneBranch(ctx, mirror, url, dest, branch, &out)
+			repo, err = c.cloneBranch(ctx, mirror, url, dest, gitDir, branch, &out)
 		}
 	}
 	if err != nil {
@@ -121,7 +121,7 @@ func (e *UnbornHeadError) Error() string {
 
 // cloneBranch clones the mirror at branch, or at the default branch the
 // mirror's HEAD names, and records in out which it was.
-func (c *Cache) cloneBranch(ctx context.Context, mirror, url, dest, branch string, out *Checkout) (*Repo, error) {
+func (c *Cache) cloneBranch(ctx context.Context, mirror, url, dest, gitDir, branch string, out *Checkout) (*Repo, error) {
 	if branch == "" {
 		var err error
 		if branch, err = c.defaultBranch(ctx, mirror); err != nil {
@@ -129,7 +129,7 @@ func (c *Cache) cloneBranch(ctx context.Context, mirror, url, dest, branch strin
 		}
 	}
 	out.Branch = branch
-	return c.cloneFromMirror(ctx, mirror, url, dest, branch)
+	return c.cloneFromMirror(ctx, mirror, url, dest, gitDir, branch)
 }
 
 // defaultBranch is the branch the mirror's HEAD names, which fetch keeps the
@@ -247,23 +247,38 @@ func parseListing(listing string) (head string, heads map[string]string) {
 	return head, heads
 }
 
-// cloneFromMirror makes dest from the mirror. --local hard-links the
-// mirror's pack files, which git never changes once written: the clone is
-// as independent of later fetches, repacks and eviction as --dissociate
-// makes it, without copying the objects.
-func (c *Cache) cloneFromMirror(ctx context.Context, mirror, url, dest, branch string) (*Repo, error) {
-	if err := os.RemoveAll(dest); err != nil {
-		return nil, fmt.Errorf("clear %s: %w", dest, err)
+// cloneFromMirror makes gitDir and dest from the mirror. gitDir, a bare
+// clone, hard-links the mirror's pack files, which git never changes once
+// written: it is as independent of later fetches, repacks and eviction as
+// --dissociate makes it, without copying the objects, and only the worker
+// can write where it is. dest, the agent's clone, is cloned from gitDir
+// with copies of the objects: an object file it shared with the mirror
+// would be the agent's to rewrite for every later run.
+func (c *Cache) cloneFromMirror(ctx context.Context, mirror, url, dest, gitDir, branch string) (*Repo, error) {
+	for _, d := range []string{dest, gitDir} {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, fmt.Errorf("clear %s: %w", d, err)
+		}
 	}
-	args := []string{"clone", "--quiet", "--local", "--no-tags"}
+	if err := os.MkdirAll(filepath.Dir(gitDir), 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Dir(gitDir), err)
+	}
+	// A run's git dir lives for minutes: housekeeping would only cost time.
+	args := []string{"clone", "--quiet", "--bare", "--no-tags", "-c", "gc.auto=0", "-c", "maintenance.auto=false"}
 	if branch != "" {
 		args = append(args, "--branch", branch)
 	}
-	if _, err := c.Git.exec(ctx, "", execOptions{strict: true}, append(args, "--", mirror, dest)...); err != nil {
+	if _, err := c.Git.exec(ctx, "", execOptions{strict: true}, append(args, "--", mirror, gitDir)...); err != nil {
 		return nil, err
 	}
-	repo := c.Git.Open(dest)
-	if _, err := repo.Run(ctx, "remote", "set-url", "origin", url); err != nil {
+	if _, err := c.Git.exec(ctx, "", execOptions{strict: true}, "clone", "--quiet", "--no-hardlinks", "--no-tags", "--", gitDir, dest); err != nil {
+		return nil, err
+	}
+	repo := c.Git.Open(dest, gitDir)
+	if _, err := c.Git.Run(ctx, dest, "remote", "set-url", "origin", url); err != nil {
+		return nil, err
+	}
+	if err := repo.adoptIndex(); err != nil {
 		return nil, err
 	}
 	return repo, nil
@@ -280,8 +295,9 @@ func (c *Cache) RemoteBranch(ctx context.Context, repository, branch string) (st
 	return sha, err
 }
 
-// Push publishes the clone's HEAD as branch on url. The commits are first
-// brought into the mirror, and pushed from there: the push never runs with
+// Push publishes the HEAD of the run's git dir as branch on url. The commits
+// are first brought into the mirror (from the worker's git dir, never from
+// the agent's clone), and pushed from there: the push never runs with
 // configuration the agent could have written. expected is the commit the
 // remote branch must be at now ("" for none), so nothing is overwritten.
 func (c *Cache) Push(ctx context.Context, repository, url string, ws *Repo, branch, expected string) error {
@@ -292,7 +308,10 @@ func (c *Cache) Push(ctx context.Context, repository, url string, ws *Repo, bran
 	defer unlock()
 	mirror := c.mirrorPath(repository)
 	staging := "refs/taskworker/push-" + randomSuffix()
-	if _, err := c.Git.Run(ctx, "", "--git-dir", mirror, "fetch", "--quiet", "--no-tags", "--", ws.Dir, "+HEAD:"+staging); err != nil {
+	// The agent's objects are checked on their way into the mirror, where
+	// every later run of the repository reads.
+	if _, err := c.Git.Run(ctx, "", "--git-dir", mirror, "-c", "transfer.fsckObjects=true",
+		"fetch", "--quiet", "--no-tags", "--", ws.GitDir, "+HEAD:"+staging); err != nil {
 		return fmt.Errorf("bring the commits into the mirror: %w", err)
 	}
 	defer c.Git.Run(context.WithoutCancel(ctx), "", "--git-dir", mirror, "update-ref", "-d", staging)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -109,8 +110,15 @@ func RemoteURL(template, repository string) string {
 // extra header. Commands in an agent's clone never get the token: its config
 // is the agent's to write, and could run a command (core.fsmonitor, say).
 func (g *Git) env(credentials bool) []string {
-	env := []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GCM_INTERACTIVE=never"}
-	for _, name := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+	env := []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "GCM_INTERACTIVE=never",
+		// No configuration but the repository's and the command line's: the
+		// worker's HOME is the agent's to write when the agent runs as the
+		// worker's user.
+		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_ATTR_NOSYSTEM=1",
+		// Nor any other file git or curl would look for in a HOME (.netrc,
+		// ~/.config/git/attributes and ignore): there is none.
+		"HOME=" + noHome}
+	for _, name := range []string{"PATH", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
 		"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"} {
 		if v, ok := os.LookupEnv(name); ok {
 			env = append(env, name+"="+v)
@@ -120,6 +128,19 @@ func (g *Git) env(credentials bool) []string {
 		env = append(env, g.CredentialEnv()...)
 	}
 	return env
+}
+
+// noHome is a HOME that does not exist and that only root could create.
+const noHome = "/nonexistent"
+
+// fixedConfig comes before every git command's own arguments, and wins over
+// any repository's configuration.
+var fixedConfig = []string{
+	// Hooks and the fsmonitor are programs from the repository (or the agent).
+	"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+	"-c", "core.attributesFile=/dev/null", "-c", "core.excludesFile=/dev/null",
+	// An ext:: URL is a command line.
+	"-c", "protocol.ext.allow=never",
 }
 
 // CredentialEnv is the environment that gives git the token, empty without one.
@@ -162,8 +183,7 @@ type execOptions struct {
 }
 
 func (g *Git) exec(ctx context.Context, dir string, opts execOptions, args ...string) ([]byte, error) {
-	// Hooks and the fsmonitor are code from the repository (or the agent).
-	full := append([]string{"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"}, args...)
+	full := append(append([]string(nil), fixedConfig...), args...)
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Dir = dir
 	cmd.Env = append(g.env(opts.credentials), opts.extraEnv...)
@@ -194,21 +214,37 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// Repo is a working clone.
+// Repo is a run's repository: the agent's clone, and the worker's own git
+// dir that reads the clone's files as its work tree.
 type Repo struct {
+	// Dir is the agent's clone. Its .git is the agent's to write, so once the
+	// agent has run no git command of the worker's runs in it: the worker's
+	// git reads the clone's files, and files are all it reads there.
 	Dir string
-	git *Git
+	// GitDir is the worker's own repository of the run, somewhere the agent
+	// can't write: its HEAD is where the run's commits go, its index stages
+	// them, and its configuration defines no filter, driver or program.
+	GitDir string
+	git    *Git
 }
 
-// Open returns the clone in dir.
-func (g *Git) Open(dir string) *Repo { return &Repo{Dir: dir, git: g} }
+// Open returns the run's repository: the agent's clone in dir and the
+// worker's git dir made for it at the checkout.
+func (g *Git) Open(dir, gitDir string) *Repo { return &Repo{Dir: dir, GitDir: gitDir, git: g} }
 
-// Run runs git in the clone.
+// Run runs git in the worker's git dir, without a work tree.
 func (r *Repo) Run(ctx context.Context, args ...string) (string, error) {
-	return r.git.Run(ctx, r.Dir, args...)
+	return r.git.Run(ctx, "", append([]string{"--git-dir", r.GitDir}, args...)...)
 }
 
-// Head is the commit checked out.
+// inWorkTree runs git in the worker's git dir with the agent's clone as its
+// work tree. A .gitattributes there can only name filters and diff drivers,
+// which the worker's configuration never defines: nothing runs.
+func (r *Repo) inWorkTree(ctx context.Context, opts execOptions, args ...string) ([]byte, error) {
+	return r.git.exec(ctx, "", opts, append([]string{"--git-dir", r.GitDir, "--work-tree", r.Dir}, args...)...)
+}
+
+// Head is the commit the worker's git dir is at.
 func (r *Repo) Head(ctx context.Context) (string, error) {
 	sha, err := r.Run(ctx, "rev-parse", "--verify", "HEAD^{commit}")
 	if err != nil {
@@ -217,33 +253,102 @@ func (r *Repo) Head(ctx context.Context) (string, error) {
 	return sha, nil
 }
 
-// CurrentBranch is the branch checked out.
+// CurrentBranch is the branch the worker's git dir is on.
 func (r *Repo) CurrentBranch(ctx context.Context) (string, error) {
 	return r.Run(ctx, "symbolic-ref", "--short", "HEAD")
 }
 
-// CommitAll stages every change in the tree and commits it; it returns false
-// when there was nothing to commit.
+// CheckoutBranch creates (or resets) branch at sha and checks it out, in
+// the clone and in the worker's git dir. It runs git in the clone, so only
+// before the agent does.
+func (r *Repo) CheckoutBranch(ctx context.Context, branch, sha string) error {
+	if _, err := r.git.Run(ctx, r.Dir, "checkout", "--quiet", "-B", branch, sha); err != nil {
+		return err
+	}
+	if _, err := r.Run(ctx, "update-ref", "refs/heads/"+branch, sha); err != nil {
+		return err
+	}
+	if _, err := r.Run(ctx, "symbolic-ref", "HEAD", "refs/heads/"+branch); err != nil {
+		return err
+	}
+	return r.adoptIndex()
+}
+
+// adoptIndex gives the worker's git dir the clone's index. The checkout just
+// wrote it, before any agent ran: it describes the same commit and the same
+// files, and its file stats spare the worker's git hashing every file anew.
+func (r *Repo) adoptIndex() error {
+	data, err := os.ReadFile(filepath.Join(r.Dir, ".git", "index"))
+	if err != nil {
+		return fmt.Errorf("read the clone's index: %w", err)
+	}
+	tmp := filepath.Join(r.GitDir, "index.new-"+randomSuffix())
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write the worker's index: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(r.GitDir, "index")); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write the worker's index: %w", err)
+	}
+	return nil
+}
+
+// CommitAll stages every change in the clone's files and commits it in the
+// worker's git dir; it returns false when there was nothing to commit.
 func (r *Repo) CommitAll(ctx context.Context, message string, author Author) (bool, error) {
-	if _, err := r.Run(ctx, "add", "--all"); err != nil {
+	if err := r.skipSubmodules(ctx); err != nil {
 		return false, fmt.Errorf("stage changes: %w", err)
 	}
-	if _, err := r.Run(ctx, "diff", "--cached", "--quiet"); err == nil {
+	if _, err := r.inWorkTree(ctx, execOptions{}, "add", "--all"); err != nil {
+		return false, fmt.Errorf("stage changes: %w", err)
+	}
+	if _, err := r.inWorkTree(ctx, execOptions{}, "diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv"); err == nil {
 		return false, nil
 	}
 	identity := []string{
 		"GIT_AUTHOR_NAME=" + author.Name, "GIT_AUTHOR_EMAIL=" + author.Email,
 		"GIT_COMMITTER_NAME=" + author.Name, "GIT_COMMITTER_EMAIL=" + author.Email,
 	}
-	if _, err := r.git.exec(ctx, r.Dir, execOptions{stdin: strings.NewReader(message), extraEnv: identity}, "commit", "--quiet", "--no-verify", "--file", "-"); err != nil {
+	if _, err := r.inWorkTree(ctx, execOptions{stdin: strings.NewReader(message), extraEnv: identity},
+		"commit", "--quiet", "--no-verify", "--no-gpg-sign", "--file", "-"); err != nil {
 		return false, fmt.Errorf("commit: %w", err)
 	}
 	return true, nil
 }
 
-// SwitchBranch creates (or resets) branch at the current commit and checks it out.
+// skipSubmodules keeps git from looking into the submodules' folders: for
+// one that is a repository, staging runs git status in it, with the
+// configuration the agent wrote there. A submodule moves only by the agent's
+// own commits.
+func (r *Repo) skipSubmodules(ctx context.Context) error {
+	out, err := r.inWorkTree(ctx, execOptions{}, "ls-files", "--stage", "-z")
+	if err != nil {
+		return err
+	}
+	var paths strings.Builder
+	for _, rec := range strings.Split(string(out), "\x00") {
+		if meta, path, ok := strings.Cut(rec, "\t"); ok && strings.HasPrefix(meta, "160000 ") {
+			paths.WriteString(path + "\x00")
+		}
+	}
+	if paths.Len() == 0 {
+		return nil
+	}
+	_, err = r.inWorkTree(ctx, execOptions{stdin: strings.NewReader(paths.String())}, "update-index", "--skip-worktree", "-z", "--stdin")
+	return err
+}
+
+// SwitchBranch creates (or resets) branch at the current commit and puts
+// the worker's git dir on it.
 func (r *Repo) SwitchBranch(ctx context.Context, branch string) error {
-	_, err := r.Run(ctx, "checkout", "--quiet", "-B", branch)
+	head, err := r.Head(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := r.Run(ctx, "update-ref", "refs/heads/"+branch, head); err != nil {
+		return err
+	}
+	_, err = r.Run(ctx, "symbolic-ref", "HEAD", "refs/heads/"+branch)
 	return err
 }
 
@@ -262,7 +367,7 @@ type DiffStat struct {
 
 // DiffStat compares base and head.
 func (r *Repo) DiffStat(ctx context.Context, base, head string) (DiffStat, error) {
-	out, err := r.Run(ctx, "diff", "--numstat", "-z", "--no-renames", base, head)
+	out, err := r.Run(ctx, "diff", "--numstat", "-z", "--no-renames", "--no-ext-diff", "--no-textconv", base, head)
 	if err != nil {
 		return DiffStat{}, fmt.Errorf("diff %s..%s: %w", base, head, err)
 	}
@@ -283,7 +388,7 @@ func (r *Repo) DiffStat(ctx context.Context, base, head string) (DiffStat, error
 
 // Patch is the diff from base to head, binary changes included.
 func (r *Repo) Patch(ctx context.Context, base, head string) ([]byte, error) {
-	out, err := r.git.exec(ctx, r.Dir, execOptions{}, "diff", "--binary", "--no-color", base, head)
+	out, err := r.git.exec(ctx, "", execOptions{}, "--git-dir", r.GitDir, "diff", "--binary", "--no-color", "--no-ext-diff", "--no-textconv", base, head)
 	if err != nil {
 		return nil, fmt.Errorf("diff %s..%s: %w", base, head, err)
 	}

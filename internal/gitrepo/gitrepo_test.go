@@ -53,7 +53,7 @@ func TestTokenReachesGitOnlyThroughItsEnvironment(t *testing.T) {
 
 	g := &Git{Token: token, Redactor: redact.New(token)}
 	cache := &Cache{Dir: t.TempDir(), Git: g}
-	_, err = cache.Checkout(context.Background(), "acme/app", srv.URL+"/acme/app.git", filepath.Join(t.TempDir(), "repo"), "")
+	_, err = cache.Checkout(context.Background(), "acme/app", srv.URL+"/acme/app.git", filepath.Join(t.TempDir(), "repo"), filepath.Join(t.TempDir(), "git"), "")
 	require.Error(t, err)
 	var gitErr *Error
 	require.ErrorAs(t, err, &gitErr)
@@ -99,7 +99,7 @@ func TestCommitPushAndDiffStat(t *testing.T) {
 
 	g := &Git{}
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: g}
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "work"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "work"), filepath.Join(dir, "work.git"), "")
 	require.NoError(t, err)
 	require.False(t, co.Hit)
 	repo := co.Repo
@@ -164,7 +164,7 @@ func TestWarmCheckoutFetchesAndIsIndependentOfTheCache(t *testing.T) {
 	dir := t.TempDir()
 	origin, run := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1.git"), "")
 	require.NoError(t, err)
 
 	// Upstream moves on.
@@ -176,7 +176,7 @@ func TestWarmCheckoutFetchesAndIsIndependentOfTheCache(t *testing.T) {
 	run(up, "push", "--quiet", "origin", "main")
 	tip := run(up, "rev-parse", "HEAD")
 
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2.git"), "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	head, err := co.Repo.Head(ctx)
@@ -215,12 +215,12 @@ func TestACorruptMirrorNeverFailsTheCheckout(t *testing.T) {
 			// damaging the mirror's files leaves the origin whole (as a real remote is).
 			origin = "file://" + origin
 			cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-			_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+			_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1.git"), "")
 			require.NoError(t, err)
 
 			breakIt(filepath.Join(dir, "cache", "acme", "app.git"))
 
-			co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+			co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2.git"), "")
 			require.NoError(t, err, "a broken cache never fails the run")
 			out, err := exec.Command("git", "-C", co.Repo.Dir, "show", "HEAD:a.txt").CombinedOutput()
 			require.NoError(t, err, string(out))
@@ -238,14 +238,14 @@ func TestEvictionRemovesTheLeastRecentlyUsedMirror(t *testing.T) {
 	origin, _ := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
 	for _, name := range []string{"acme/one", "acme/two"} {
-		_, err := cache.Checkout(ctx, name, origin, filepath.Join(dir, "w-"+filepath.Base(name)), "")
+		_, err := cache.Checkout(ctx, name, origin, filepath.Join(dir, "w-"+filepath.Base(name)), filepath.Join(dir, "w-"+filepath.Base(name)+".git"), "")
 		require.NoError(t, err)
 	}
 	one := filepath.Join(dir, "cache", "acme", "one.git")
 	old := time.Now().Add(-time.Hour)
 	require.NoError(t, os.Chtimes(one, old, old))
 	cache.MaxBytes = 1 // anything over: keep only the mirror in use
-	_, err := cache.Checkout(ctx, "acme/three", origin, filepath.Join(dir, "w-three"), "")
+	_, err := cache.Checkout(ctx, "acme/three", origin, filepath.Join(dir, "w-three"), filepath.Join(dir, "w-three.git"), "")
 	require.NoError(t, err)
 	require.NoDirExists(t, one)
 	require.NoDirExists(t, filepath.Join(dir, "cache", "acme", "two.git"))
@@ -263,7 +263,7 @@ func TestConcurrentCheckoutsOfOneRepositoryTakeTurns(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, fmt.Sprintf("w%d", i)), "")
+			_, errs[i] = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, fmt.Sprintf("w%d", i)), filepath.Join(dir, fmt.Sprintf("w%d.git", i)), "")
 		}()
 	}
 	wg.Wait()
@@ -305,12 +305,12 @@ func TestTheMirrorFollowsTheRemotesDefaultBranch(t *testing.T) {
 	dir := t.TempDir()
 	origin, run := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
 	require.NoError(t, err)
 
 	// Renamed, as GitHub's settings do it: the old name is gone.
 	run(origin, "branch", "-m", "main", "trunk")
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	require.False(t, co.Rebuilt, "following the remote needs no rebuild")
@@ -322,7 +322,7 @@ func TestTheMirrorFollowsTheRemotesDefaultBranch(t *testing.T) {
 	// Another branch made the default, the old one kept.
 	release := pushHistory(t, origin, "release", "release.txt")
 	run(origin, "symbolic-ref", "HEAD", "refs/heads/release")
-	co, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), "")
+	co, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), filepath.Join(dir, "w3"+".git"), "")
 	require.NoError(t, err)
 	branch, head = checkedOut(t, co)
 	require.Equal(t, "release", branch)
@@ -337,7 +337,7 @@ func TestADefaultBranchPushedAfterTheFirstCloneIsFollowed(t *testing.T) {
 	require.NoError(t, err, string(out))
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
 
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
 	var unborn *UnbornHeadError
 	require.ErrorAs(t, err, &unborn, "an empty repository has nothing to start from: %v", err)
 	require.True(t, unborn.NoBranches, "%+v", unborn)
@@ -345,7 +345,7 @@ func TestADefaultBranchPushedAfterTheFirstCloneIsFollowed(t *testing.T) {
 	// The first push names the default branch, as on GitHub.
 	tip := pushHistory(t, origin, "master", "a.txt")
 	require.NoError(t, exec.Command("git", "--git-dir", origin, "symbolic-ref", "HEAD", "refs/heads/master").Run())
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	branch, head := checkedOut(t, co)
@@ -358,19 +358,19 @@ func TestARepositoryEmptiedAndPushedAgain(t *testing.T) {
 	dir := t.TempDir()
 	origin, run := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
 	require.NoError(t, err)
 
 	require.NoError(t, os.RemoveAll(origin))
 	run(dir, "init", "--quiet", "--bare", "--initial-branch=trunk", origin)
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
 	var unborn *UnbornHeadError
 	require.ErrorAs(t, err, &unborn, "the mirror's old commits are not the repository's: %v", err)
 	require.True(t, unborn.NoBranches, "%+v", unborn)
 	require.Contains(t, err.Error(), "no branches")
 
 	tip := pushHistory(t, origin, "trunk", "fresh.txt")
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), filepath.Join(dir, "w3"+".git"), "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	branch, head := checkedOut(t, co)
@@ -384,12 +384,12 @@ func TestAForcePushedBaseBranchStartsFromItsNewTip(t *testing.T) {
 	dir := t.TempDir()
 	origin, run := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "main")
+	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "main")
 	require.NoError(t, err)
 	old := run(origin, "rev-parse", "main")
 
 	tip := pushHistory(t, origin, "main", "rewritten.txt")
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "main")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "main")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	require.False(t, co.Rebuilt, "a forced update is fetched, not a reason to rebuild")
@@ -403,7 +403,7 @@ func TestABranchDeletedOnTheRemoteIsGoneFromTheMirror(t *testing.T) {
 	dir := t.TempDir()
 	origin, run := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(co.Repo.Dir, "b.txt"), []byte("b\n"), 0o644))
 	_, err = co.Repo.CommitAll(ctx, "work", Author{Name: "Bot", Email: "bot@x"})
@@ -414,7 +414,7 @@ func TestABranchDeletedOnTheRemoteIsGoneFromTheMirror(t *testing.T) {
 	require.NotEmpty(t, sha)
 
 	run(origin, "branch", "-D", "posthog/task-1")
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
 	require.NoError(t, err)
 	sha, err = cache.RemoteBranch(ctx, "acme/app", "posthog/task-1")
 	require.NoError(t, err)
@@ -436,7 +436,7 @@ func TestAnUnchangedRemoteIsAskedOnce(t *testing.T) {
 	dir := t.TempDir()
 	origin, _ := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), "")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
 	require.NoError(t, err)
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	remoteCommands := func() []string {
@@ -453,12 +453,12 @@ func TestAnUnchangedRemoteIsAskedOnce(t *testing.T) {
 		return out
 	}
 
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), "")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
 	require.NoError(t, err)
 	require.Equal(t, []string{"ls-remote"}, remoteCommands())
 
 	pushHistory(t, origin, "other", "other.txt")
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), "")
+	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), filepath.Join(dir, "w3"+".git"), "")
 	require.NoError(t, err)
 	require.Equal(t, []string{"ls-remote", "fetch"}, remoteCommands())
 }
@@ -469,7 +469,7 @@ func TestAMissingBaseBranchIsNotAMissingRepository(t *testing.T) {
 	origin, _ := seedOrigin(t, dir)
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
 	for _, name := range []string{"cold", "warm"} {
-		_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, name), "no-such-branch")
+		_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, name), filepath.Join(dir, name+".git"), "no-such-branch")
 		var gitErr *Error
 		require.ErrorAs(t, err, &gitErr, name)
 		require.True(t, gitErr.RemoteBranchMissing(), "%s: %v", name, err)
