@@ -27,7 +27,8 @@ func (a *Activities) startSandbox(ws Workspace, log *logstream.Stream) (runBox, 
 	if p, ok := a.Agent.(agent.ReadOnlyPaths); ok {
 		readOnly = p.ReadOnlyPaths()
 	}
-	run, err := a.Sandbox.Start(sandbox.Dirs{Writable: ws.agentDirs(), ReadOnly: readOnly})
+	run, err := a.Sandbox.Start(sandbox.Dirs{Writable: ws.agentDirs(), ReadOnly: readOnly,
+		Refresh: []string{ws.HomeDir, ws.OutDir}})
 	if err != nil {
 		return runBox{}, fmt.Errorf("start the run's sandbox: %w", err)
 	}

@@ -53,7 +53,7 @@ func kinds(updates []map[string]any) []string {
 func TestTheCommandProtocolGivesARichLogArtifactsAndASummary(t *testing.T) {
 	task, run := startRun(t, "protocol demo", "", repo)
 	run = waitForEnd(t, task.ID, run.ID)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Equal(t, "Added a changelog.", run.Output["summary"])
 
 	entries := logOf(t, task.ID, run.ID)
@@ -98,7 +98,7 @@ func runWithSchema(t *testing.T, title, description, schema string) tasksapi.Tas
 
 func TestAResultMatchingTheTasksSchemaBecomesTheRunsOutput(t *testing.T) {
 	run := runWithSchema(t, "report findings", "good", findingSchema)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Equal(t, "low", run.Output["severity"])
 	require.Equal(t, []any{"main.go"}, run.Output["files"])
 	lines := consoleLines(logOf(t, run.Task, run.ID))
@@ -106,7 +106,7 @@ func TestAResultMatchingTheTasksSchemaBecomesTheRunsOutput(t *testing.T) {
 	require.Contains(t, lines, "info: the agent's result (from TASK_OUTPUT_FILE) matches the task's json_schema")
 
 	run = runWithSchema(t, "report findings", "line", findingSchema)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Equal(t, "high", run.Output["severity"])
 	require.Equal(t, "one finding", run.Output["summary"])
 }
@@ -271,7 +271,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 
 	t.Run("a run that edits files completes with its branch, summary and usage", func(t *testing.T) {
 		task, run := runToEnd(t, stack, client, "Add a greeting", "A file that says hello.", 2*time.Minute)
-		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 		require.Equal(t, "Added greeting.txt with a hello.", run.Output["summary"])
 		usage := run.Output["usage"].(map[string]any)
 		require.Equal(t, "claude", usage["agent"])
@@ -299,7 +299,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 	t.Run("a result matching the schema becomes the output", func(t *testing.T) {
 		_, run := runTaskToEnd(t, stack, client, tasksapi.CreateTaskRequest{Title: "Classify the repository", Repository: repo,
 			JSONSchema: json.RawMessage(findingSchema)}, 2*time.Minute)
-		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 		require.Equal(t, "low", run.Output["severity"])
 		require.Equal(t, []any{"README.md"}, run.Output["files"])
 		updates := sessionUpdates(logWithout(t, client, run, key))
@@ -325,7 +325,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 
 	t.Run("the agent's own key never reaches the log or the run", func(t *testing.T) {
 		_, run := runToEnd(t, stack, client, "Print the key", "", 2*time.Minute)
-		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 		summary := run.Output["summary"].(string)
 		require.NotContains(t, summary, key)
 		entries := logOfRun(run) // fails on the key anywhere in the log
@@ -376,7 +376,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 			require.NoError(t, err)
 			return run.Status.Terminal()
 		}, time.Minute, 50*time.Millisecond)
-		require.Equal(t, status, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, status, run.Status, "error: %v", deref(run.ErrorMessage))
 		return run
 	}
 
@@ -400,7 +400,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 
 	t.Run("an overloaded API is retried and the run completes", func(t *testing.T) {
 		_, run := runToEnd(t, stack, client, "Ride out an overload", "", 2*time.Minute)
-		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 		require.Equal(t, "Done despite the overload.", run.Output["summary"])
 		lines := consoleLines(logWithout(t, client, run, key))
 		require.Contains(t, lines, "warn: claude: API call failed (HTTP 529, overloaded); retry 1 of 10 in "+retryDelay(lines, 1)+" ms")
@@ -434,7 +434,7 @@ func TestCodexRunsEndToEnd(t *testing.T) {
 	defer stack.Stop()
 
 	task, run := runToEnd(t, stack, client, "Add a greeting", "", 2*time.Minute)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Equal(t, "Added greeting.txt.", run.Output["summary"])
 	require.Equal(t, "codex", run.Output["usage"].(map[string]any)["agent"])
 	require.NotEmpty(t, run.State["agent_session"])

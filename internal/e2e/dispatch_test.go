@@ -27,7 +27,7 @@ func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
 	defer stack.Stop()
 
 	task, run := runToEnd(t, stack, api, "nothing via the dispatcher", "", time.Minute)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	raw, err := api.Logs(ctx, task.ID, run.ID)
 	require.NoError(t, err)
 	require.Contains(t, string(raw[0]), "dispatched to worker pool e2e-pool (task queue tasks-task-queue)")

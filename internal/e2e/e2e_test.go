@@ -203,7 +203,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	task, run := startRun(t, "change the README", "Say what changed.", repo)
 	run = waitForEnd(t, task.ID, run.ID)
 
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCompleted}, statusHistory(t, run.ID))
 	require.NotNil(t, run.CompletedAt)
 
@@ -296,7 +296,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 func TestRunWithoutChangesCompletesWithoutABranch(t *testing.T) {
 	task, run := startRun(t, "nothing to do", "", repo)
 	run = waitForEnd(t, task.ID, run.ID)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Nil(t, run.Branch)
 	require.Equal(t, false, run.Output["changed"])
 	require.Contains(t, consoleLines(logOf(t, task.ID, run.ID)), "info: the agent changed nothing; no branch pushed")
@@ -405,7 +405,7 @@ func TestWorkerKeepsServingAfterFailures(t *testing.T) {
 	// success here proves it still serves.
 	task, run := startRun(t, "nothing again", "", repo)
 	run = waitForEnd(t, task.ID, run.ID)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 }
 
 func TestSecretsNeverReachTheLogOrTheRun(t *testing.T) {
@@ -446,7 +446,7 @@ func TestASecondRunContinuesTheBranchAndItsPullRequest(t *testing.T) {
 		kicked, err := h.api.RunTask(ctx, task.ID)
 		require.NoError(t, err)
 		run := waitForEnd(t, task.ID, kicked.LatestRun.ID)
-		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 		runs = append(runs, run)
 	}
 	first, second := runs[0], runs[1]
@@ -497,7 +497,7 @@ func TestARunGoesOnOnTheBranchAnOlderWorkerNamed(t *testing.T) {
 	kicked, err := h.api.RunTask(ctx, task.ID)
 	require.NoError(t, err)
 	run := waitForEnd(t, task.ID, kicked.LatestRun.ID)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Equal(t, legacy, *run.Branch)
 	require.Equal(t, earlier, run.Output["base_sha"])
 	require.Equal(t, earlier, gitOut(t, bare, "rev-parse", legacy+"^"), "pushed on top of the earlier run's commit")
@@ -517,9 +517,17 @@ func TestInvalidRepositoryNamesFailTheRunBeforeAnyGitCommand(t *testing.T) {
 func TestTheAgentsOwnCommitsAreKept(t *testing.T) {
 	task, run := startRun(t, "commit some work", "", repo)
 	run = waitForEnd(t, task.ID, run.ID)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	bare := filepath.Join(h.gitRoot, repo+".git")
 	log := gitOut(t, bare, "log", "--format=%an: %s", run.Output["base_sha"].(string)+".."+*run.Branch)
 	require.Equal(t, "PostHog Tasks: commit some work\nAgent: Agent's own commit", log)
 	require.EqualValues(t, 2, run.Output["files_changed"])
+}
+
+// deref is a run's error message for a test's failure message.
+func deref(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
 }

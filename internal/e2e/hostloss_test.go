@@ -76,7 +76,7 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 		require.NoError(t, err)
 		return run.Status.Terminal()
 	}, 2*time.Minute, 100*time.Millisecond)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Eventually(t, func() bool { return !process.Alive(agentPID) }, 10*time.Second, 20*time.Millisecond,
 		"the killed worker's agent died with it")
 

@@ -78,7 +78,7 @@ func TestAVersionedWorkerServesItsCurrentVersion(t *testing.T) {
 	}, time.Minute, 100*time.Millisecond, "the worker's version registers when it polls")
 
 	task, run := runToEnd(t, stack, api, "nothing on a versioned worker", "", time.Minute)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 	desc, err := stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(task.ID, run.ID), "")
 	require.NoError(t, err)
 	info := desc.GetWorkflowExecutionInfo().GetVersioningInfo()

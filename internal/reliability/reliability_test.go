@@ -458,7 +458,7 @@ func TestCancelWhileCloning(t *testing.T) {
 	if run.Status == tasksapi.StatusCancelled {
 		r.correct = 1
 	}
-	require.Equal(t, tasksapi.StatusCancelled, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCancelled, run.Status, "error: %v", deref(run.ErrorMessage))
 	// The cancel reaches the step at its next heartbeat (up to 2 s): the
 	// agent may have started by then, and must be gone now.
 	if data, err := os.ReadFile(filepath.Join(marks, "pid."+runID)); err == nil {
@@ -488,7 +488,7 @@ func TestCancelWhilePublishing(t *testing.T) {
 	if run.Status == tasksapi.StatusCancelled {
 		r.correct = 1
 	}
-	require.Equal(t, tasksapi.StatusCancelled, run.Status, "error: %v", run.ErrorMessage)
+	require.Equal(t, tasksapi.StatusCancelled, run.Status, "error: %v", deref(run.ErrorMessage))
 	require.Nil(t, run.Branch, "nothing was published")
 	s.record(r)
 }

@@ -24,6 +24,10 @@ type Dirs struct {
 	Writable []string
 	// ReadOnly are more folders or files it may read (the agent's install).
 	ReadOnly []string
+	// Refresh are the writable folders handed over again before each
+	// command, for what the worker put in them in between (the agent's
+	// configuration in its HOME); small ones, as each is walked whole.
+	Refresh []string
 }
 
 // Run is one isolated run: its uid and folders. Every command it runs
@@ -76,12 +80,14 @@ func (r *Run) Close() {
 // of the run's processes does (before the first, after the last is killed),
 // so nothing can swap a directory for a symlink during the walk; symlinks
 // found are changed themselves, never followed.
-func (r *Run) handOver() error {
+func (r *Run) handOver() error { return r.handOverDirs(r.dirs.Writable) }
+
+func (r *Run) handOverDirs(dirs []string) error {
 	if r.lease == nil {
 		return nil
 	}
 	uid := r.lease.uid
-	for _, dir := range r.dirs.Writable {
+	for _, dir := range dirs {
 		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -138,6 +144,9 @@ func (r *Run) Isolate(path string, args []string, dir string, env []string) (pro
 		Mode: r.s.cfg.Mode, Path: path, Args: args, Dir: dir, Env: env,
 		Limits: r.s.cfg.Limits, Hostname: "sandbox",
 		IsolateNetwork: r.s.cfg.Network == NetworkNone,
+	}
+	if err := r.handOverDirs(r.dirs.Refresh); err != nil {
+		return nil, err
 	}
 	inv := &invocation{run: r}
 	cmd := exec.Command("/proc/self/exe")
