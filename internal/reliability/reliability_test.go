@@ -676,3 +676,11 @@ func TestCanarySecretsAppearNowhere(t *testing.T) {
 	s.record(row{scenario: "7. canary secrets in entries, runs, artifacts, worker logs, argv", leaks: found})
 	require.Zero(t, found, "a canary secret leaked")
 }
+
+// deref is a run's error message for a test's failure message.
+func deref(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
+}

@@ -133,8 +133,10 @@ func TestNothingARunStartsOutlivesIt(t *testing.T) {
 	for name, sb := range modes(t) {
 		t.Run(name, func(t *testing.T) {
 			marker := strconv.Itoa(7000 + os.Getpid()%1000)
-			out, res, _ := runIn(t, sb, `setsid env -i /bin/sh -c 'sleep `+marker+`' </dev/null >/dev/null 2>&1 &
+			// The attacker waits until both have left its environment behind.
+			out, res, _ := runIn(t, sb, `setsid env -i /bin/sh -c 'exec sleep `+marker+`' </dev/null >/dev/null 2>&1 &
 				(trap '' TERM HUP; exec sleep `+marker+`) </dev/null >/dev/null 2>&1 &
+				until [ "$(pgrep -c -x -f 'sleep `+marker+`')" = 2 ]; do :; done
 				echo started`)
 			require.True(t, res.Success(), "%s", out)
 			require.Empty(t, processesRunning("sleep\x00"+marker), "a process the run started is still running")
@@ -180,6 +182,7 @@ func TestARunsFilesAreLimited(t *testing.T) {
 }
 
 func TestASystemFolderIsReadOnly(t *testing.T) {
+	t.Cleanup(func() { os.Remove("/usr/planted"); os.Remove("/etc/planted") })
 	for name, sb := range modes(t) {
 		t.Run(name, func(t *testing.T) {
 			out, _, _ := runIn(t, sb, `echo x > /usr/planted 2>/dev/null; echo x > /etc/planted 2>/dev/null; ls /usr/planted /etc/planted 2>&1; true`)
