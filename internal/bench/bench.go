@@ -21,6 +21,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/worker"
 )
 
 // Options sizes the measurements.
@@ -59,7 +60,8 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 	if _, err := devstack.SeedRepository(ctx, gitRoot, "bench/app", map[string]string{"README.md": "# bench\n", "CHANGES.md": ""}); err != nil {
 		return err
 	}
-	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true})
+	// TASKWORKER_SANDBOX picks the sandbox to measure; unset, the strongest the host offers.
+	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true, Worker: worker.Config{Sandbox: os.Getenv("TASKWORKER_SANDBOX")}})
 	if err != nil {
 		return err
 	}
