@@ -22,6 +22,7 @@ import (
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/openaitest"
 	"github.com/taskworker/taskworker/internal/process"
+	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
@@ -260,8 +261,11 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 	const key = "sk-ant-e2e-canary-key-0123456789"
 	api := anthropictest.Start(key, claudeScript)
 	defer api.Close()
+	// The strongest sandbox the host offers: the real CLIs in their own
+	// namespaces and root, as on a VM.
 	own := newOwnStack(t, devstack.Options{Worker: worker.Config{
-		Agent: "claude", ClaudePath: claude, ClaudeMaxTurns: 4,
+		Sandbox: string(sandbox.Auto),
+		Agent:   "claude", ClaudePath: claude, ClaudeMaxTurns: 4,
 		AnthropicAPIKey: key, AnthropicBaseURL: api.URL,
 		AgentTimeout: 2 * time.Minute, RunTimeout: 5 * time.Minute, StopGrace: 2 * time.Second,
 	}})
@@ -426,8 +430,11 @@ func TestCodexRunsEndToEnd(t *testing.T) {
 		return openaitest.Reply{Text: "Added greeting.txt."}
 	})
 	defer api.Close()
+	// The strongest sandbox the host offers: the real CLIs in their own
+	// namespaces and root, as on a VM.
 	own := newOwnStack(t, devstack.Options{Worker: worker.Config{
-		Agent: "codex", CodexPath: codex, OpenAIAPIKey: key, OpenAIBaseURL: api.URL,
+		Sandbox: string(sandbox.Auto),
+		Agent:   "codex", CodexPath: codex, OpenAIAPIKey: key, OpenAIBaseURL: api.URL,
 		AgentTimeout: 2 * time.Minute, RunTimeout: 5 * time.Minute, StopGrace: 2 * time.Second,
 	}})
 	stack, client := own.start(t)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/github/githubtest"
 	"github.com/taskworker/taskworker/internal/process"
@@ -51,6 +52,9 @@ func TestMain(m *testing.M) {
 
 func runWithStack(m *testing.M) (int, error) {
 	dir, err := os.MkdirTemp("", "taskworker-e2e-")
+	if err == nil {
+		err = os.Chmod(dir, 0o711)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -70,6 +74,7 @@ func runWithStack(m *testing.M) (int, error) {
 		return exec.Command("git", "--git-dir", filepath.Join(gitRoot, owner, repo+".git"), "rev-parse", "--verify", "--quiet", "refs/heads/"+branch).Run() == nil
 	}
 	stack, err := devstack.Start(ctx, devstack.Options{Worker: worker.Config{
+		Sandbox:           agenttest.SuiteSandbox(),
 		Agent:             "command",
 		AgentCommand:      "sh " + agent,
 		RepoURLTemplate:   devstack.RepoURLTemplate(gitRoot),
@@ -322,7 +327,7 @@ func TestAgentExitingNonZeroFailsTheRunWithItsExitCodeAndStderr(t *testing.T) {
 }
 
 func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
-	pidFile := filepath.Join(t.TempDir(), "pids")
+	pidFile := filepath.Join(agenttest.SharedDir(t), "pids")
 	task, run := startRun(t, "hang around", pidFile, repo)
 
 	pids := waitForAgent(t, pidFile)
@@ -364,7 +369,7 @@ func waitForAgent(t *testing.T, pidFile string) []int {
 }
 
 func TestARunCancelledFromTheUIStopsItsAgentAndKeepsItsStatus(t *testing.T) {
-	pidFile := filepath.Join(t.TempDir(), "pids")
+	pidFile := filepath.Join(agenttest.SharedDir(t), "pids")
 	task, run := startRun(t, "hang around", pidFile, repo)
 	pids := waitForAgent(t, pidFile)
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -42,7 +43,7 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	marks := t.TempDir()
+	marks := agenttest.SharedDir(t)
 	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "once, then done", Description: marks, Repository: repo})
 	require.NoError(t, err)
 	kicked, err := api.RunTask(ctx, task.ID)
@@ -57,7 +58,8 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 		agentPID, err = strconv.Atoi(strings.TrimSpace(string(data)))
 		return err == nil
 	}, time.Minute, 20*time.Millisecond, "the agent never started")
-	// The agent runs under the shell that started it, under a daemon.
+	// The agent runs under the shell that started it, under its sandbox's
+	// init, under a daemon.
 	holder := agentPID
 	for range 4 {
 		if _, ok := daemons[holder]; ok {

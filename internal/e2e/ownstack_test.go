@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/workflows"
@@ -24,6 +25,10 @@ type ownStack struct {
 
 func newOwnStack(t *testing.T, opts devstack.Options) *ownStack {
 	dir := t.TempDir()
+	agenttest.Reachable(t, dir)
+	if opts.Worker.Sandbox == "" {
+		opts.Worker.Sandbox = agenttest.SuiteSandbox()
+	}
 	gitRoot := filepath.Join(dir, "git")
 	_, err := devstack.SeedRepository(context.Background(), gitRoot, repo, map[string]string{"README.md": "# app\n"})
 	require.NoError(t, err)

@@ -23,10 +23,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
+	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
 )
 
@@ -72,6 +74,9 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) (int, error) {
 	dir, err := os.MkdirTemp("", "taskworker-reliability-")
+	if err == nil {
+		err = os.Chmod(dir, 0o711)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -85,7 +90,8 @@ func run(m *testing.M) (int, error) {
 		return 0, err
 	}
 	faults := localapi.NewFaults(42)
-	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true, Faults: faults})
+	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true, Faults: faults,
+		Worker: worker.Config{Sandbox: agenttest.SuiteSandbox()}})
 	if err != nil {
 		return 0, err
 	}
@@ -203,7 +209,7 @@ func (s *suite) print() {
 // kickOff creates a task and runs it; marks is where the agent leaves its PID.
 func kickOff(t *testing.T, title string) (tasksapi.Task, string, string) {
 	ctx := context.Background()
-	marks := t.TempDir()
+	marks := agenttest.SharedDir(t)
 	task, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: marks, Repository: repo})
 	require.NoError(t, err)
 	kicked, err := s.control.RunTask(ctx, task.ID)
@@ -438,7 +444,7 @@ func bigRepository(path string, files int) error {
 // cloned (a repository of 30,000 files).
 func TestCancelWhileCloning(t *testing.T) {
 	ctx := context.Background()
-	marks := t.TempDir()
+	marks := agenttest.SharedDir(t)
 	task, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "lines 1", Description: marks, Repository: "acme/big"})
 	require.NoError(t, err)
 	kicked, err := s.control.RunTask(ctx, task.ID)
@@ -500,7 +506,7 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 	ctx := context.Background()
 	r := row{scenario: "6. bad inputs"}
 	runCase := func(title, repository, want string, wantStatus tasksapi.Status) {
-		marks := t.TempDir()
+		marks := agenttest.SharedDir(t)
 		task, err := s.control.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: marks, Repository: repository})
 		require.NoError(t, err)
 		kicked, err := s.control.RunTask(ctx, task.ID)

@@ -151,6 +151,9 @@ func runInit() {
 	}()
 	st := reap(proc.Pid)
 	_ = syscall.Kill(-1, syscall.SIGKILL)
+	// Reaped here, the run's processes are gone before its uid is given to
+	// another: zombies would still count against its process limit.
+	reapAll()
 	report(st)
 	os.Exit(0)
 }
@@ -173,6 +176,20 @@ func reap(pid int) initStatus {
 			return initStatus{Exit: -1, Signal: ws.Signal().String()}
 		}
 		return initStatus{Exit: ws.ExitStatus()}
+	}
+}
+
+// reapAll waits for every child left, killed a moment ago.
+func reapAll() {
+	for {
+		var ws syscall.WaitStatus
+		_, err := syscall.Wait4(-1, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

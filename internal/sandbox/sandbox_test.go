@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -106,7 +108,9 @@ func modes(t *testing.T) map[string]*sandbox.Sandbox {
 }
 
 func TestARunCantReadTheWorkersSecretsOrOtherRuns(t *testing.T) {
-	const canary = "phx_worker_secret_canary_4711"
+	// New each time, so no file on the host holds it but the test's own.
+	canary := fmt.Sprintf("phx_worker_secret_%d_%d", os.Getpid(), time.Now().UnixNano())
+	head, tail := canary[:10], canary[10:]
 	t.Setenv("POSTHOG_PERSONAL_API_KEY", canary)
 	require.NoError(t, sandbox.ProtectWorker())
 	other := workspace(t)
@@ -118,11 +122,12 @@ func TestARunCantReadTheWorkersSecretsOrOtherRuns(t *testing.T) {
 		for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/$WORKER/environ /proc/$WORKER/mem; do cat "$f" 2>/dev/null; done
 		for d in /proc/$WORKER/fd/*; do timeout 1 cat "$d" 2>/dev/null; done
 		cat "$OTHER/secret.txt" "$MIRROR/config" 2>/dev/null
-		timeout 10 grep -rs "phx_worker_secret_""canary" /tmp /var /run /root /home "$HOME/.." 2>/dev/null | head -3
+		timeout 10 grep -rs "$HEAD$TAIL" /tmp /var /run /root /home "$HOME/.." 2>/dev/null | head -3
 		true`
 	for name, sb := range modes(t) {
 		t.Run(name, func(t *testing.T) {
-			out, res, _ := runIn(t, sb, script, "WORKER="+strconv.Itoa(os.Getpid()), "OTHER="+other, "MIRROR="+mirror)
+			out, res, _ := runIn(t, sb, script, "WORKER="+strconv.Itoa(os.Getpid()), "OTHER="+other, "MIRROR="+mirror,
+				"HEAD="+head, "TAIL="+tail)
 			require.True(t, res.Success(), "%s", out)
 			require.NotContains(t, out, canary)
 		})
