@@ -50,7 +50,7 @@ func SharedDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	Reachable(t, dir)
-	if err := os.Chmod(dir, 0o1777); err != nil {
+	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
 	return dir

@@ -244,7 +244,7 @@ func check(t *testing.T, taskID string, run tasksapi.TaskRun, marks string, line
 	if run.Status == tasksapi.StatusCompleted {
 		o.correct = 1
 	} else {
-		t.Errorf("run %s ended %s: %v", run.ID, run.Status, run.ErrorMessage)
+		t.Errorf("run %s ended %s: %v", run.ID, run.Status, deref(run.ErrorMessage))
 	}
 	// Status history: queued, in_progress, completed; a PATCH stored but
 	// answered 502 is sent again, so a status may repeat, never go back.

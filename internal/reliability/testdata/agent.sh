@@ -3,6 +3,8 @@
 #   "lines N [sleep S]"  print "line 1" .. "line N" (S seconds in between all), change a file
 # The description is a folder where it leaves its PID.
 set -eu
+# What it leaves for the test, a later attempt (as another uid) may replace.
+umask 000
 set -- $TASK_TITLE
 echo "$$" > "$TASK_DESCRIPTION/pid.$RUN_ID"
 case "$1" in
