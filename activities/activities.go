@@ -18,6 +18,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/broker"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
@@ -66,6 +67,10 @@ type Activities struct {
 	// GitHub opens pull requests; nil when no token is configured.
 	GitHub *github.Client
 	Agent  agent.Agent
+	// Broker serves the agent's model API with a token of its run's; nil
+	// leaves the agent with the key it is configured with.
+	Broker   *broker.Broker
+	Provider broker.Provider
 	// Sandbox isolates each agent run; nil runs agents as plain children.
 	Sandbox  *sandbox.Sandbox
 	Slots    *slots.Pool

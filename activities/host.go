@@ -204,6 +204,8 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			return "", err
 		}
 		defer box.close()
+		model := a.modelAccess(ref)
+		defer model.revoke()
 		outputFile := filepath.Join(out.Workspace.OutDir, "output.json")
 		res, err := a.Agent.Run(agentCtx, agent.Request{
 			Task: agent.Task{
@@ -217,6 +219,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			WorkerDir:    out.Workspace.WorkerDir,
 			OutputFile:   outputFile,
 			Isolation:    box.isolation(),
+			Model:        model.access,
 		}, log)
 		a.recordUsage(ctx, ref, res, log)
 		var exitErr *agent.ExitError

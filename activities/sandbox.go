@@ -7,6 +7,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/broker"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/process"
@@ -95,5 +96,28 @@ func (a *Activities) sandboxedExport(ws Workspace) gitrepo.CommitExporter {
 			return fmt.Errorf("export the agent's commits: git %s: %s", res.Describe(), strings.Join(stderr, " | "))
 		}
 		return nil
+	}
+}
+
+// runModel is a run's access to its model API through the broker.
+type runModel struct {
+	grant  *broker.Grant
+	access *agent.ModelAccess
+}
+
+// modelAccess grants the run a token of its own for the broker; none
+// without a broker.
+func (a *Activities) modelAccess(ref RunRef) runModel {
+	if a.Broker == nil {
+		return runModel{}
+	}
+	g := a.Broker.Grant(ref.RunID)
+	return runModel{grant: g, access: &agent.ModelAccess{BaseURL: a.Broker.URL(a.Provider), Token: g.Token()}}
+}
+
+// revoke ends the run's token: nothing the agent left can use it.
+func (m runModel) revoke() {
+	if m.grant != nil {
+		m.grant.Revoke()
 	}
 }

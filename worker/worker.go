@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/broker"
 	"github.com/taskworker/taskworker/internal/dispatch"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
@@ -72,6 +75,10 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		logger.Warn(w)
 	}
 	logger.Info("agents run in a sandbox", zap.String("sandbox", box.Describe()))
+	modelBroker, provider, err := newBroker(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
 	redactor := redact.New(cfg.Secrets()...)
 	git := &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor}
 	agentEnv := []string(nil)
@@ -91,6 +98,8 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		GitHub:   gh,
 		Agent:    newAgent(cfg, agentEnv),
 		Sandbox:  box,
+		Broker:   modelBroker,
+		Provider: provider,
 		Slots:    slots.New(cfg.MaxConcurrentRuns),
 		Redactor: redactor,
 		Logger:   logger,
@@ -150,6 +159,40 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 	return &Worker{shared: shared, host: host, acts: acts}, nil
 }
 
+// newBroker serves the configured agent's model API through the worker, nil
+// for agents it doesn't serve (command) or when turned off.
+func newBroker(cfg Config, logger *zap.Logger) (*broker.Broker, broker.Provider, error) {
+	if cfg.Broker == "off" {
+		logger.Warn("the model broker is off (TASKWORKER_BROKER=off): the agent gets the provider's key in its environment")
+		return nil, "", nil
+	}
+	var p broker.Provider
+	var up broker.Upstream
+	switch cfg.Agent {
+	case "claude":
+		if cfg.agentGetsCloudCredentials() {
+			logger.Warn("Claude Code on Bedrock or Vertex talks to the cloud with the credentials TASKWORKER_AGENT_ENV gives it; the model broker does not serve it")
+			return nil, "", nil
+		}
+		p, up = broker.Anthropic, broker.Upstream{BaseURL: cmp.Or(cfg.AnthropicBaseURL, broker.DefaultAnthropicURL), Header: "x-api-key", Value: cfg.AnthropicAPIKey}
+		if cfg.AnthropicAPIKey == "" {
+			up.Header, up.Value = "Authorization", "Bearer "+cfg.AnthropicAuthToken
+		}
+	case "codex":
+		p, up = broker.OpenAI, broker.Upstream{BaseURL: cmp.Or(cfg.OpenAIBaseURL, broker.DefaultOpenAIURL), Header: "Authorization", Value: "Bearer " + cfg.OpenAIAPIKey}
+	default:
+		return nil, "", nil
+	}
+	if cfg.SandboxNetwork == string(sandbox.NetworkNone) {
+		return nil, "", errors.New("TASKWORKER_SANDBOX_NETWORK=none leaves " + cfg.Agent + " no way to its model broker: use host, or TASKWORKER_BROKER=off for an agent with a model it reaches otherwise")
+	}
+	b, err := broker.New(cfg.BrokerAddr, map[broker.Provider]broker.Upstream{p: up})
+	if err != nil {
+		return nil, "", err
+	}
+	return b, p, nil
+}
+
 // Start begins polling both queues.
 func (w *Worker) Start() error {
 	if err := w.host.Start(); err != nil {
@@ -166,6 +209,9 @@ func (w *Worker) Start() error {
 func (w *Worker) Stop() {
 	w.shared.Stop()
 	w.host.Stop()
+	if w.acts.Broker != nil {
+		_ = w.acts.Broker.Close()
+	}
 }
 
 // Drain stops taking new runs — every claim is declined, so other workers

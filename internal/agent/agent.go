@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,6 +74,32 @@ type Request struct {
 	// Isolation runs the agent's processes in the run's sandbox; nil runs
 	// them as the worker's children.
 	Isolation process.Isolation
+	// Model, when set, is how the agent reaches its model API for this run
+	// (the worker's broker and the run's token), in place of the provider
+	// and key the adapter is configured with.
+	Model *ModelAccess
+}
+
+// ModelAccess is an agent's model API for one run.
+type ModelAccess struct {
+	BaseURL string
+	Token   string
+}
+
+// withModel replaces the named credential and endpoint variables of env by
+// the run's access.
+func withModel(env []string, access *ModelAccess, drop []string, set ...string) []string {
+	if access == nil {
+		return env
+	}
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(drop, name) {
+			out = append(out, kv)
+		}
+	}
+	return append(out, set...)
 }
 
 // ReadOnlyPaths is implemented by agents that need host files besides their

@@ -74,7 +74,12 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 	if path == "" {
 		path = "claude"
 	}
-	env, err := cliEnv(req, c.Options, append(append([]string(nil), c.Env...),
+	own := c.Env
+	if req.Model != nil {
+		own = withModel(c.Env, req.Model, []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"},
+			"ANTHROPIC_BASE_URL="+req.Model.BaseURL, "ANTHROPIC_API_KEY="+req.Model.Token)
+	}
+	env, err := cliEnv(req, c.Options, append(append([]string(nil), own...),
 		// A worker's agent is not a person's terminal: no updates, no telemetry.
 		"DISABLE_AUTOUPDATER=1",
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",

@@ -44,12 +44,13 @@ func (c *Codex) Name() string { return "codex" }
 // Args is the command line after the binary. The model provider is spelled
 // out so the key comes from OPENAI_API_KEY in the agent's environment (no
 // `codex login` state) and the base URL can point anywhere.
-func (c *Codex) Args() []string {
+func (c *Codex) Args() []string { return c.args(c.BaseURL) }
+
+func (c *Codex) args(base string) []string {
 	sandbox := c.Sandbox
 	if sandbox == "" {
 		sandbox = DefaultCodexSandbox
 	}
-	base := c.BaseURL
 	if base == "" {
 		base = DefaultCodexBaseURL
 	}
@@ -70,19 +71,24 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 		path = "codex"
 	}
 	own := c.Env
+	base := c.BaseURL
+	if req.Model != nil {
+		base = req.Model.BaseURL
+		own = withModel(c.Env, req.Model, []string{"OPENAI_API_KEY"}, "OPENAI_API_KEY="+req.Model.Token)
+	}
 	if req.HomeDir != "" {
 		// Codex refuses a CODEX_HOME that does not exist.
 		codexHome := filepath.Join(req.HomeDir, ".codex")
 		if err := os.MkdirAll(codexHome, 0o700); err != nil {
 			return Result{}, fmt.Errorf("codex home: %w", err)
 		}
-		own = append(append([]string(nil), c.Env...), "CODEX_HOME="+codexHome)
+		own = append(append([]string(nil), own...), "CODEX_HOME="+codexHome)
 	}
 	env, err := cliEnv(req, c.Options, own)
 	if err != nil {
 		return Result{}, err
 	}
-	spec := process.Spec{Path: path, Args: c.Args(), Env: env}
+	spec := process.Spec{Path: path, Args: c.args(base), Env: env}
 	if req.Task.HasSchema() && req.HomeDir != "" && strictSchema(req.Task.JSONSchema) {
 		// The API then holds the final message to the schema. Codex asks
 		// for OpenAI's strict mode, which refuses other schemas: those are

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -175,6 +176,18 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 				"content":   "echo $$ > claude.pid.tmp && mv claude.pid.tmp claude.pid && exec sleep 300\n"}}}}
 		}
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "sh hang.sh"}}}}
+	case strings.HasPrefix(c.Prompt, "Dump what you can reach"):
+		// An agent told to look for credentials: everything in its
+		// environment and HOME, committed for the test to read.
+		switch c.Turn {
+		case 0:
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{
+				"command": "env; cat ~/.claude.json ~/.claude/* 2>/dev/null; true", "description": "Look around"}}}}
+		case 1:
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Write", Input: map[string]any{
+				"file_path": filepath.Join(c.WorkDir, "found.txt"), "content": c.Results[0].Content}}}}
+		}
+		return anthropictest.Reply{Text: "Wrote found.txt."}
 	case strings.HasPrefix(c.Prompt, "Print the key"):
 		if c.Turn == 0 {
 			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "printenv ANTHROPIC_API_KEY"}}}}
@@ -337,6 +350,37 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		require.Equal(t, []string{"tool_call:in_progress", "tool_call_update:completed", "agent_message"}, kinds(updates))
 		require.Equal(t, "[REDACTED]", strings.TrimSpace(updates[1]["rawOutput"].(string)), "Claude Code's command saw the key; the log must not")
 		require.Equal(t, "The key is [REDACTED]", summary)
+	})
+
+	t.Run("the provider's key never enters the sandbox: the agent holds a run token the broker refuses once the run ends", func(t *testing.T) {
+		_, run := runToEnd(t, stack, client, "Dump what you can reach", "", 2*time.Minute)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
+		// What the agent found, as it pushed it: no redaction on the way.
+		found := gitOut(t, filepath.Join(own.dir, "git", repo+".git"), "show", *run.Branch+":found.txt")
+		require.NotContains(t, found, key, "the provider's key was in the agent's reach")
+		var token, baseURL string
+		for _, line := range strings.Split(found, "\n") {
+			if v, ok := strings.CutPrefix(line, "ANTHROPIC_API_KEY="); ok {
+				token = v
+			}
+			if v, ok := strings.CutPrefix(line, "ANTHROPIC_BASE_URL="); ok {
+				baseURL = v
+			}
+		}
+		require.True(t, strings.HasPrefix(token, "sk-ant-taskworker-run-"), "the agent held a run token: %q", token)
+		require.NotContains(t, baseURL, api.URL, "the agent talked to the worker's broker, not the provider")
+		// Every request the provider served carried the real key (it
+		// refuses any other): the broker put it there.
+		require.Empty(t, api.Violations())
+		served := api.Requests()
+		req, err := http.NewRequest(http.MethodPost, baseURL+"/v1/messages", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		req.Header.Set("x-api-key", token)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusUnauthorized, res.StatusCode, "the token of an ended run is refused")
+		require.Equal(t, served, api.Requests(), "nothing reached the provider with it")
 	})
 
 	// hangingRun starts a run whose Claude Code waits in a command, and

@@ -1,0 +1,189 @@
+// Package broker serves the model APIs to the agents with credentials of
+// the run's own: the provider's real key stays in the worker, and a run's
+// token stops working when the run ends.
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Provider names an upstream API.
+type Provider string
+
+// The providers the agents use.
+const (
+	Anthropic Provider = "anthropic"
+	OpenAI    Provider = "openai"
+)
+
+// Upstream is a provider's API and the worker's credential for it.
+type Upstream struct {
+	// BaseURL is where requests go: the path after the broker's prefix is
+	// appended to it.
+	BaseURL string
+	// Header and Value authenticate the worker, e.g. x-api-key: sk-ant-...
+	Header string
+	Value  string
+}
+
+// Default upstreams, when the configuration names none.
+const (
+	DefaultAnthropicURL = "https://api.anthropic.com"
+	DefaultOpenAIURL    = "https://api.openai.com/v1"
+)
+
+// Broker forwards the agents' model requests with the worker's credentials.
+type Broker struct {
+	upstreams map[Provider]*upstream
+	listener  net.Listener
+	server    *http.Server
+
+	mu     sync.Mutex
+	grants map[string]*Grant
+}
+
+type upstream struct {
+	Upstream
+	proxy *httputil.ReverseProxy
+}
+
+// New serves the upstreams on addr (default 127.0.0.1:0).
+func New(addr string, upstreams map[Provider]Upstream) (*Broker, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	b := &Broker{upstreams: map[Provider]*upstream{}, grants: map[string]*Grant{}}
+	for p, u := range upstreams {
+		target, err := url.Parse(u.BaseURL)
+		if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
+			return nil, fmt.Errorf("model API for %s: %q is not an http(s) URL", p, u.BaseURL)
+		}
+		up := &upstream{Upstream: u}
+		up.proxy = &httputil.ReverseProxy{
+			Rewrite: func(r *httputil.ProxyRequest) {
+				r.Out.URL.Scheme, r.Out.URL.Host = target.Scheme, target.Host
+				r.Out.URL.Path = strings.TrimSuffix(target.Path, "/") + r.Out.URL.Path
+				r.Out.URL.RawPath = ""
+				r.Out.Host = target.Host
+				r.Out.Header.Del("Authorization")
+				r.Out.Header.Del("X-Api-Key")
+				r.Out.Header.Set(u.Header, u.Value)
+			},
+			// Streamed answers (server-sent events) reach the agent as they come.
+			FlushInterval: -1,
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				refuse(w, p, http.StatusBadGateway, "the model API could not be reached through the worker: "+err.Error())
+			},
+		}
+		b.upstreams[p] = up
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for the model broker on %s (TASKWORKER_BROKER_ADDR): %w", addr, err)
+	}
+	b.listener = l
+	b.server = &http.Server{Handler: b, ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = b.server.Serve(l) }()
+	return b, nil
+}
+
+// Close stops serving.
+func (b *Broker) Close() error { return b.server.Close() }
+
+// URL is where an agent reaches provider through the broker.
+func (b *Broker) URL(p Provider) string {
+	return "http://" + b.listener.Addr().String() + "/" + string(p)
+}
+
+// Grant is one run's access to the model APIs.
+type Grant struct {
+	RunID string
+	// Token is the run's credential, shaped like the provider's keys so
+	// that the worker's redaction of key-shaped strings covers it too.
+	token   string
+	b       *Broker
+	revoked bool
+}
+
+// Grant mints the run's token.
+func (b *Broker) Grant(runID string) *Grant {
+	var raw [24]byte
+	_, _ = rand.Read(raw[:])
+	g := &Grant{RunID: runID, token: "sk-ant-taskworker-run-" + hex.EncodeToString(raw[:]), b: b}
+	b.mu.Lock()
+	b.grants[g.token] = g
+	b.mu.Unlock()
+	return g
+}
+
+// Token is the credential the run's agent sends.
+func (g *Grant) Token() string { return g.token }
+
+// Revoke ends the run's access: its token is refused from now on.
+func (g *Grant) Revoke() {
+	g.b.mu.Lock()
+	g.revoked = true
+	delete(g.b.grants, g.token)
+	g.b.mu.Unlock()
+}
+
+// ServeHTTP forwards /{provider}/... to the provider's API, for a request
+// that carries a live run's token.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	p := Provider(name)
+	up, ok := b.upstreams[p]
+	if !ok {
+		refuse(w, p, http.StatusNotFound, "no model API is served at "+r.URL.Path)
+		return
+	}
+	if _, err := b.grantOf(r); err != nil {
+		refuse(w, p, http.StatusUnauthorized, err.Error())
+		return
+	}
+	r.URL.Path = "/" + rest
+	up.proxy.ServeHTTP(w, r)
+}
+
+func (b *Broker) grantOf(r *http.Request) (*Grant, error) {
+	token := r.Header.Get("X-Api-Key")
+	if token == "" {
+		token = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	if token == "" {
+		return nil, errors.New("no run token: the broker serves only a run's agent")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	g, ok := b.grants[token]
+	if !ok || g.revoked {
+		return nil, errors.New("this run's token is not valid (the run has ended, or it is not a run's token)")
+	}
+	return g, nil
+}
+
+// refuse answers in the provider's error shape, so the agent's CLI reports it.
+func refuse(w http.ResponseWriter, p Provider, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	quoted := fmt.Sprintf("%q", msg)
+	if p == OpenAI {
+		fmt.Fprintf(w, `{"error":{"message":%s,"type":"invalid_request_error","code":"taskworker_broker"}}`, quoted)
+		return
+	}
+	kind := "authentication_error"
+	if code != http.StatusUnauthorized {
+		kind = "api_error"
+	}
+	fmt.Fprintf(w, `{"type":"error","error":{"type":%q,"message":%s}}`, kind, quoted)
+}

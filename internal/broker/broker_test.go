@@ -1,0 +1,97 @@
+package broker_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/broker"
+)
+
+const realKey = "sk-ant-real-provider-key-0123456789"
+
+// upstream stands in for the provider: it takes only the real key, and
+// streams two events with a flush between them.
+func upstream(t *testing.T, seen *[]string) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		*seen = append(*seen, r.URL.Path+" key="+r.Header.Get("x-api-key")+" auth="+r.Header.Get("Authorization"))
+		if r.Header.Get("x-api-key") != realKey {
+			http.Error(w, "bad key", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message_start\ndata: {}\n\n")
+		w.(http.Flusher).Flush()
+		fmt.Fprint(w, "event: message_stop\ndata: {}\n\n")
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestARunsTokenReachesTheProviderWithTheRealKeyUntilTheRunEnds(t *testing.T) {
+	var seen []string
+	up := upstream(t, &seen)
+	b, err := broker.New("", map[broker.Provider]broker.Upstream{
+		broker.Anthropic: {BaseURL: up.URL + "/base", Header: "x-api-key", Value: realKey},
+	})
+	require.NoError(t, err)
+	defer b.Close()
+	grant := b.Grant("run-1")
+	require.NotContains(t, grant.Token(), realKey)
+
+	post := func(token string) (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodPost, b.URL(broker.Anthropic)+"/v1/messages", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		req.Header.Set("x-api-key", token)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res, string(body)
+	}
+
+	res, body := post(grant.Token())
+	require.Equal(t, http.StatusOK, res.StatusCode, body)
+	require.Contains(t, body, "message_stop")
+	require.Equal(t, []string{"/base/v1/messages key=" + realKey + " auth="}, seen, "the provider saw the real key, not the run's token")
+
+	res, body = post("sk-ant-made-up")
+	require.Equal(t, http.StatusUnauthorized, res.StatusCode)
+	require.Contains(t, body, `"authentication_error"`)
+
+	grant.Revoke()
+	res, body = post(grant.Token())
+	require.Equal(t, http.StatusUnauthorized, res.StatusCode)
+	require.Contains(t, body, "the run has ended")
+	require.Len(t, seen, 1, "no request of an ended run reached the provider")
+}
+
+func TestAStreamedAnswerArrivesAsItComes(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+		fmt.Fprint(w, "data: second\n\n")
+	}))
+	defer up.Close()
+	b, err := broker.New("", map[broker.Provider]broker.Upstream{broker.OpenAI: {BaseURL: up.URL + "/v1", Header: "Authorization", Value: "Bearer k"}})
+	require.NoError(t, err)
+	defer b.Close()
+	g := b.Grant("run")
+	req, _ := http.NewRequest(http.MethodPost, b.URL(broker.OpenAI)+"/responses", nil)
+	req.Header.Set("Authorization", "Bearer "+g.Token())
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	line, err := bufio.NewReader(res.Body).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "data: first\n", line, "the first event came before the upstream sent the second")
+	close(release)
+}
