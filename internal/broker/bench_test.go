@@ -1,0 +1,51 @@
+package broker_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taskworker/taskworker/internal/broker"
+)
+
+// BenchmarkRequest is one small model request, straight to the API and
+// through the broker: the difference is what the broker adds.
+func BenchmarkRequest(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"type":"message","content":[{"type":"text","text":"ok"}],"usage":{"input_tokens":10,"output_tokens":2}}`)
+	}))
+	defer up.Close()
+	br, err := broker.New("", map[broker.Provider]broker.Upstream{broker.Anthropic: {BaseURL: up.URL, Header: "x-api-key", Value: "k"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	token := br.Grant("bench").Token()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	for _, target := range []struct{ name, url string }{{"direct", up.URL}, {"broker", br.URL(broker.Anthropic)}} {
+		b.Run(target.name, func(b *testing.B) {
+			took := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				began := time.Now()
+				req, _ := http.NewRequest(http.MethodPost, target.url+"/v1/messages", strings.NewReader(`{"model":"m","messages":[]}`))
+				req.Header.Set("x-api-key", token)
+				res, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				took = append(took, time.Since(began))
+			}
+			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
