@@ -3,6 +3,7 @@
 package activities
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,6 +58,9 @@ type Config struct {
 	// FlushTimeout bounds the final flush of each step's log.
 	FlushTimeout time.Duration
 	Version      string
+	// MaxCostUSD and MaxTokens bound each run's model use (0: no limit).
+	MaxCostUSD float64
+	MaxTokens  int64
 }
 
 // Activities holds the clients the steps use. Register it once per worker.
@@ -109,11 +113,20 @@ type RunContext struct {
 	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty"`
 	HostAttempts     int           `json:"host_attempts,omitempty"`
 	LogDropped       int           `json:"log_dropped,omitempty"`
+	// MaxCostUSD and MaxTokens are the run's own budget (its state's
+	// max_cost_usd and max_tokens), over the worker's.
+	MaxCostUSD float64 `json:"max_cost_usd,omitempty"`
+	MaxTokens  int64   `json:"max_tokens,omitempty"`
 	// JSONSchema is the task's json_schema: the agent's result must match it.
 	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
 	// LegacyBranch is the name Branch had before it kept the slug's case,
 	// when that differs: an earlier run's branch may have it.
 	LegacyBranch string `json:"legacy_branch,omitempty"`
+}
+
+// Budget is what the run may spend: its own limits, else the worker's.
+func (r RunContext) Budget(c Config) broker.Budget {
+	return broker.Budget{MaxCostUSD: cmp.Or(r.MaxCostUSD, c.MaxCostUSD), MaxTokens: cmp.Or(r.MaxTokens, c.MaxTokens)}
 }
 
 // Workspace is a run's folder on the host that claimed it.

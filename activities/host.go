@@ -204,8 +204,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			return "", err
 		}
 		defer box.close()
-		model := a.modelAccess(ref)
+		model := a.modelAccess(ref, in.Run.Budget(a.Config))
 		defer model.revoke()
+		stopAtBudget := model.stopAtBudget(agentCtx, cancel)
 		outputFile := filepath.Join(out.Workspace.OutDir, "output.json")
 		res, err := a.Agent.Run(agentCtx, agent.Request{
 			Task: agent.Task{
@@ -221,6 +222,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			Isolation:    box.isolation(),
 			Model:        model.access,
 		}, log)
+		res.Usage = model.counted(res.Usage)
 		a.recordUsage(ctx, ref, res, log)
 		var exitErr *agent.ExitError
 		switch {
@@ -241,6 +243,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
 			err = ctx.Err()
+		case stopAtBudget() != "":
+			log.Console(acp.LevelWarn, "agent stopped: the run's "+stopAtBudget())
+			err = invalidInput("%s", stopAtBudget())
 		case ended() != "":
 			log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", ended()))
 			err = alreadyEnded(tasksapi.Status(ended()))

@@ -55,6 +55,12 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	if base, ok := run.State["pr_base_branch"].(string); ok {
 		rc.BaseBranch = strings.TrimSpace(base)
 	}
+	if cost, ok := run.State["max_cost_usd"].(float64); ok && cost > 0 {
+		rc.MaxCostUSD = cost
+	}
+	if tokens, ok := run.State["max_tokens"].(float64); ok && tokens > 0 {
+		rc.MaxTokens = int64(tokens)
+	}
 	if rc.Slug == "" && task.TaskNumber != nil {
 		rc.Slug = fmt.Sprint(*task.TaskNumber)
 	}

@@ -105,14 +105,61 @@ type runModel struct {
 	access *agent.ModelAccess
 }
 
-// modelAccess grants the run a token of its own for the broker; none
-// without a broker.
-func (a *Activities) modelAccess(ref RunRef) runModel {
+// modelAccess grants the run a token of its own for the broker, with its
+// budget; none without a broker.
+func (a *Activities) modelAccess(ref RunRef, budget broker.Budget) runModel {
 	if a.Broker == nil {
 		return runModel{}
 	}
 	g := a.Broker.Grant(ref.RunID)
+	g.Limit(budget)
 	return runModel{grant: g, access: &agent.ModelAccess{BaseURL: a.Broker.URL(a.Provider), Token: g.Token()}}
+}
+
+// stopAtBudget stops the agent (cancel) once the run has used its budget;
+// the returned func says which limit it reached, "" while none.
+func (m runModel) stopAtBudget(ctx context.Context, cancel context.CancelFunc) func() string {
+	if m.grant == nil {
+		return func() string { return "" }
+	}
+	go func() {
+		select {
+		case <-m.grant.Exceeded():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return m.grant.BudgetReached
+}
+
+// counted is the agent's usage with what the broker counted in place of
+// what the agent says it used: the provider's answers, not the agent's word.
+func (m runModel) counted(reported map[string]any) map[string]any {
+	if m.grant == nil {
+		return reported
+	}
+	u, models := m.grant.Usage()
+	if u.Requests == 0 && len(reported) == 0 {
+		return reported
+	}
+	out := map[string]any{}
+	for k, v := range reported {
+		out[k] = v
+	}
+	out["input_tokens"] = u.InputTokens
+	out["output_tokens"] = u.OutputTokens
+	out["cache_creation_input_tokens"] = u.CacheWriteTokens
+	out["cache_read_input_tokens"] = u.CacheReadTokens
+	out["cost_usd"] = u.CostUSD
+	out["model_requests"] = u.Requests
+	out["counted_by"] = "broker"
+	if reported["cost_usd"] != nil {
+		out["agent_reported_cost_usd"] = reported["cost_usd"]
+	}
+	if len(models) > 0 {
+		out["models"] = models
+	}
+	return out
 }
 
 // revoke ends the run's token: nothing the agent left can use it.

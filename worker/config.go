@@ -74,6 +74,9 @@ type Config struct {
 	Broker     string `envconfig:"TASKWORKER_BROKER" default:"on" desc:"on: claude and codex reach their model API through the worker, with a token of their run's, and the provider's key never enters the sandbox; off: the agent gets the key"`
 	BrokerAddr string `envconfig:"TASKWORKER_BROKER_ADDR" default:"127.0.0.1:0" desc:"Address the model broker listens on (loopback: the agents' sandboxes share the worker's network)"`
 
+	RunMaxCostUSD float64 `envconfig:"TASKWORKER_RUN_MAX_COST_USD" desc:"Dollars a run's model requests may cost, counted by the broker at list prices (0: no limit; a run's state.max_cost_usd overrides it)"`
+	RunMaxTokens  int64   `envconfig:"TASKWORKER_RUN_MAX_TOKENS" desc:"Tokens a run's model requests may use, counted by the broker (0: no limit; a run's state.max_tokens overrides it)"`
+
 	Sandbox             string   `envconfig:"TASKWORKER_SANDBOX" default:"namespaces" desc:"How agents are isolated: namespaces (own uid and namespaces; root on a VM), uid (own uid, no namespaces; a Kubernetes pod), userns (namespaces, the worker's uid; local use) or off (trusted agents only); see docs/security.md"`
 	SandboxUIDs         string   `envconfig:"TASKWORKER_SANDBOX_UIDS" default:"200000-200999" desc:"Host uids (and gids) runs get, one each, FIRST-LAST; shared by the workers of one host and never the worker's own"`
 	SandboxNetwork      string   `envconfig:"TASKWORKER_SANDBOX_NETWORK" default:"host" desc:"Network of a namespaced run: host (the worker's) or none (loopback only: no route to Temporal, the worker's port or the metadata address)"`

@@ -119,6 +119,8 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 			HostQueue:        hostQueue,
 			Version:          "taskworker/" + Version,
 			FlushTimeout:     cfg.LogFlushTimeout,
+			MaxCostUSD:       cfg.RunMaxCostUSD,
+			MaxTokens:        cfg.RunMaxTokens,
 			Log: logstream.Config{
 				FlushDelay: cfg.LogFlushDelay, MemoryBytes: cfg.LogMemoryBytes, MaxBytes: int64(cfg.LogMaxBytes),
 			},

@@ -4,6 +4,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -81,6 +82,12 @@ func New(addr string, upstreams map[Provider]Upstream) (*Broker, error) {
 			},
 			// Streamed answers (server-sent events) reach the agent as they come.
 			FlushInterval: -1,
+			ModifyResponse: func(res *http.Response) error {
+				if g, ok := res.Request.Context().Value(grantKey{}).(*Grant); ok && res.StatusCode == http.StatusOK {
+					res.Body = &meter{body: res.Body, g: g, sse: strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream")}
+				}
+				return nil
+			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 				refuse(w, p, http.StatusBadGateway, "the model API could not be reached through the worker: "+err.Error())
 			},
@@ -105,7 +112,7 @@ func (b *Broker) URL(p Provider) string {
 	return "http://" + b.listener.Addr().String() + "/" + string(p)
 }
 
-// Grant is one run's access to the model APIs.
+// Grant is one run's access to the model APIs, and what it has used.
 type Grant struct {
 	RunID string
 	// Token is the run's credential, shaped like the provider's keys so
@@ -113,13 +120,88 @@ type Grant struct {
 	token   string
 	b       *Broker
 	revoked bool
+
+	mu           sync.Mutex
+	usage        Usage
+	byModel      map[string]Usage
+	maxCost      float64
+	maxTokens    int64
+	exceeded     chan struct{}
+	exceededOnce sync.Once
+}
+
+// Budget is what a run may spend; zero means no limit.
+type Budget struct {
+	MaxCostUSD float64
+	MaxTokens  int64
+}
+
+// Limit sets the run's budget.
+func (g *Grant) Limit(b Budget) {
+	g.mu.Lock()
+	g.maxCost, g.maxTokens = b.MaxCostUSD, b.MaxTokens
+	g.mu.Unlock()
+}
+
+// Exceeded is closed once the run has used its budget.
+func (g *Grant) Exceeded() <-chan struct{} { return g.exceeded }
+
+// Usage is what the run's requests have used so far, as the provider
+// answered, and the models they used.
+func (g *Grant) Usage() (Usage, []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	models := make([]string, 0, len(g.byModel))
+	for m := range g.byModel {
+		models = append(models, m)
+	}
+	return g.usage, models
+}
+
+// BudgetReached says which limit the run reached, "" while none.
+func (g *Grant) BudgetReached() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.reachedLocked()
+}
+
+func (g *Grant) reachedLocked() string {
+	switch {
+	case g.maxCost > 0 && g.usage.CostUSD >= g.maxCost:
+		return fmt.Sprintf("budget of $%.2f reached after %d tokens ($%.4f spent)", g.maxCost, g.usage.Tokens(), g.usage.CostUSD)
+	case g.maxTokens > 0 && g.usage.Tokens() >= g.maxTokens:
+		return fmt.Sprintf("budget of %d tokens reached after %d tokens ($%.4f spent)", g.maxTokens, g.usage.Tokens(), g.usage.CostUSD)
+	}
+	return ""
+}
+
+// add counts one answer's tokens at model's price.
+func (g *Grant) add(model string, t tokens) {
+	price := PriceOf(model)
+	fresh := t.Input
+	if t.Details.Cached > 0 && t.CacheRead == 0 {
+		// OpenAI counts cached input within input_tokens.
+		fresh, t.CacheRead = t.Input-t.Details.Cached, t.Details.Cached
+	}
+	cost := (float64(fresh)*price.Input + float64(t.Output)*price.Output +
+		float64(t.CacheWrite)*price.CacheWrite + float64(t.CacheRead)*price.CacheRead) / 1e6
+	one := Usage{Requests: 1, InputTokens: fresh, OutputTokens: t.Output, CacheWriteTokens: t.CacheWrite,
+		CacheReadTokens: t.CacheRead, CostUSD: cost}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.usage = g.usage.plus(one)
+	g.byModel[model] = g.byModel[model].plus(one)
+	if g.reachedLocked() != "" {
+		g.exceededOnce.Do(func() { close(g.exceeded) })
+	}
 }
 
 // Grant mints the run's token.
 func (b *Broker) Grant(runID string) *Grant {
 	var raw [24]byte
 	_, _ = rand.Read(raw[:])
-	g := &Grant{RunID: runID, token: "sk-ant-taskworker-run-" + hex.EncodeToString(raw[:]), b: b}
+	g := &Grant{RunID: runID, token: "sk-ant-taskworker-run-" + hex.EncodeToString(raw[:]), b: b,
+		byModel: map[string]Usage{}, exceeded: make(chan struct{})}
 	b.mu.Lock()
 	b.grants[g.token] = g
 	b.mu.Unlock()
@@ -147,13 +229,21 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, p, http.StatusNotFound, "no model API is served at "+r.URL.Path)
 		return
 	}
-	if _, err := b.grantOf(r); err != nil {
+	g, err := b.grantOf(r)
+	if err != nil {
 		refuse(w, p, http.StatusUnauthorized, err.Error())
 		return
 	}
+	if reached := g.BudgetReached(); reached != "" {
+		// A 400 the CLIs report at once, rather than retry for minutes.
+		refuse(w, p, http.StatusBadRequest, "this run's "+reached)
+		return
+	}
 	r.URL.Path = "/" + rest
-	up.proxy.ServeHTTP(w, r)
+	up.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
 }
+
+type grantKey struct{}
 
 func (b *Broker) grantOf(r *http.Request) (*Grant, error) {
 	token := r.Header.Get("X-Api-Key")
@@ -182,7 +272,11 @@ func refuse(w http.ResponseWriter, p Provider, code int, msg string) {
 		return
 	}
 	kind := "authentication_error"
-	if code != http.StatusUnauthorized {
+	switch code {
+	case http.StatusUnauthorized:
+	case http.StatusBadRequest:
+		kind = "invalid_request_error"
+	default:
 		kind = "api_error"
 	}
 	fmt.Fprintf(w, `{"type":"error","error":{"type":%q,"message":%s}}`, kind, quoted)

@@ -95,3 +95,52 @@ func TestAStreamedAnswerArrivesAsItComes(t *testing.T) {
 	require.Equal(t, "data: first\n", line, "the first event came before the upstream sent the second")
 	close(release)
 }
+
+func TestTheBrokerCountsUsageAndStopsARunAtItsBudget(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.RawQuery, "stream") {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":1000,\"output_tokens\":1}}}\n\n")
+			w.(http.Flusher).Flush()
+			fmt.Fprint(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":500}}\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"model":"claude-sonnet-4-5","usage":{"input_tokens":2000,"output_tokens":100,"cache_read_input_tokens":10000}}`)
+	}))
+	defer up.Close()
+	b, err := broker.New("", map[broker.Provider]broker.Upstream{broker.Anthropic: {BaseURL: up.URL, Header: "x-api-key", Value: realKey}})
+	require.NoError(t, err)
+	defer b.Close()
+	g := b.Grant("run")
+	g.Limit(broker.Budget{MaxCostUSD: 0.02})
+	call := func(query string) int {
+		req, _ := http.NewRequest(http.MethodPost, b.URL(broker.Anthropic)+"/v1/messages"+query, strings.NewReader(`{}`))
+		req.Header.Set("x-api-key", g.Token())
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	require.Equal(t, http.StatusOK, call("?stream"))
+	u, models := g.Usage()
+	require.Equal(t, []string{"claude-sonnet-4-5"}, models)
+	require.EqualValues(t, 1000, u.InputTokens)
+	require.EqualValues(t, 500, u.OutputTokens, "the last message_delta's cumulative count")
+	require.InDelta(t, (1000*3+500*15)/1e6, u.CostUSD, 1e-9)
+	require.Empty(t, g.BudgetReached())
+
+	require.Equal(t, http.StatusOK, call(""))
+	u, _ = g.Usage()
+	require.InDelta(t, (3000*3+600*15+10000*0.3)/1e6, u.CostUSD, 1e-9) // 0.021
+	select {
+	case <-g.Exceeded():
+	default:
+		t.Fatal("a run past its budget is not flagged")
+	}
+	require.Equal(t, "budget of $0.02 reached after 13600 tokens ($0.0210 spent)", g.BudgetReached())
+	require.Equal(t, http.StatusBadRequest, call(""), "the next request is refused")
+	u2, _ := g.Usage()
+	require.Equal(t, u, u2, "and never reaches the provider")
+}

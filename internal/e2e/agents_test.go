@@ -269,6 +269,32 @@ func descendants(t *testing.T, match func(comm, cmdline string) bool) []int {
 	return pids
 }
 
+// TestClaudeCodeStopsAtItsRunsBudget: the broker counts what the stand-in's
+// answers say they used (120 tokens a call), stops the agent past the run's
+// budget, and lets no further request through.
+func TestClaudeCodeStopsAtItsRunsBudget(t *testing.T) {
+	claude := agenttest.Binary(t, "claude", "TASKWORKER_CLAUDE_PATH")
+	const key = "sk-ant-e2e-budget-key-0123456789"
+	api := anthropictest.Start(key, claudeScript)
+	defer api.Close()
+	own := newOwnStack(t, devstack.Options{Worker: worker.Config{
+		Sandbox: string(sandbox.Auto), Agent: "claude", ClaudePath: claude, ClaudeMaxTurns: 50,
+		AnthropicAPIKey: key, AnthropicBaseURL: api.URL, RunMaxTokens: 1000,
+		AgentTimeout: 2 * time.Minute, RunTimeout: 5 * time.Minute, StopGrace: 2 * time.Second,
+	}})
+	stack, client := own.start(t)
+	defer stack.Stop()
+	_, run := runToEnd(t, stack, client, "Loop forever", "", 2*time.Minute)
+	require.Equal(t, tasksapi.StatusFailed, run.Status)
+	require.Regexp(t, `^budget of 1000 tokens reached after \d+ tokens`, deref(run.ErrorMessage))
+	served := api.Requests()
+	require.Less(t, served, 20, "the agent was stopped at its budget, well before its 50 turns")
+	usage := run.Output["usage"].(map[string]any)
+	require.Equal(t, "broker", usage["counted_by"])
+	require.GreaterOrEqual(t, usage["input_tokens"].(float64)+usage["output_tokens"].(float64), 1000.0)
+	require.Empty(t, api.Violations())
+}
+
 func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 	claude := agenttest.Binary(t, "claude", "TASKWORKER_CLAUDE_PATH")
 	const key = "sk-ant-e2e-canary-key-0123456789"
