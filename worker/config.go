@@ -84,6 +84,7 @@ type Config struct {
 	SandboxMaxFileBytes int64    `envconfig:"TASKWORKER_SANDBOX_MAX_FILE_BYTES" default:"4294967296" desc:"Largest file a run may write (4 GiB; 0: no limit)"`
 	SandboxMaxMemory    int64    `envconfig:"TASKWORKER_SANDBOX_MAX_MEMORY_BYTES" desc:"Address space a run's process may take (RLIMIT_AS; 0: no limit — Node and Bun reserve far more than they use, so set it generously)"`
 	SandboxTmpBytes     int64    `envconfig:"TASKWORKER_SANDBOX_TMP_BYTES" default:"1073741824" desc:"Size of a namespaced run's private /tmp (1 GiB)"`
+	SandboxShared       []string `envconfig:"TASKWORKER_SANDBOX_SHARED" desc:"Comma-separated host folders every namespaced run may write (a package cache): what one run leaves there, later runs read — never put anything of the worker's there"`
 	SandboxReadOnly     []string `envconfig:"TASKWORKER_SANDBOX_READONLY" desc:"Comma-separated host paths a namespaced run may read besides the system's (/usr, /etc, /opt, ...), e.g. a toolchain in /srv"`
 
 	RepoURLTemplate string `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`
@@ -329,7 +330,7 @@ func (c Config) SandboxConfig() (sandbox.Config, error) {
 		Mode: sandbox.Mode(c.Sandbox), FirstUID: first, UIDCount: count, Network: sandbox.Network(c.SandboxNetwork),
 		Limits: sandbox.Limits{Processes: c.SandboxMaxProcesses, FileBytes: c.SandboxMaxFileBytes,
 			MemoryBytes: c.SandboxMaxMemory, TmpBytes: c.SandboxTmpBytes},
-		ReadOnly: c.SandboxReadOnly,
+		ReadOnly: c.SandboxReadOnly, Shared: c.SandboxShared,
 	}, nil
 }
 

@@ -5,6 +5,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,10 +48,12 @@ func writeAgent(path string, sleep time.Duration) error {
 }
 
 type env struct {
-	stack  *devstack.Stack
-	api    *tasksapi.Client
-	dir    string
-	worker *exec.Cmd
+	stack *devstack.Stack
+	api   *tasksapi.Client
+	dir   string
+	// timings is where the bench agent leaves when it started and ended.
+	timings string
+	worker  *exec.Cmd
 }
 
 // Run measures and writes the table to out.
@@ -83,8 +86,18 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// The agent leaves its timings in a folder of the bench's, which a run
+	// (its own uid, in its own root) may write and reach.
+	timings := filepath.Join(dir, "timings")
+	if err := os.Mkdir(timings, 0o777); err != nil {
+		return err
+	}
+	if err := errors.Join(os.Chmod(timings, 0o777), os.Chmod(dir, 0o711)); err != nil {
+		return err
+	}
+	e.timings = timings
 	e.worker = exec.Command(bin)
-	e.worker.Env = stack.DaemonEnv(
+	e.worker.Env = stack.DaemonEnv("TASKWORKER_SANDBOX_SHARED="+timings,
 		"TASKWORKER_AGENT_COMMAND=sh "+script,
 		"TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
 		"TASKWORKER_WORKSPACE_DIR="+filepath.Join(dir, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(dir, "cache"),
@@ -199,7 +212,7 @@ type runFigures struct {
 }
 
 func (e *env) runOnce(ctx context.Context) (runFigures, error) {
-	timing := filepath.Join(e.dir, fmt.Sprintf("timing-%d", time.Now().UnixNano()))
+	timing := filepath.Join(e.timings, fmt.Sprintf("timing-%d", time.Now().UnixNano()))
 	task, err := e.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "bench", Description: timing, Repository: "bench/app"})
 	if err != nil {
 		return runFigures{}, err

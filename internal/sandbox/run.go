@@ -328,7 +328,7 @@ func (r *Run) binds(path string, env []string) ([]bind, []*os.File, error) {
 			return fail(err)
 		}
 	}
-	for _, p := range r.dirs.Writable {
+	for _, p := range append(append([]string(nil), r.s.cfg.Shared...), r.dirs.Writable...) {
 		if err := add(p, p, true); err != nil {
 			return fail(err)
 		}
@@ -356,7 +356,7 @@ func (r *Run) readOnly(path string, env []string) []string {
 			continue
 		}
 		p = packageRoot(filepath.Clean(p))
-		if seen[p] || underAny(p, systemPaths) || underAny(p, r.dirs.Writable) || !exists(p) {
+		if seen[p] || underAny(p, systemPaths) || underAny(p, r.dirs.Writable) || underAny(p, r.s.cfg.Shared) || !exists(p) {
 			continue
 		}
 		seen[p] = true

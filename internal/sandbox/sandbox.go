@@ -59,6 +59,9 @@ type Config struct {
 	// ReadOnly are more host paths the run sees, read-only (toolchains
 	// outside /usr and /opt).
 	ReadOnly []string
+	// Shared are host folders every run may write, as they are (a package
+	// cache): what one run leaves there, the next may read.
+	Shared []string
 	// StateDir holds the locks of the uids in use (shared by the workers of
 	// one host, so two never hand out the same uid).
 	StateDir string
