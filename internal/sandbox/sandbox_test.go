@@ -259,3 +259,21 @@ func TestBadConfigurationSaysWhatToChange(t *testing.T) {
 	_, _, err = sandbox.ParseUIDRange("200000")
 	require.ErrorContains(t, err, "is not FIRST-LAST")
 }
+
+func TestASharedFolderIsWritableByEveryRunAndNothingBesides(t *testing.T) {
+	shared := t.TempDir()
+	require.NoError(t, os.Chmod(shared, 0o777))
+	sb, err := sandbox.New(sandbox.Config{Mode: sandbox.Namespaces, Shared: []string{shared}})
+	if err != nil {
+		t.Skipf("no namespaces here: %v", err)
+	}
+	sibling := filepath.Join(filepath.Dir(shared), "not-shared")
+	require.NoError(t, os.Mkdir(sibling, 0o777))
+	out, res, _ := runIn(t, sb, `echo cached > "$SHARED/pkg"; ls "$(dirname "$SHARED")"`, "SHARED="+shared)
+	require.True(t, res.Success(), out)
+	data, err := os.ReadFile(filepath.Join(shared, "pkg"))
+	require.NoError(t, err)
+	require.Equal(t, "cached\n", string(data))
+	require.Contains(t, out, filepath.Base(shared))
+	require.NotContains(t, out, "not-shared", "the shared folder's siblings stay out of sight")
+}
