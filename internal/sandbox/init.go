@@ -21,6 +21,7 @@ import (
 const (
 	initArg0  = "taskworker-sandbox-init"
 	probeArg0 = "taskworker-sandbox-probe"
+	killArg0  = "taskworker-sandbox-kill"
 )
 
 // The init's file descriptors.
@@ -39,6 +40,8 @@ func init() {
 		runInit()
 	case probeArg0:
 		runProbe()
+	case killArg0:
+		runKill()
 	}
 }
 
@@ -137,7 +140,9 @@ func runInit() {
 		Dir:   spec.Dir,
 		Env:   spec.Env,
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
-		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		// A session of its own, without the worker's terminal: nothing it
+		// runs can type into the terminal the worker was started from.
+		Sys: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true},
 	})
 	if err != nil {
 		fatalf("start %s: %v", spec.Path, err)
@@ -345,7 +350,7 @@ func buildDev(dev string) error {
 	if err := mountTmpfs(dev, "mode=0755,size=64k"); err != nil {
 		return err
 	}
-	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+	for _, name := range []string{"null", "zero", "full", "random", "urandom"} {
 		fd, err := unix.Open("/dev/"+name, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
 			continue
@@ -382,6 +387,19 @@ func loopbackUp() error {
 		return fmt.Errorf("bring up loopback: %w", errno)
 	}
 	return nil
+}
+
+// runKill runs as a run's uid and kills every process of that uid:
+// kill(-1) reaches each process the caller may signal, whatever it did to
+// hide (a session of its own, a zombie leader with live threads), and the
+// kernel takes it as one step that a fork can't outrun.
+func runKill() {
+	for i := 0; i < 1000; i++ {
+		if err := syscall.Kill(-1, syscall.SIGKILL); err == syscall.ESRCH {
+			os.Exit(0)
+		}
+	}
+	os.Exit(1)
 }
 
 // runProbe is the init's dry run: the mounts a run's root starts with.

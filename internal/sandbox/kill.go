@@ -3,15 +3,25 @@ package sandbox
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"strconv"
 	"syscall"
 )
 
-// killUID kills every process that runs as uid (real, effective or saved),
-// whatever session, group or environment it gave itself. Passes repeat while
-// they find something, so what forked during one is caught by the next; the
-// run's process limit bounds how many there can be.
+// killUID kills every process that runs as uid, whatever session, group or
+// environment it gave itself: a helper that runs as uid kills all it may
+// signal (see runKill), then a scan of /proc catches anything left.
 func killUID(uid int) {
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args, cmd.Env, cmd.Dir = []string{killArg0}, []string{}, "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+	_ = cmd.Run()
+	scanAndKill(uid)
+}
+
+// scanAndKill kills every process whose real, effective or saved uid is
+// uid. Passes repeat while they find something.
+func scanAndKill(uid int) {
 	want := []byte(strconv.Itoa(uid))
 	self := os.Getpid()
 	for pass := 0; pass < 50; pass++ {
@@ -40,13 +50,11 @@ func killUID(uid int) {
 }
 
 // runsAs reports a /proc/PID/status whose Uid line holds uid as its real,
-// effective or saved id; a zombie (already dead) doesn't count.
+// effective or saved id. A zombie counts too: its leader may be dead while
+// its other threads run.
 func runsAs(status, uid []byte) bool {
 	var ids [][]byte
 	for _, line := range bytes.Split(status, []byte{'\n'}) {
-		if rest, ok := bytes.CutPrefix(line, []byte("State:")); ok && bytes.Contains(rest, []byte("Z")) {
-			return false
-		}
 		if rest, ok := bytes.CutPrefix(line, []byte("Uid:")); ok {
 			ids = bytes.Fields(rest)
 			break

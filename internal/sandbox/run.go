@@ -68,7 +68,7 @@ func (r *Run) UID() int {
 // Mode is the run's sandbox mode.
 func (r *Run) Mode() Mode { return r.s.cfg.Mode }
 
-// Close kills everything still running as the run, and gives its uid back.
+// Close kills everything still running as the run's uid, and gives the uid back.
 func (r *Run) Close() {
 	if r.lease != nil {
 		r.lease.release()
@@ -91,6 +91,14 @@ func (r *Run) handOverDirs(dirs []string) error {
 		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			// A file linked from elsewhere is not the run's to be given.
+			if st, ok := info.Sys().(*syscall.Stat_t); ok && !info.IsDir() && st.Nlink > 1 {
+				return nil
 			}
 			return os.Lchown(path, uid, uid)
 		})

@@ -277,3 +277,17 @@ func TestASharedFolderIsWritableByEveryRunAndNothingBesides(t *testing.T) {
 	require.Contains(t, out, filepath.Base(shared))
 	require.NotContains(t, out, "not-shared", "the shared folder's siblings stay out of sight")
 }
+
+func TestARunThatKillsItsInitLeavesNothingRunning(t *testing.T) {
+	for name, sb := range modes(t) {
+		t.Run(name, func(t *testing.T) {
+			marker := strconv.Itoa(8000 + os.Getpid()%1000)
+			// Its init gone, nothing of the init's own cleanup runs: the
+			// worker's must still end the escapee.
+			_, _, _ = runIn(t, sb, `setsid sh -c 'exec sleep `+marker+`' </dev/null >/dev/null 2>&1 &
+				until [ "$(pgrep -c -x -f 'sleep `+marker+`')" = 1 ]; do :; done
+				kill -9 $PPID; sleep 1`)
+			require.Empty(t, processesRunning("sleep\x00"+marker), "a process of the run outlived it")
+		})
+	}
+}
