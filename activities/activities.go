@@ -162,10 +162,32 @@ func (a *Activities) logger(ref RunRef) *zap.Logger {
 		zap.String("workflow_id", "task-processing-"+ref.TaskID+"-"+ref.RunID))
 }
 
-func (a *Activities) stream(ref RunRef) *logstream.Stream {
+// stream opens the log of one step of a run. Its entries' event_ids are
+// derived from the run, the workflow execution, the step and their place in
+// the step's stream, so that an entry written again is known as the same
+// entry. A step whose entries are a function of its input (StartRun, Note,
+// FinishRun: sameOnRetry) writes the same entries again when it is retried,
+// so its step names the call alone (the SDK may give a retried local activity
+// a new activity ID); a step that does its work again (the host steps) writes
+// new entries on each attempt, so its activity and attempt are in their IDs.
+func (a *Activities) stream(ctx context.Context, ref RunRef, step string, sameOnRetry bool) *logstream.Stream {
 	cfg := a.Config.Log
 	cfg.SpillDir = a.spillDir(ref)
+	cfg.EventIDScope = eventIDScope(ctx, ref, step, sameOnRetry)
 	return logstream.New(a.API, ref.TaskID, ref.RunID, a.Redactor, cfg)
+}
+
+// eventIDScope names a step's stream for its event IDs; outside an activity
+// (a test calling a step directly) there is none, and IDs are random.
+func eventIDScope(ctx context.Context, ref RunRef, step string, sameOnRetry bool) string {
+	if !activity.IsActivity(ctx) {
+		return ""
+	}
+	info := activity.GetInfo(ctx)
+	if sameOnRetry {
+		return fmt.Sprintf("%s/%s/%s", ref.RunID, info.WorkflowExecution.RunID, step)
+	}
+	return fmt.Sprintf("%s/%s/%s/%s/%d", ref.RunID, info.WorkflowExecution.RunID, step, info.ActivityID, info.Attempt)
 }
 
 // spillDir holds a run's log entries that wait for the API on disk. It is
@@ -174,17 +196,27 @@ func (a *Activities) spillDir(ref RunRef) string {
 	return filepath.Join(a.Config.WorkspaceDir, ".logspill", ref.RunID)
 }
 
+// flushMargin is how long before its step's deadline a flush gives up, so
+// the step still returns in time for its result to count.
+const flushMargin = 2 * time.Second
+
 // closeStream flushes a step's log on a context of its own, so a cancelled or
-// failed step still delivers what it wrote. It returns how many entries were
-// lost, and the API's answer if it refused the log for good (401/403/404).
-func (a *Activities) closeStream(ref RunRef, s *logstream.Stream) (int, error) {
+// failed step still delivers what it wrote. The flush ends by the step's own
+// deadline (less flushMargin, and reserve for what the step does after it):
+// a step that outlived it would be retried while it still wrote. It returns
+// how many entries were lost, and the API's answer if it refused the log for
+// good (401/403/404).
+func (a *Activities) closeStream(ctx context.Context, ref RunRef, s *logstream.Stream, reserve time.Duration) (int, error) {
 	timeout := a.Config.FlushTimeout
 	if timeout <= 0 {
 		timeout = defaultFlushTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(deadline)-flushMargin-reserve)
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	stats, err := s.Close(ctx)
+	stats, err := s.Close(fctx)
 	a.Metrics.Log(stats.Sent, stats.Rejected, stats.Dropped, stats.CutEntries, stats.Redacted, stats.SpilledBytes)
 	if err != nil || stats.Dropped > 0 {
 		a.logger(ref).Warn("log entries not delivered", zap.Int("dropped", stats.Dropped), zap.String("error", a.redactError(err)))
@@ -267,13 +299,16 @@ type NoteInput struct {
 	RunRef
 	Level   string `json:"level"`
 	Message string `json:"message"`
+	// Key names the note among the run's notes, so a retried attempt writes
+	// it under the same event_id.
+	Key string `json:"key,omitempty"`
 }
 
 // Note writes one console entry in a run's log.
 func (a *Activities) Note(ctx context.Context, in NoteInput) error {
-	log := a.stream(in.RunRef)
+	log := a.stream(ctx, in.RunRef, "note/"+in.Key, true)
 	log.Console(in.Level, in.Message)
-	_, err := a.closeStream(in.RunRef, log)
+	_, err := a.closeStream(ctx, in.RunRef, log, 0)
 	return a.classify(err)
 }
 

@@ -42,7 +42,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 			a.logger(ref).Warn("stage not recorded", zap.String("stage", step), zap.String("error", a.redactError(err)))
 		}
 	}
-	log := a.stream(ref)
+	log := a.stream(ctx, ref, step, false)
 	stop := keepAlive(ctx)
 	progress(log, step, acp.StepStarted, startDetail)
 	began := time.Now()
@@ -55,7 +55,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	}
 	// The heartbeat goes on through the final flush: a flush that waits out
 	// an API outage must not look like a lost worker.
-	dropped, logErr := a.closeStream(ref, log)
+	dropped, logErr := a.closeStream(ctx, ref, log, 0)
 	stop()
 	if err == nil && logErr != nil {
 		err = logErr

@@ -111,7 +111,7 @@ type Config struct {
 	LogMaxBytes     int           `envconfig:"TASKWORKER_LOG_MAX_BYTES" default:"104857600" desc:"Cap of the log one run step sends (100 MiB); past it entries are counted, not sent"`
 	LogMemoryBytes  int           `envconfig:"TASKWORKER_LOG_MEMORY_BYTES" default:"8388608" desc:"Log bytes a step keeps in memory while the API is slow; the rest waits in a file beside the workspace"`
 	LogFlushDelay   time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_DELAY" default:"200ms" desc:"Longest a log entry waits to be batched before it is sent"`
-	LogFlushTimeout time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_TIMEOUT" default:"5m" desc:"How long a step's final log flush may wait for the Tasks API (an outage); entries unsent by then count in output.log_entries_dropped"`
+	LogFlushTimeout time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_TIMEOUT" default:"5m" desc:"How long a step's final log flush may wait for the Tasks API (an outage), and never past the step's own deadline; entries unsent by then count in output.log_entries_dropped"`
 	LogMaxLineBytes int           `envconfig:"TASKWORKER_LOG_MAX_LINE_BYTES" default:"1048576" desc:"Longest line of agent output kept whole; longer lines are cut with a marker"`
 
 	HTTPAddr string `envconfig:"TASKWORKER_HTTP_ADDR" default:":8080" desc:"Address of /healthz, /readyz and /metrics (Prometheus); empty turns them off"`

@@ -129,7 +129,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		}
 		// The worker holding the workspace is gone: start the host phase
 		// over on another one, and say so in the run's log.
-		note(ctx, ref, acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
+		note(ctx, ref, fmt.Sprintf("host-lost-%d", attempt), acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
 			describe(err), attempt+1, attempts))
 	}
 	res.LogDropped = dropped
@@ -163,12 +163,12 @@ func hostLost(err error) bool {
 }
 
 // note writes a console entry in the run's log; a failure to write it is
-// logged, never fatal.
-func note(ctx workflow.Context, ref activities.RunRef, level, message string) {
+// logged, never fatal. key tells it from the run's other notes.
+func note(ctx workflow.Context, ref activities.RunRef, key, level, message string) {
 	opts := localOptions()
 	opts.RetryPolicy.MaximumAttempts = 3
 	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, opts), a.Note,
-		activities.NoteInput{RunRef: ref, Level: level, Message: message}).Get(ctx, nil); err != nil {
+		activities.NoteInput{RunRef: ref, Level: level, Message: message, Key: key}).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Warn("run log note not written", "error", err)
 	}
 }
