@@ -140,6 +140,33 @@ type Workspace struct {
 	GitDir string `json:"git_dir,omitempty"`
 }
 
+// Activity names. The workflow schedules each step by its name and the
+// worker registers it under the same one (SharedActivities, HostActivities),
+// so renaming a method can't split them; the names are in every run's history
+// and must not change.
+const (
+	StartRunName         = "StartRun"
+	ClaimHostName        = "ClaimHost"
+	NoteName             = "Note"
+	FinishRunName        = "FinishRun"
+	RunAgentName         = "RunAgent"
+	PublishName          = "Publish"
+	CleanupWorkspaceName = "CleanupWorkspace"
+)
+
+// SharedActivities are the steps of the shared queue, by name: the API steps
+// the workflow runs as local activities, and the claim. (Functions, not
+// methods: every method of Activities is a step.)
+func SharedActivities(a *Activities) map[string]any {
+	return map[string]any{StartRunName: a.StartRun, ClaimHostName: a.ClaimHost, NoteName: a.Note, FinishRunName: a.FinishRun}
+}
+
+// HostActivities are the steps of a worker's own queue, by name: those that
+// use the run's workspace on its disk.
+func HostActivities(a *Activities) map[string]any {
+	return map[string]any{RunAgentName: a.RunAgent, PublishName: a.Publish, CleanupWorkspaceName: a.CleanupWorkspace}
+}
+
 // Step names: the run's stage while they run, and their progress entries.
 const (
 	StepClone     = "clone"
@@ -306,7 +333,7 @@ type NoteInput struct {
 
 // Note writes one console entry in a run's log.
 func (a *Activities) Note(ctx context.Context, in NoteInput) error {
-	log := a.stream(ctx, in.RunRef, "note/"+in.Key, true)
+	log := a.stream(ctx, in.RunRef, NoteName+"/"+in.Key, true)
 	log.Console(in.Level, in.Message)
 	_, err := a.closeStream(ctx, in.RunRef, log, 0)
 	return a.classify(err)

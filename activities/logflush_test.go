@@ -186,7 +186,7 @@ func TestARetriedStepWritesItsEntriesUnderTheSameIDs(t *testing.T) {
 	complete := byMethod[acp.MethodTaskComplete]
 	require.Len(t, complete, 2, "FinishRun ran twice and wrote its entry twice")
 	require.Equal(t, complete[0], complete[1], "under one event_id")
-	require.Equal(t, acp.EventID(ref.RunID+"/"+workflowRun+"/finish", 0), complete[0],
+	require.Equal(t, acp.EventID(ref.RunID+"/"+workflowRun+"/"+FinishRunName, 0), complete[0],
 		"derived from the run, the workflow, the step and the entry's place in it")
 
 	distinct := map[string]bool{}

@@ -77,7 +77,7 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 		return RunContext{}, fmt.Errorf("mark run in_progress: %w", err)
 	}
 	a.Metrics.RunStarted()
-	log := a.stream(ctx, ref, "start", true)
+	log := a.stream(ctx, ref, StartRunName, true)
 	log.Emit(acp.RunStarted(ref.RunID, ref.TaskID, a.Config.Version+" "+a.Agent.Name()))
 	rc.LogDropped, err = a.closeStream(ctx, ref, log, 0)
 	return rc, err
@@ -113,7 +113,7 @@ const finishReserve = 15 * time.Second
 
 // FinishRun writes the run's last log entry and then its terminal status.
 func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
-	log := a.stream(ctx, in.RunRef, "finish", true)
+	log := a.stream(ctx, in.RunRef, FinishRunName, true)
 	switch in.Status {
 	case tasksapi.StatusCompleted:
 		log.Emit(acp.TaskComplete("end_turn"))

@@ -130,10 +130,6 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		}
 	}
 	shared := tworker.New(c, cfg.TaskQueue, sharedOpts)
-	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
-	for name, fn := range map[string]any{"StartRun": acts.StartRun, "ClaimHost": acts.ClaimHost, "FinishRun": acts.FinishRun, "Note": acts.Note} {
-		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
-	}
 
 	host := tworker.New(c, hostQueue, tworker.Options{
 		Identity: cfg.WorkerID,
@@ -142,12 +138,21 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
 		WorkerStopTimeout:                  stopFlush,
 	})
-	for name, fn := range map[string]any{
-		"RunAgent": acts.RunAgent, "Publish": acts.Publish, "CleanupWorkspace": acts.CleanupWorkspace,
-	} {
+	register(shared, host, acts)
+	return &Worker{shared: shared, host: host, acts: acts}, nil
+}
+
+// register puts the workflow and the API steps on the shared queue's worker,
+// and the steps that use a run's workspace on the worker of this process's
+// own queue.
+func register(shared, host tworker.Registry, acts *activities.Activities) {
+	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
+	for name, fn := range activities.SharedActivities(acts) {
+		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+	for name, fn := range activities.HostActivities(acts) {
 		host.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
-	return &Worker{shared: shared, host: host, acts: acts}, nil
 }
 
 // Start begins polling both queues.
