@@ -56,6 +56,9 @@ type Config struct {
 	// FlushTimeout bounds the final flush of each step's log.
 	FlushTimeout time.Duration
 	Version      string
+	// Project names the Tasks API project the worker serves (its URL and
+	// ID), in the claim records beside the workspaces.
+	Project string
 }
 
 // Activities holds the clients the steps use. Register it once per worker.
@@ -318,6 +321,7 @@ func (a *Activities) CleanupWorkspace(ctx context.Context, ref RunRef) error {
 	if err := os.RemoveAll(ws.Root); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return a.classify(fmt.Errorf("remove workspace %s: %w", ws.Root, err))
 	}
+	a.forgetClaim(ref.RunID)
 	return nil
 }
 
@@ -343,10 +347,16 @@ func (a *Activities) Note(ctx context.Context, in NoteInput) error {
 // queue, where the workflow schedules the steps that use the workspace. A
 // worker at capacity declines, and the claim is retried (by any worker) soon.
 func (a *Activities) ClaimHost(ctx context.Context, run RunContext) (string, error) {
-	if !a.Slots.Acquire(run.RunID, run.RunTimeout+claimMargin) {
+	ttl := run.RunTimeout + claimMargin
+	if !a.Slots.Acquire(run.RunID, ttl) {
 		return "", temporal.NewApplicationErrorWithOptions(
 			fmt.Sprintf("worker %s is running its maximum of runs", a.Config.HostQueue), ErrWorkerBusy,
 			temporal.ApplicationErrorOptions{NextRetryDelay: busyRetryDelay})
+	}
+	// On disk too, so that this worker started again keeps the workspace
+	// (see SweepWorkspaces); without it the run only loses that.
+	if err := a.recordClaim(run, ttl); err != nil {
+		a.logger(run.RunRef).Warn("claim not recorded on disk", zap.Error(err))
 	}
 	return a.Config.HostQueue, nil
 }

@@ -110,6 +110,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 			HostQueue:        hostQueue,
 			Version:          "taskworker/" + Version,
 			FlushTimeout:     cfg.LogFlushTimeout,
+			Project:          strings.TrimRight(cfg.APIURL, "/") + "/api/projects/" + cfg.ProjectID,
 			Log: logstream.Config{
 				FlushDelay: cfg.LogFlushDelay, MemoryBytes: cfg.LogMemoryBytes, MaxBytes: int64(cfg.LogMaxBytes),
 			},
@@ -139,6 +140,10 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		WorkerStopTimeout:                  stopFlush,
 	})
 	register(shared, host, acts)
+	// Before any run is taken: the workspaces a crashed worker left.
+	if removed := acts.SweepWorkspaces(context.Background()); len(removed) > 0 {
+		logger.Info("removed leftover workspaces", zap.Int("count", len(removed)))
+	}
 	return &Worker{shared: shared, host: host, acts: acts}, nil
 }
 
