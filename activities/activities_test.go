@@ -40,6 +40,7 @@ func TestClassifyDecidesWhatIsRetried(t *testing.T) {
 		{&gitrepo.Error{Stderr: "fatal: unable to access: Connection reset"}, ErrGit, true},
 		{&process.StartError{Path: "claude", Err: errors.New("no")}, ErrAgentNotStarted, false},
 		{&agent.ExitError{Agent: "command", Result: process.Result{ExitCode: 3}}, ErrAgentFailed, false},
+		{&agent.ResultError{Agent: "claude", Kind: "error_max_turns", Turns: 200, Message: "max turns"}, ErrAgentFailed, false},
 		{&agentTimeoutError{after: "1h0m0s"}, ErrAgentTimeout, false},
 		{invalidInput("task %s has no repository", "t"), ErrInvalidInput, false},
 		{alreadyEnded(tasksapi.StatusCancelled), ErrRunAlreadyEnded, false},

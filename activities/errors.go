@@ -86,6 +86,7 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		gitErr     *gitrepo.Error
 		startErr   *process.StartError
 		exitErr    *agent.ExitError
+		resultErr  *agent.ResultError
 		inErr      *inputError
 		endedErr   *runEndedError
 		timeoutErr *agentTimeoutError
@@ -106,7 +107,9 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		errType, final = ErrTasksAPIResponse, true
 	case errors.As(err, &startErr):
 		errType, final = ErrAgentNotStarted, true
-	case errors.As(err, &exitErr):
+	case errors.As(err, &exitErr), errors.As(err, &resultErr):
+		// The agent ran and failed (or reported it failed): running it again
+		// would act on a half-changed tree and repeat what it did.
 		errType, final = ErrAgentFailed, true
 	case errors.As(err, &timeoutErr):
 		errType, final = ErrAgentTimeout, true
