@@ -44,6 +44,8 @@ func TestClassifyDecidesWhatIsRetried(t *testing.T) {
 		{&agentTimeoutError{after: "1h0m0s"}, ErrAgentTimeout, false},
 		{invalidInput("task %s has no repository", "t"), ErrInvalidInput, false},
 		{alreadyEnded(tasksapi.StatusCancelled), ErrRunAlreadyEnded, false},
+		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 422, Message: "Validation Failed"}), branch: "b"}, ErrPullRequest, false},
+		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 502, Message: "Bad Gateway"}), branch: "b"}, ErrPullRequest, true},
 		{fmt.Errorf("wrapped: %w", errors.New("disk full")), "Error", true},
 	}
 	for _, tc := range cases {
@@ -85,6 +87,10 @@ func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 		if strict {
 			require.ErrorContains(t, err, "HTTP 422")
 			require.ErrorContains(t, err, "the branch posthog/task-1 is pushed")
+			var appErr *temporal.ApplicationError
+			require.ErrorAs(t, a.classify(err), &appErr)
+			require.Equal(t, ErrPullRequest, appErr.Type())
+			require.True(t, appErr.NonRetryable(), "GitHub's refusal is final: Publish is not tried six times")
 			continue
 		}
 		require.NoError(t, err)

@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -24,6 +25,7 @@ const (
 	ErrAgentTimeout      = "AgentTimeout"
 	ErrRunAlreadyEnded   = "RunAlreadyEnded"
 	ErrWorkerBusy        = "WorkerBusy"
+	ErrPullRequest       = "PullRequestError"
 	errInternalRetryable = "Error"
 )
 
@@ -35,6 +37,20 @@ func (e *inputError) Error() string { return e.msg }
 func invalidInput(format string, args ...any) error {
 	return &inputError{msg: fmt.Sprintf(format, args...)}
 }
+
+// pullRequestError is a pull request that couldn't be opened, with
+// TASKWORKER_PR_STRICT: GitHub's answer kept, so that a refusal is final and
+// an outage is retried.
+type pullRequestError struct {
+	err    error
+	branch string
+}
+
+func (e *pullRequestError) Error() string {
+	return fmt.Sprintf("%v (the branch %s is pushed)", e.err, e.branch)
+}
+
+func (e *pullRequestError) Unwrap() error { return e.err }
 
 // agentTimeoutError is an agent stopped because it ran past its timeout.
 type agentTimeoutError struct{ after string }
@@ -87,6 +103,8 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		startErr   *process.StartError
 		exitErr    *agent.ExitError
 		resultErr  *agent.ResultError
+		prErr      *pullRequestError
+		ghErr      *github.Error
 		inErr      *inputError
 		endedErr   *runEndedError
 		timeoutErr *agentTimeoutError
@@ -113,6 +131,8 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		errType, final = ErrAgentFailed, true
 	case errors.As(err, &timeoutErr):
 		errType, final = ErrAgentTimeout, true
+	case errors.As(err, &prErr):
+		errType, final = ErrPullRequest, errors.As(err, &ghErr) && ghErr.Permanent()
 	case errors.As(err, &gitErr):
 		errType, final = ErrGit, gitErr.NotFound()
 	}

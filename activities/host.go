@@ -490,7 +490,7 @@ func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub Publi
 	if err != nil {
 		msg := a.Redactor.String(err.Error())
 		if a.Config.PRStrict {
-			return fmt.Errorf("%s (the branch %s is pushed)", msg, pub.Branch)
+			return &pullRequestError{err: err, branch: pub.Branch} // classify redacts it
 		}
 		output["pr_error"] = msg
 		log.Console(acp.LevelWarn, "no pull request: "+msg+"; the branch is pushed")
