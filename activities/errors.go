@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -138,4 +139,18 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 	}
 	return temporal.NewApplicationErrorWithOptions(a.Redactor.String(err.Error()), errType,
 		temporal.ApplicationErrorOptions{NonRetryable: final, Details: details})
+}
+
+// refusedForGood reports an answer of the Tasks API that no retry changes
+// and that leaves the run out of reach: 401, 403, 404.
+func refusedForGood(err error) bool {
+	var apiErr *tasksapi.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return true
+	}
+	return false
 }
