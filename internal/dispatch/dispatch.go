@@ -1,5 +1,6 @@
-// Package dispatch starts process-task for runs that are queued in a Tasks
-// API whose own kick-off can't reach this Temporal cluster (PostHog Cloud).
+// Package dispatch starts process-task for the local runs queued in a Tasks
+// API whose own kick-off can't reach this Temporal cluster (PostHog Cloud):
+// runs of environment local, which PostHog's cloud runner leaves alone.
 package dispatch
 
 import (
@@ -50,6 +51,9 @@ type Stats struct {
 	Started        int // workflows this dispatcher started
 	AlreadyStarted int // runs whose workflow someone else had started
 	Orphaned       int // queued runs whose workflow had already ended: failed, not started again
+	// NotLocal counts the queued runs left alone because they are not
+	// environment local: PostHog's cloud runner executes cloud runs.
+	NotLocal int
 	// Failed counts the tasks whose runs couldn't be listed and the runs that
 	// couldn't be handled; each is logged, and the cycle goes on without it.
 	Failed int
@@ -82,7 +86,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.Metrics.DispatchCycle(stats.Requests, stats.Started, stats.AlreadyStarted, stats.Orphaned)
 		fields := []zap.Field{zap.Int("api_requests", stats.Requests), zap.Int("queued", stats.Queued),
 			zap.Int("started", stats.Started), zap.Int("already_started", stats.AlreadyStarted), zap.Int("orphaned", stats.Orphaned),
-			zap.Int("failed", stats.Failed)}
+			zap.Int("not_local", stats.NotLocal), zap.Int("failed", stats.Failed)}
 		if err != nil && ctx.Err() == nil {
 			d.Logger.Warn("dispatch cycle failed", append(fields, zap.Error(err))...)
 		} else if stats.Started+stats.Orphaned+stats.Failed > 0 {
@@ -115,9 +119,13 @@ func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
 			if ctx.Err() != nil {
 				return stats, ctx.Err()
 			}
-			// PostHog kicks off the run it just created, which is the task's
-			// latest; only then are its other runs worth a look.
+			// A run is queued as the task's latest; only then are its
+			// other runs worth a look.
 			if task.LatestRun == nil || task.LatestRun.Status != tasksapi.StatusQueued {
+				continue
+			}
+			if !ours(*task.LatestRun) {
+				stats.NotLocal++
 				continue
 			}
 			d.dispatchTask(ctx, task, &stats)
@@ -129,6 +137,15 @@ func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
 		offset = next
 	}
 	return stats, nil
+}
+
+// ours reports a queued run this pool may start: one whose environment is
+// local, which PostHog's cloud runner never executes. A cloud run — what
+// POST /tasks/{id}/run/ creates, and PostHog starts on its own Temporal — is
+// its runner's, and so is a run of an environment the worker doesn't know:
+// starting either would run it twice.
+func ours(run tasksapi.TaskRun) bool {
+	return run.Environment == tasksapi.EnvironmentLocal
 }
 
 // failed counts and logs what could not be done for a task or a run.
@@ -154,6 +171,10 @@ func (d *Dispatcher) dispatchTask(ctx context.Context, task tasksapi.Task, stats
 	}
 	for _, run := range runs.Results {
 		if run.Status != tasksapi.StatusQueued {
+			continue
+		}
+		if !ours(run) {
+			stats.NotLocal++
 			continue
 		}
 		stats.Queued++

@@ -152,3 +152,33 @@ func failures(t *testing.T, m *metrics.Metrics, step string) float64 {
 	}
 	return 0
 }
+
+// Only local runs are this pool's: a cloud run (what POST /tasks/{id}/run/
+// makes, and PostHog's own runner executes) or one of an environment the
+// worker doesn't know is never started, whether it is the task's latest run
+// or an older one.
+func TestOnlyLocalRunsAreDispatched(t *testing.T) {
+	cloud := func(id string) tasksapi.TaskRun {
+		return tasksapi.TaskRun{ID: id, Status: tasksapi.StatusQueued, Environment: "cloud"}
+	}
+	api := &fakeAPI{
+		runs: map[string][]tasksapi.TaskRun{
+			"cloud":   {cloud("c1")},
+			"unknown": {{ID: "u1", Status: tasksapi.StatusQueued}},
+			"mixed":   {queued("m2"), cloud("m1")},
+		},
+		patched: map[string]tasksapi.Status{},
+	}
+	for _, id := range []string{"cloud", "unknown", "mixed"} {
+		api.tasks = append(api.tasks, task(id, api.runs[id]...))
+	}
+	temporal := &fakeTemporal{}
+	d := &Dispatcher{API: api, Temporal: temporal, Logger: zap.NewNop(),
+		Config: Config{PageSize: 100, MaxPages: 1, TaskQueue: "q", Pool: "p"}}
+	stats, err := d.Cycle(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []string{workflows.WorkflowID("mixed", "m2")}, temporal.started)
+	require.Equal(t, 3, stats.NotLocal)
+	require.Equal(t, 1, stats.Queued)
+	require.Equal(t, 3, stats.Requests, "no run listing for a task whose latest run isn't ours: one page, one listing, one note")
+}
