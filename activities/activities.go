@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -61,6 +62,9 @@ type Config struct {
 	// MaxCostUSD and MaxTokens bound each run's model use (0: no limit).
 	MaxCostUSD float64
 	MaxTokens  int64
+	// Project names the Tasks API project the worker serves (its URL and
+	// ID), in the claim records beside the workspaces.
+	Project string
 }
 
 // Activities holds the clients the steps use. Register it once per worker.
@@ -158,6 +162,33 @@ type Workspace struct {
 	GitDir string `json:"git_dir,omitempty"`
 }
 
+// Activity names. The workflow schedules each step by its name and the
+// worker registers it under the same one (SharedActivities, HostActivities),
+// so renaming a method can't split them; the names are in every run's history
+// and must not change.
+const (
+	StartRunName         = "StartRun"
+	ClaimHostName        = "ClaimHost"
+	NoteName             = "Note"
+	FinishRunName        = "FinishRun"
+	RunAgentName         = "RunAgent"
+	PublishName          = "Publish"
+	CleanupWorkspaceName = "CleanupWorkspace"
+)
+
+// SharedActivities are the steps of the shared queue, by name: the API steps
+// the workflow runs as local activities, and the claim. (Functions, not
+// methods: every method of Activities is a step.)
+func SharedActivities(a *Activities) map[string]any {
+	return map[string]any{StartRunName: a.StartRun, ClaimHostName: a.ClaimHost, NoteName: a.Note, FinishRunName: a.FinishRun}
+}
+
+// HostActivities are the steps of a worker's own queue, by name: those that
+// use the run's workspace on its disk.
+func HostActivities(a *Activities) map[string]any {
+	return map[string]any{RunAgentName: a.RunAgent, PublishName: a.Publish, CleanupWorkspaceName: a.CleanupWorkspace}
+}
+
 // Step names: the run's stage while they run, and their progress entries.
 const (
 	StepClone     = "clone"
@@ -180,10 +211,32 @@ func (a *Activities) logger(ref RunRef) *zap.Logger {
 		zap.String("workflow_id", "task-processing-"+ref.TaskID+"-"+ref.RunID))
 }
 
-func (a *Activities) stream(ref RunRef) *logstream.Stream {
+// stream opens the log of one step of a run. Its entries' event_ids are
+// derived from the run, the workflow execution, the step and their place in
+// the step's stream, so that an entry written again is known as the same
+// entry. A step whose entries are a function of its input (StartRun, Note,
+// FinishRun: sameOnRetry) writes the same entries again when it is retried,
+// so its step names the call alone (the SDK may give a retried local activity
+// a new activity ID); a step that does its work again (the host steps) writes
+// new entries on each attempt, so its activity and attempt are in their IDs.
+func (a *Activities) stream(ctx context.Context, ref RunRef, step string, sameOnRetry bool) *logstream.Stream {
 	cfg := a.Config.Log
 	cfg.SpillDir = a.spillDir(ref)
+	cfg.EventIDScope = eventIDScope(ctx, ref, step, sameOnRetry)
 	return logstream.New(a.API, ref.TaskID, ref.RunID, a.Redactor, cfg)
+}
+
+// eventIDScope names a step's stream for its event IDs; outside an activity
+// (a test calling a step directly) there is none, and IDs are random.
+func eventIDScope(ctx context.Context, ref RunRef, step string, sameOnRetry bool) string {
+	if !activity.IsActivity(ctx) {
+		return ""
+	}
+	info := activity.GetInfo(ctx)
+	if sameOnRetry {
+		return fmt.Sprintf("%s/%s/%s", ref.RunID, info.WorkflowExecution.RunID, step)
+	}
+	return fmt.Sprintf("%s/%s/%s/%s/%d", ref.RunID, info.WorkflowExecution.RunID, step, info.ActivityID, info.Attempt)
 }
 
 // spillDir holds a run's log entries that wait for the API on disk. It is
@@ -192,17 +245,27 @@ func (a *Activities) spillDir(ref RunRef) string {
 	return filepath.Join(a.Config.WorkspaceDir, ".logspill", ref.RunID)
 }
 
+// flushMargin is how long before its step's deadline a flush gives up, so
+// the step still returns in time for its result to count.
+const flushMargin = 2 * time.Second
+
 // closeStream flushes a step's log on a context of its own, so a cancelled or
-// failed step still delivers what it wrote. It returns how many entries were
-// lost, and the API's answer if it refused the log for good (401/403/404).
-func (a *Activities) closeStream(ref RunRef, s *logstream.Stream) (int, error) {
+// failed step still delivers what it wrote. The flush ends by the step's own
+// deadline (less flushMargin, and reserve for what the step does after it):
+// a step that outlived it would be retried while it still wrote. It returns
+// how many entries were lost, and the API's answer if it refused the log for
+// good (401/403/404).
+func (a *Activities) closeStream(ctx context.Context, ref RunRef, s *logstream.Stream, reserve time.Duration) (int, error) {
 	timeout := a.Config.FlushTimeout
 	if timeout <= 0 {
 		timeout = defaultFlushTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(deadline)-flushMargin-reserve)
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	stats, err := s.Close(ctx)
+	stats, err := s.Close(fctx)
 	a.Metrics.Log(stats.Sent, stats.Rejected, stats.Dropped, stats.CutEntries, stats.Redacted, stats.SpilledBytes)
 	if err != nil || stats.Dropped > 0 {
 		a.logger(ref).Warn("log entries not delivered", zap.Int("dropped", stats.Dropped), zap.String("error", a.redactError(err)))
@@ -253,6 +316,11 @@ func keepAlive(ctx context.Context) (stop func()) {
 	return func() { once.Do(func() { close(done) }) }
 }
 
+// jittered is d give or take a fifth, at random.
+func jittered(d time.Duration) time.Duration {
+	return d - d/5 + rand.N(2*d/5+1)
+}
+
 func (a *Activities) workspaceFor(ref RunRef) Workspace {
 	root := filepath.Join(a.Config.WorkspaceDir, ref.RunID)
 	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts"),
@@ -277,6 +345,7 @@ func (a *Activities) CleanupWorkspace(ctx context.Context, ref RunRef) error {
 	if err := os.RemoveAll(ws.Root); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return a.classify(fmt.Errorf("remove workspace %s: %w", ws.Root, err))
 	}
+	a.forgetClaim(ref.RunID)
 	return nil
 }
 
@@ -285,13 +354,16 @@ type NoteInput struct {
 	RunRef
 	Level   string `json:"level"`
 	Message string `json:"message"`
+	// Key names the note among the run's notes, so a retried attempt writes
+	// it under the same event_id.
+	Key string `json:"key,omitempty"`
 }
 
 // Note writes one console entry in a run's log.
 func (a *Activities) Note(ctx context.Context, in NoteInput) error {
-	log := a.stream(in.RunRef)
+	log := a.stream(ctx, in.RunRef, NoteName+"/"+in.Key, true)
 	log.Console(in.Level, in.Message)
-	_, err := a.closeStream(in.RunRef, log)
+	_, err := a.closeStream(ctx, in.RunRef, log, 0)
 	return a.classify(err)
 }
 
@@ -299,10 +371,16 @@ func (a *Activities) Note(ctx context.Context, in NoteInput) error {
 // queue, where the workflow schedules the steps that use the workspace. A
 // worker at capacity declines, and the claim is retried (by any worker) soon.
 func (a *Activities) ClaimHost(ctx context.Context, run RunContext) (string, error) {
-	if !a.Slots.Acquire(run.RunID, run.RunTimeout+claimMargin) {
+	ttl := run.RunTimeout + claimMargin
+	if !a.Slots.Acquire(run.RunID, ttl) {
 		return "", temporal.NewApplicationErrorWithOptions(
 			fmt.Sprintf("worker %s is running its maximum of runs", a.Config.HostQueue), ErrWorkerBusy,
 			temporal.ApplicationErrorOptions{NextRetryDelay: busyRetryDelay})
+	}
+	// On disk too, so that this worker started again keeps the workspace
+	// (see SweepWorkspaces); without it the run only loses that.
+	if err := a.recordClaim(run, ttl); err != nil {
+		a.logger(run.RunRef).Warn("claim not recorded on disk", zap.Error(err))
 	}
 	return a.Config.HostQueue, nil
 }

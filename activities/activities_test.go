@@ -40,9 +40,12 @@ func TestClassifyDecidesWhatIsRetried(t *testing.T) {
 		{&gitrepo.Error{Stderr: "fatal: unable to access: Connection reset"}, ErrGit, true},
 		{&process.StartError{Path: "claude", Err: errors.New("no")}, ErrAgentNotStarted, false},
 		{&agent.ExitError{Agent: "command", Result: process.Result{ExitCode: 3}}, ErrAgentFailed, false},
+		{&agent.ResultError{Agent: "claude", Kind: "error_max_turns", Turns: 200, Message: "max turns"}, ErrAgentFailed, false},
 		{&agentTimeoutError{after: "1h0m0s"}, ErrAgentTimeout, false},
 		{invalidInput("task %s has no repository", "t"), ErrInvalidInput, false},
 		{alreadyEnded(tasksapi.StatusCancelled), ErrRunAlreadyEnded, false},
+		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 422, Message: "Validation Failed"}), branch: "b"}, ErrPullRequest, false},
+		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 502, Message: "Bad Gateway"}), branch: "b"}, ErrPullRequest, true},
 		{fmt.Errorf("wrapped: %w", errors.New("disk full")), "Error", true},
 	}
 	for _, tc := range cases {
@@ -84,6 +87,10 @@ func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 		if strict {
 			require.ErrorContains(t, err, "HTTP 422")
 			require.ErrorContains(t, err, "the branch posthog/task-1 is pushed")
+			var appErr *temporal.ApplicationError
+			require.ErrorAs(t, a.classify(err), &appErr)
+			require.Equal(t, ErrPullRequest, appErr.Type())
+			require.True(t, appErr.NonRetryable(), "GitHub's refusal is final: Publish is not tried six times")
 			continue
 		}
 		require.NoError(t, err)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -24,6 +26,7 @@ const (
 	ErrAgentTimeout      = "AgentTimeout"
 	ErrRunAlreadyEnded   = "RunAlreadyEnded"
 	ErrWorkerBusy        = "WorkerBusy"
+	ErrPullRequest       = "PullRequestError"
 	errInternalRetryable = "Error"
 )
 
@@ -35,6 +38,20 @@ func (e *inputError) Error() string { return e.msg }
 func invalidInput(format string, args ...any) error {
 	return &inputError{msg: fmt.Sprintf(format, args...)}
 }
+
+// pullRequestError is a pull request that couldn't be opened, with
+// TASKWORKER_PR_STRICT: GitHub's answer kept, so that a refusal is final and
+// an outage is retried.
+type pullRequestError struct {
+	err    error
+	branch string
+}
+
+func (e *pullRequestError) Error() string {
+	return fmt.Sprintf("%v (the branch %s is pushed)", e.err, e.branch)
+}
+
+func (e *pullRequestError) Unwrap() error { return e.err }
 
 // agentTimeoutError is an agent stopped because it ran past its timeout.
 type agentTimeoutError struct{ after string }
@@ -86,6 +103,9 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		gitErr     *gitrepo.Error
 		startErr   *process.StartError
 		exitErr    *agent.ExitError
+		resultErr  *agent.ResultError
+		prErr      *pullRequestError
+		ghErr      *github.Error
 		inErr      *inputError
 		endedErr   *runEndedError
 		timeoutErr *agentTimeoutError
@@ -106,13 +126,31 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		errType, final = ErrTasksAPIResponse, true
 	case errors.As(err, &startErr):
 		errType, final = ErrAgentNotStarted, true
-	case errors.As(err, &exitErr):
+	case errors.As(err, &exitErr), errors.As(err, &resultErr):
+		// The agent ran and failed (or reported it failed): running it again
+		// would act on a half-changed tree and repeat what it did.
 		errType, final = ErrAgentFailed, true
 	case errors.As(err, &timeoutErr):
 		errType, final = ErrAgentTimeout, true
+	case errors.As(err, &prErr):
+		errType, final = ErrPullRequest, errors.As(err, &ghErr) && ghErr.Permanent()
 	case errors.As(err, &gitErr):
 		errType, final = ErrGit, gitErr.NotFound()
 	}
 	return temporal.NewApplicationErrorWithOptions(a.Redactor.String(err.Error()), errType,
 		temporal.ApplicationErrorOptions{NonRetryable: final, Details: details})
+}
+
+// refusedForGood reports an answer of the Tasks API that no retry changes
+// and that leaves the run out of reach: 401, 403, 404.
+func refusedForGood(err error) bool {
+	var apiErr *tasksapi.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return true
+	}
+	return false
 }

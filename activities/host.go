@@ -42,7 +42,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 			a.logger(ref).Warn("stage not recorded", zap.String("stage", step), zap.String("error", a.redactError(err)))
 		}
 	}
-	log := a.stream(ref)
+	log := a.stream(ctx, ref, step, false)
 	stop := keepAlive(ctx)
 	progress(log, step, acp.StepStarted, startDetail)
 	began := time.Now()
@@ -55,7 +55,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	}
 	// The heartbeat goes on through the final flush: a flush that waits out
 	// an API outage must not look like a lost worker.
-	dropped, logErr := a.closeStream(ref, log)
+	dropped, logErr := a.closeStream(ctx, ref, log, 0)
 	stop()
 	if err == nil && logErr != nil {
 		err = logErr
@@ -198,7 +198,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), dropped, func(log *logstream.Stream) (string, error) {
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
-		ended := a.watchRun(agentCtx, ref, cancel)
+		ended, refused := a.watchRun(agentCtx, ref, cancel)
 		box, err := a.startSandbox(out.Workspace, log)
 		if err != nil {
 			return "", err
@@ -249,6 +249,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		case ended() != "":
 			log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", ended()))
 			err = alreadyEnded(tasksapi.Status(ended()))
+		case refused() != nil:
+			log.Console(acp.LevelError, "agent stopped: the Tasks API refused to show the run: "+a.redactError(refused()))
+			err = fmt.Errorf("the agent was stopped: the Tasks API refused to show the run while it worked: %w", refused())
 		case agentCtx.Err() != nil:
 			err = &agentTimeoutError{after: in.Run.AgentTimeout.String()}
 		}
@@ -312,33 +315,51 @@ func (a *Activities) agentWrote(path string) (artifacts.Path, error) {
 	return artifacts.Beneath(a.Config.WorkspaceDir, path)
 }
 
-// watchRun reads the run every StatusCheckEvery while its agent works; if
-// someone else ended it (cancelled from the UI), it stops the agent. ended
-// says which status they set, "" while nobody did.
-func (a *Activities) watchRun(ctx context.Context, ref RunRef, stop context.CancelFunc) (ended func() string) {
+// watchRun reads the run about every StatusCheckEvery (a fifth more or less
+// at random, so the runs of a fleet don't poll in step) while its agent
+// works, and stops the agent if someone else ended the run (cancelled from
+// the UI) or the API refuses to show it (401, 403, 404: a revoked key, a
+// deleted task), since nothing the agent does could reach the run then.
+// ended says which status they set, "" while nobody did; refused is the
+// API's answer, nil while there was none.
+func (a *Activities) watchRun(ctx context.Context, ref RunRef, stop context.CancelFunc) (ended func() string, refused func() error) {
 	var status atomic.Value
 	status.Store("")
+	var refusal atomic.Pointer[error]
+	ended = func() string { return status.Load().(string) }
+	refused = func() error {
+		if err := refusal.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}
 	if a.Config.StatusCheckEvery <= 0 {
-		return func() string { return "" }
+		return ended, refused
 	}
 	go func() {
-		t := time.NewTicker(a.Config.StatusCheckEvery)
+		t := time.NewTimer(jittered(a.Config.StatusCheckEvery))
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				run, err := a.API.GetRun(ctx, ref.TaskID, ref.RunID)
-				if err == nil && run.Status.Terminal() {
-					status.Store(string(run.Status))
-					stop()
-					return
-				}
 			}
+			run, err := a.API.GetRun(ctx, ref.TaskID, ref.RunID)
+			switch {
+			case err == nil && run.Status.Terminal():
+				status.Store(string(run.Status))
+				stop()
+				return
+			case refusedForGood(err):
+				refusal.Store(&err)
+				stop()
+				return
+			}
+			t.Reset(jittered(a.Config.StatusCheckEvery))
 		}
 	}()
-	return func() string { return status.Load().(string) }
+	return ended, refused
 }
 
 // retryableClone reports a clone that failed for a reason a retry may fix.
@@ -498,7 +519,7 @@ func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub Publi
 	if err != nil {
 		msg := a.Redactor.String(err.Error())
 		if a.Config.PRStrict {
-			return fmt.Errorf("%s (the branch %s is pushed)", msg, pub.Branch)
+			return &pullRequestError{err: err, branch: pub.Branch} // classify redacts it
 		}
 		output["pr_error"] = msg
 		log.Console(acp.LevelWarn, "no pull request: "+msg+"; the branch is pushed")

@@ -83,9 +83,9 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 		return RunContext{}, fmt.Errorf("mark run in_progress: %w", err)
 	}
 	a.Metrics.RunStarted()
-	log := a.stream(ref)
+	log := a.stream(ctx, ref, StartRunName, true)
 	log.Emit(acp.RunStarted(ref.RunID, ref.TaskID, a.Config.Version+" "+a.Agent.Name()))
-	rc.LogDropped, err = a.closeStream(ref, log)
+	rc.LogDropped, err = a.closeStream(ctx, ref, log, 0)
 	return rc, err
 }
 
@@ -113,9 +113,13 @@ type FinishInput struct {
 // last lines of stderr.
 const maxErrorMessage = 2000
 
+// finishReserve is the part of FinishRun's deadline kept for the terminal
+// PATCH (and the read before it) after its last entry's flush.
+const finishReserve = 15 * time.Second
+
 // FinishRun writes the run's last log entry and then its terminal status.
 func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
-	log := a.stream(in.RunRef)
+	log := a.stream(ctx, in.RunRef, FinishRunName, true)
 	switch in.Status {
 	case tasksapi.StatusCompleted:
 		log.Emit(acp.TaskComplete("end_turn"))
@@ -124,7 +128,9 @@ func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
 	default:
 		log.Emit(acp.Error(in.ErrorMessage, "run_failed"))
 	}
-	dropped, _ := a.closeStream(in.RunRef, log)
+	// The terminal PATCH matters more than the entry before it: the flush
+	// leaves it time within the step's deadline.
+	dropped, _ := a.closeStream(ctx, in.RunRef, log, finishReserve)
 
 	// A run someone else ended (cancelled from the UI) keeps their status.
 	if current, err := a.API.GetRun(ctx, in.TaskID, in.RunID); err == nil && current.Status.Terminal() {

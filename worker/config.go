@@ -48,7 +48,7 @@ type Config struct {
 	RunTimeout       time.Duration `envconfig:"TASKWORKER_RUN_TIMEOUT" default:"2h" desc:"Longest a whole run may take (waiting for a free worker included); it then ends failed"`
 	HeartbeatTimeout time.Duration `envconfig:"TASKWORKER_HEARTBEAT_TIMEOUT" default:"60s" desc:"How soon a worker that died holding a run is noticed; the run then starts over on another worker"`
 	HostAttempts     int           `envconfig:"TASKWORKER_HOST_ATTEMPTS" default:"3" desc:"How many workers a run's workspace steps may be tried on before the run fails"`
-	StatusCheckEvery time.Duration `envconfig:"TASKWORKER_STATUS_CHECK_INTERVAL" default:"10s" desc:"How often a running agent's run is read, to stop the agent if the run was ended elsewhere (cancelled from the UI)"`
+	StatusCheckEvery time.Duration `envconfig:"TASKWORKER_STATUS_CHECK_INTERVAL" default:"10s" desc:"How often (give or take a fifth) a running agent's run is read, to stop the agent if the run was ended elsewhere (cancelled from the UI) or the Tasks API refuses it (401, 403, 404)"`
 	DrainTimeout     time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long running runs may go on (taking no new ones) before they are stopped; keep terminationGracePeriodSeconds above it"`
 	StopGrace        time.Duration `envconfig:"TASKWORKER_AGENT_STOP_GRACE" default:"10s" desc:"Time an agent gets between SIGTERM and SIGKILL when its run is cancelled"`
 	ExitGrace        time.Duration `envconfig:"TASKWORKER_AGENT_EXIT_GRACE" default:"5s" desc:"Time claude or codex may take to exit after reporting its result before its process group is stopped"`
@@ -118,7 +118,7 @@ type Config struct {
 	LogMaxBytes     int           `envconfig:"TASKWORKER_LOG_MAX_BYTES" default:"104857600" desc:"Cap of the log one run step sends (100 MiB); past it entries are counted, not sent"`
 	LogMemoryBytes  int           `envconfig:"TASKWORKER_LOG_MEMORY_BYTES" default:"8388608" desc:"Log bytes a step keeps in memory while the API is slow; the rest waits in a file beside the workspace"`
 	LogFlushDelay   time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_DELAY" default:"200ms" desc:"Longest a log entry waits to be batched before it is sent"`
-	LogFlushTimeout time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_TIMEOUT" default:"5m" desc:"How long a step's final log flush may wait for the Tasks API (an outage); entries unsent by then count in output.log_entries_dropped"`
+	LogFlushTimeout time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_TIMEOUT" default:"5m" desc:"How long a step's final log flush may wait for the Tasks API (an outage), and never past the step's own deadline; entries unsent by then count in output.log_entries_dropped"`
 	LogMaxLineBytes int           `envconfig:"TASKWORKER_LOG_MAX_LINE_BYTES" default:"1048576" desc:"Longest line of agent output kept whole; longer lines are cut with a marker"`
 
 	HTTPAddr string `envconfig:"TASKWORKER_HTTP_ADDR" default:":8080" desc:"Address of /healthz, /readyz and /metrics (Prometheus); empty turns them off"`

@@ -121,6 +121,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 			FlushTimeout:     cfg.LogFlushTimeout,
 			MaxCostUSD:       cfg.RunMaxCostUSD,
 			MaxTokens:        cfg.RunMaxTokens,
+			Project:          strings.TrimRight(cfg.APIURL, "/") + "/api/projects/" + cfg.ProjectID,
 			Log: logstream.Config{
 				FlushDelay: cfg.LogFlushDelay, MemoryBytes: cfg.LogMemoryBytes, MaxBytes: int64(cfg.LogMaxBytes),
 			},
@@ -141,10 +142,6 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		}
 	}
 	shared := tworker.New(c, cfg.TaskQueue, sharedOpts)
-	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
-	for name, fn := range map[string]any{"StartRun": acts.StartRun, "ClaimHost": acts.ClaimHost, "FinishRun": acts.FinishRun, "Note": acts.Note} {
-		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
-	}
 
 	host := tworker.New(c, hostQueue, tworker.Options{
 		Identity: cfg.WorkerID,
@@ -153,10 +150,10 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
 		WorkerStopTimeout:                  stopFlush,
 	})
-	for name, fn := range map[string]any{
-		"RunAgent": acts.RunAgent, "Publish": acts.Publish, "CleanupWorkspace": acts.CleanupWorkspace,
-	} {
-		host.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	register(shared, host, acts)
+	// Before any run is taken: the workspaces a crashed worker left.
+	if removed := acts.SweepWorkspaces(context.Background()); len(removed) > 0 {
+		logger.Info("removed leftover workspaces", zap.Int("count", len(removed)))
 	}
 	return &Worker{shared: shared, host: host, acts: acts}, nil
 }
@@ -193,6 +190,19 @@ func newBroker(cfg Config, logger *zap.Logger) (*broker.Broker, broker.Provider,
 		return nil, "", err
 	}
 	return b, p, nil
+}
+
+// register puts the workflow and the API steps on the shared queue's worker,
+// and the steps that use a run's workspace on the worker of this process's
+// own queue.
+func register(shared, host tworker.Registry, acts *activities.Activities) {
+	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
+	for name, fn := range activities.SharedActivities(acts) {
+		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+	for name, fn := range activities.HostActivities(acts) {
+		host.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
 }
 
 // Start begins polling both queues.

@@ -81,9 +81,6 @@ func hostOptions(queue string, run activities.RunContext) workflow.ActivityOptio
 	}
 }
 
-// a is only used to name activity methods; Temporal calls the registered instance.
-var a *activities.Activities
-
 // ProcessTask runs one task run: start it, clone, run the agent, publish,
 // upload artifacts, and end with exactly one terminal PATCH on every path.
 func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
@@ -96,7 +93,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	ref := activities.RunRef{TaskID: taskID, RunID: runID}
 
 	var run activities.RunContext
-	err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, localOptions()), a.StartRun, ref).Get(ctx, &run)
+	err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, localOptions()), activities.StartRunName, ref).Get(ctx, &run)
 	if err != nil {
 		if errorType(err) == activities.ErrRunAlreadyEnded {
 			// Someone else ended it (cancelled from the UI, say): leave its status alone.
@@ -129,7 +126,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		}
 		// The worker holding the workspace is gone: start the host phase
 		// over on another one, and say so in the run's log.
-		note(ctx, ref, acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
+		note(ctx, ref, fmt.Sprintf("host-lost-%d", attempt), acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
 			describe(err), attempt+1, attempts))
 	}
 	res.LogDropped = dropped
@@ -163,12 +160,12 @@ func hostLost(err error) bool {
 }
 
 // note writes a console entry in the run's log; a failure to write it is
-// logged, never fatal.
-func note(ctx workflow.Context, ref activities.RunRef, level, message string) {
+// logged, never fatal. key tells it from the run's other notes.
+func note(ctx workflow.Context, ref activities.RunRef, key, level, message string) {
 	opts := localOptions()
 	opts.RetryPolicy.MaximumAttempts = 3
-	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, opts), a.Note,
-		activities.NoteInput{RunRef: ref, Level: level, Message: message}).Get(ctx, nil); err != nil {
+	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, opts), activities.NoteName,
+		activities.NoteInput{RunRef: ref, Level: level, Message: message, Key: key}).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Warn("run log note not written", "error", err)
 	}
 }
@@ -205,13 +202,13 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 	agentOpts.WaitForCancellation = true // the agent is stopped before the run is marked cancelled
 	agentOpts.RetryPolicy.MaximumAttempts = 1
 	var agentOut activities.AgentOutput
-	if err = step(workflow.WithActivityOptions(ctx, agentOpts), a.RunAgent,
+	if err = step(workflow.WithActivityOptions(ctx, agentOpts), activities.RunAgentName,
 		activities.AgentInput{Run: run}, &agentOut, func() int { return agentOut.LogDropped }); err != nil {
 		return res, err
 	}
 
 	var pub activities.PublishOutput
-	if err = step(host, a.Publish, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
+	if err = step(host, activities.PublishName, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
 		&pub, func() int { return pub.LogDropped }); err != nil {
 		return res, err
 	}
@@ -229,7 +226,7 @@ func claimHost(ctx workflow.Context, run activities.RunContext) (string, error) 
 	here := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 10 * time.Second, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1},
 	})
-	err := workflow.ExecuteLocalActivity(here, a.ClaimHost, run).Get(ctx, &queue)
+	err := workflow.ExecuteLocalActivity(here, activities.ClaimHostName, run).Get(ctx, &queue)
 	if err == nil || errorType(err) != activities.ErrWorkerBusy {
 		return queue, err
 	}
@@ -237,7 +234,7 @@ func claimHost(ctx workflow.Context, run activities.RunContext) (string, error) 
 	claim.ScheduleToCloseTimeout = run.RunTimeout
 	claim.RetryPolicy.MaximumAttempts = 0
 	claim.RetryPolicy.MaximumInterval = 5 * time.Second
-	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, claim), a.ClaimHost, run).Get(ctx, &queue)
+	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, claim), activities.ClaimHostName, run).Get(ctx, &queue)
 	return queue, err
 }
 
@@ -246,7 +243,7 @@ func cleanup(ctx workflow.Context, queue string, ref activities.RunRef) {
 	opts := hostOptions(queue, activities.RunContext{})
 	opts.ScheduleToStartTimeout = time.Minute
 	opts.StartToCloseTimeout = time.Minute
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(dctx, opts), a.CleanupWorkspace, ref).Get(dctx, nil); err != nil {
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(dctx, opts), activities.CleanupWorkspaceName, ref).Get(dctx, nil); err != nil {
 		workflow.GetLogger(ctx).Warn("workspace not removed", "error", err)
 	}
 }
@@ -271,7 +268,7 @@ func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error
 	opts.RetryPolicy.MaximumAttempts = 0
 	opts.RetryPolicy.MaximumInterval = time.Minute
 	opts.RetryPolicy.NonRetryableErrorTypes = nil
-	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(dctx, opts), a.FinishRun, in).Get(dctx, nil); err != nil {
+	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(dctx, opts), activities.FinishRunName, in).Get(dctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("terminal status not recorded", "status", in.Status, "error", err)
 		reason := string(in.Status)
 		if in.ErrorMessage != "" {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/stretchr/testify/suite"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -34,7 +35,12 @@ func TestProcessTask(t *testing.T) { suite.Run(t, new(workflowSuite)) }
 
 func (s *workflowSuite) SetupTest() {
 	s.env = s.NewTestWorkflowEnvironment()
-	s.env.RegisterActivity(&activities.Activities{})
+	acts := &activities.Activities{}
+	for _, steps := range []map[string]any{activities.SharedActivities(acts), activities.HostActivities(acts)} {
+		for name, fn := range steps {
+			s.env.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+		}
+	}
 	s.env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: WorkflowID(taskID, runID)})
 	s.finished = nil
 }

@@ -3,6 +3,7 @@
 package acp
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -62,7 +63,8 @@ func New(method string, params map[string]any) Entry {
 }
 
 // Stamp gives the entry an event_id and a timestamp unless it already has them.
-// Event IDs are UUIDv7, so they sort by creation time.
+// An ID Stamp makes is a random UUIDv7; a stream whose entries must keep their
+// IDs when they are written again sets them first (see EventID).
 func (e *Entry) Stamp(now time.Time) {
 	if e.EventID == "" {
 		e.EventID = uuid.Must(uuid.NewV7()).String()
@@ -70,6 +72,16 @@ func (e *Entry) Stamp(now time.Time) {
 	if e.Timestamp == "" {
 		e.Timestamp = now.UTC().Format(time.RFC3339Nano)
 	}
+}
+
+// eventIDSpace is the UUIDv5 namespace of derived event IDs.
+var eventIDSpace = uuid.MustParse("40b8d9fa-39ed-4f5d-837e-912969f7ab20")
+
+// EventID is the event_id of the seq-th entry written under scope: a UUIDv5,
+// the same wherever and however often it is computed, so an entry a retried
+// step writes again carries the ID of its first copy and a reader keeps one.
+func EventID(scope string, seq int) string {
+	return uuid.NewSHA1(eventIDSpace, []byte(scope+"#"+strconv.Itoa(seq))).String()
 }
 
 // Console is a line of console output.

@@ -39,9 +39,10 @@ type Options struct {
 	// settings are filled in by the stack. NoWorker leaves it out.
 	Worker   worker.Config
 	NoWorker bool
-	// NoKickoff makes POST /tasks/{id}/run/ only create the queued run, as
-	// PostHog Cloud does for a worker that can't reach its Temporal; with
-	// Worker.Dispatch set, the stack's dispatcher starts it instead.
+	// NoKickoff makes POST /tasks/{id}/run/ only create the queued (cloud)
+	// run, as PostHog Cloud does from the point of view of a worker that
+	// can't reach its Temporal: its own runner takes it. With Worker.Dispatch
+	// set, the stack's dispatcher starts the local runs queued for it.
 	NoKickoff bool
 	// Faults, when set, make the local Tasks API misbehave (tests).
 	Faults *localapi.Faults

@@ -1,5 +1,6 @@
-// Package dispatch starts process-task for runs that are queued in a Tasks
-// API whose own kick-off can't reach this Temporal cluster (PostHog Cloud).
+// Package dispatch starts process-task for the local runs queued in a Tasks
+// API whose own kick-off can't reach this Temporal cluster (PostHog Cloud):
+// runs of environment local, which PostHog's cloud runner leaves alone.
 package dispatch
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
@@ -49,12 +51,24 @@ type Stats struct {
 	Started        int // workflows this dispatcher started
 	AlreadyStarted int // runs whose workflow someone else had started
 	Orphaned       int // queued runs whose workflow had already ended: failed, not started again
+	// NotLocal counts the queued runs left alone because they are not
+	// environment local: PostHog's cloud runner executes cloud runs.
+	NotLocal int
+	// Failed counts the tasks whose runs couldn't be listed and the runs that
+	// couldn't be handled; each is logged, and the cycle goes on without it.
+	Failed int
+}
+
+// Temporal is the part of the Temporal client the dispatcher uses.
+type Temporal interface {
+	ExecuteWorkflow(ctx context.Context, options client.StartWorkflowOptions, workflow any, args ...any) (client.WorkflowRun, error)
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
 }
 
 // Dispatcher watches one project's Tasks API.
 type Dispatcher struct {
 	API      API
-	Temporal client.Client
+	Temporal Temporal
 	Config   Config
 	Logger   *zap.Logger
 	// Metrics may be nil.
@@ -71,10 +85,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		stats, err := d.Cycle(ctx)
 		d.Metrics.DispatchCycle(stats.Requests, stats.Started, stats.AlreadyStarted, stats.Orphaned)
 		fields := []zap.Field{zap.Int("api_requests", stats.Requests), zap.Int("queued", stats.Queued),
-			zap.Int("started", stats.Started), zap.Int("already_started", stats.AlreadyStarted), zap.Int("orphaned", stats.Orphaned)}
+			zap.Int("started", stats.Started), zap.Int("already_started", stats.AlreadyStarted), zap.Int("orphaned", stats.Orphaned),
+			zap.Int("not_local", stats.NotLocal), zap.Int("failed", stats.Failed)}
 		if err != nil && ctx.Err() == nil {
 			d.Logger.Warn("dispatch cycle failed", append(fields, zap.Error(err))...)
-		} else if stats.Started+stats.Orphaned > 0 {
+		} else if stats.Started+stats.Orphaned+stats.Failed > 0 {
 			d.Logger.Info("dispatch cycle", fields...)
 		}
 		select {
@@ -86,6 +101,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 }
 
 // Cycle looks at every task page once and starts the queued runs' workflows.
+// Each task and each run is handled on its own: one whose runs can't be
+// listed, or whose workflow can't be started or checked, is counted in
+// Stats.Failed, logged and retried next cycle, and the others go on. The
+// error is a task page that couldn't be read, which ends the cycle.
 func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
 	var stats Stats
 	offset := 0
@@ -93,17 +112,23 @@ func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
 		tasks, err := d.API.ListTasks(ctx, d.Config.Filter, d.Config.PageSize, offset)
 		stats.Requests++
 		if err != nil {
+			d.Metrics.DispatchFailure("list_tasks")
 			return stats, fmt.Errorf("list tasks: %w", err)
 		}
 		for _, task := range tasks.Results {
-			// PostHog kicks off the run it just created, which is the task's
-			// latest; only then are its other runs worth a look.
+			if ctx.Err() != nil {
+				return stats, ctx.Err()
+			}
+			// A run is queued as the task's latest; only then are its
+			// other runs worth a look.
 			if task.LatestRun == nil || task.LatestRun.Status != tasksapi.StatusQueued {
 				continue
 			}
-			if err := d.dispatchTask(ctx, task, &stats); err != nil {
-				return stats, err
+			if !ours(*task.LatestRun) {
+				stats.NotLocal++
+				continue
 			}
+			d.dispatchTask(ctx, task, &stats)
 		}
 		next, ok := tasksapi.NextOffset(tasks)
 		if !ok {
@@ -114,22 +139,49 @@ func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
 	return stats, nil
 }
 
-func (d *Dispatcher) dispatchTask(ctx context.Context, task tasksapi.Task, stats *Stats) error {
+// ours reports a queued run this pool may start: one whose environment is
+// local, which PostHog's cloud runner never executes. A cloud run — what
+// POST /tasks/{id}/run/ creates, and PostHog starts on its own Temporal — is
+// its runner's, and so is a run of an environment the worker doesn't know:
+// starting either would run it twice.
+func ours(run tasksapi.TaskRun) bool {
+	return run.Environment == tasksapi.EnvironmentLocal
+}
+
+// failed counts and logs what could not be done for a task or a run.
+func (d *Dispatcher) failed(ctx context.Context, stats *Stats, step, taskID, runID string, err error) {
+	if ctx.Err() != nil {
+		return // stopping: not a failure of the run
+	}
+	stats.Failed++
+	d.Metrics.DispatchFailure(step)
+	fields := []zap.Field{zap.String("step", step), zap.String("task_id", taskID), zap.Error(err)}
+	if runID != "" {
+		fields = append(fields, zap.String("run_id", runID))
+	}
+	d.Logger.Warn("dispatch failed; the next cycle tries again", fields...)
+}
+
+func (d *Dispatcher) dispatchTask(ctx context.Context, task tasksapi.Task, stats *Stats) {
 	runs, err := d.API.ListRuns(ctx, task.ID, d.Config.PageSize, 0)
 	stats.Requests++
 	if err != nil {
-		return fmt.Errorf("list runs of task %s: %w", task.ID, err)
+		d.failed(ctx, stats, "list_runs", task.ID, "", fmt.Errorf("list runs of task %s: %w", task.ID, err))
+		return
 	}
 	for _, run := range runs.Results {
 		if run.Status != tasksapi.StatusQueued {
 			continue
 		}
+		if !ours(run) {
+			stats.NotLocal++
+			continue
+		}
 		stats.Queued++
-		if err := d.dispatchRun(ctx, task.ID, run.ID, stats); err != nil {
-			return err
+		if step, err := d.dispatchRun(ctx, task.ID, run.ID, stats); err != nil {
+			d.failed(ctx, stats, step, task.ID, run.ID, err)
 		}
 	}
-	return nil
 }
 
 // dispatchRun starts a run's workflow under PostHog's workflow ID. The ID is
@@ -137,9 +189,9 @@ func (d *Dispatcher) dispatchTask(ctx context.Context, task tasksapi.Task, stats
 // duplicate"), however many dispatchers try. A run still queued whose
 // workflow already ended is not started again — it would repeat whatever the
 // first attempt did — but failed with a message, so it is never stuck.
-func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stats *Stats) error {
+func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stats *Stats) (step string, err error) {
 	id := workflows.WorkflowID(taskID, runID)
-	_, err := d.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	_, err = d.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                d.Config.TaskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
@@ -153,44 +205,44 @@ func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stat
 	case err == nil:
 		stats.Started++
 		d.note(ctx, taskID, runID, fmt.Sprintf("dispatched to worker pool %s (task queue %s)", d.Config.Pool, d.Config.TaskQueue), stats)
-		return nil
+		return "", nil
 	case errors.As(err, &already):
 		return d.checkExisting(ctx, taskID, runID, id, stats)
 	default:
-		return fmt.Errorf("start workflow %s: %w", id, err)
+		return "start", fmt.Errorf("start workflow %s: %w", id, err)
 	}
 }
 
-func (d *Dispatcher) checkExisting(ctx context.Context, taskID, runID, id string, stats *Stats) error {
+func (d *Dispatcher) checkExisting(ctx context.Context, taskID, runID, id string, stats *Stats) (step string, err error) {
 	desc, err := d.Temporal.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
-		return fmt.Errorf("describe workflow %s: %w", id, err)
+		return "describe", fmt.Errorf("describe workflow %s: %w", id, err)
 	}
 	status := desc.GetWorkflowExecutionInfo().GetStatus()
 	if status == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		stats.AlreadyStarted++
-		return nil
+		return "", nil
 	}
 	// The listing may be stale: the workflow may have ended the run since.
 	run, err := d.API.GetRun(ctx, taskID, runID)
 	stats.Requests++
 	if err != nil {
-		return fmt.Errorf("read run %s: %w", runID, err)
+		return "read_run", fmt.Errorf("read run %s: %w", runID, err)
 	}
 	if run.Status != tasksapi.StatusQueued {
 		stats.AlreadyStarted++
-		return nil
+		return "", nil
 	}
-	stats.Orphaned++
 	msg := fmt.Sprintf("this run's workflow %s already ended (%s) without finishing the run; it is not started twice: start a new run of the task",
 		id, status.String())
 	failed := tasksapi.StatusFailed
 	_, err = d.API.UpdateRun(ctx, taskID, runID, tasksapi.RunUpdate{Status: failed, ErrorMessage: &msg})
 	stats.Requests++
 	if err != nil {
-		return fmt.Errorf("fail orphaned run %s: %w", runID, err)
+		return "fail_orphan", fmt.Errorf("fail orphaned run %s: %w", runID, err)
 	}
-	return nil
+	stats.Orphaned++
+	return "", nil
 }
 
 // note writes a console entry on the run; a failure to write it never stops

@@ -17,8 +17,8 @@ import (
 	"github.com/taskworker/taskworker/workflows"
 )
 
-// A Tasks API whose kick-off can't reach our Temporal leaves runs queued;
-// the dispatcher starts them.
+// A local run queued in a Tasks API whose kick-off can't reach our Temporal
+// is started by the dispatcher; a cloud run, PostHog's runner's, is not.
 func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
 	ctx := context.Background()
 	stack, api := newOwnStack(t, devstack.Options{NoKickoff: true, Worker: worker.Config{
@@ -26,11 +26,30 @@ func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
 	}}).start(t)
 	defer stack.Stop()
 
-	task, run := runToEnd(t, stack, api, "nothing via the dispatcher", "", time.Minute)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
+	cloudTask, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "for PostHog's runner", Repository: repo})
+	require.NoError(t, err)
+	cloud, err := api.RunTask(ctx, cloudTask.ID)
+	require.NoError(t, err)
+	require.Equal(t, tasksapi.EnvironmentCloud, cloud.LatestRun.Environment)
+
+	task := queueRun(t, api, "nothing via the dispatcher")
+	var run tasksapi.TaskRun
+	require.Eventually(t, func() bool {
+		run, err = api.GetRun(ctx, task.ID, task.LatestRun.ID)
+		require.NoError(t, err)
+		return run.Status.Terminal()
+	}, time.Minute, 50*time.Millisecond, "the local run did not end")
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %s", deref(run.ErrorMessage))
 	raw, err := api.Logs(ctx, task.ID, run.ID)
 	require.NoError(t, err)
 	require.Contains(t, string(raw[0]), "dispatched to worker pool e2e-pool (task queue tasks-task-queue)")
+
+	// Many dispatch cycles later, the cloud run is still PostHog's to start.
+	cloudRun, err := api.GetRun(ctx, cloudTask.ID, cloud.LatestRun.ID)
+	require.NoError(t, err)
+	require.Equal(t, tasksapi.StatusQueued, cloudRun.Status)
+	_, err = stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(cloudTask.ID, cloudRun.ID), "")
+	require.Error(t, err, "no workflow was started for the cloud run")
 }
 
 // dispatchStack is a stack whose API only queues runs and whose Temporal has
@@ -41,17 +60,29 @@ func dispatchStack(t *testing.T) (*devstack.Stack, *tasksapi.Client) {
 	return stack, api
 }
 
+// queueRuns makes n tasks, each with a local run queued for this pool.
 func queueRuns(t *testing.T, api *tasksapi.Client, n int) []tasksapi.Task {
-	ctx := context.Background()
 	var tasks []tasksapi.Task
 	for i := range n {
-		task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: fmt.Sprintf("task %d", i), Repository: repo})
-		require.NoError(t, err)
-		kicked, err := api.RunTask(ctx, task.ID)
-		require.NoError(t, err)
-		tasks = append(tasks, kicked)
+		tasks = append(tasks, queueRun(t, api, fmt.Sprintf("task %d", i)))
 	}
 	return tasks
+}
+
+// queueRun makes a task with a local run queued for this pool: created
+// without being started, then queued, as a client outside PostHog's cloud
+// does. The task's LatestRun is that run.
+func queueRun(t *testing.T, api *tasksapi.Client, title string) tasksapi.Task {
+	ctx := context.Background()
+	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Repository: repo})
+	require.NoError(t, err)
+	run, err := api.CreateRun(ctx, task.ID)
+	require.NoError(t, err)
+	require.Equal(t, tasksapi.EnvironmentLocal, run.Environment)
+	run, err = api.UpdateRun(ctx, task.ID, run.ID, tasksapi.RunUpdate{Status: tasksapi.StatusQueued})
+	require.NoError(t, err)
+	task.LatestRun = &run
+	return task
 }
 
 func dispatcher(stack *devstack.Stack, pool string, pageSize int) *dispatch.Dispatcher {

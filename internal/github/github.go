@@ -69,6 +69,19 @@ func (e *Error) Error() string {
 	return msg
 }
 
+// Permanent reports an answer no retry will change: a refusal (4xx) other
+// than a timeout or a rate limit (429, or 403 saying so, as GitHub's
+// secondary limits do).
+func (e *Error) Permanent() bool {
+	switch {
+	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusTooManyRequests:
+		return false
+	case e.StatusCode == http.StatusForbidden && strings.Contains(strings.ToLower(e.Message), "rate limit"):
+		return false
+	}
+	return e.StatusCode >= 400 && e.StatusCode < 500
+}
+
 func (e *Error) alreadyExists() bool {
 	if e.StatusCode != http.StatusUnprocessableEntity {
 		return false

@@ -38,3 +38,20 @@ func TestErrorsSayWhatGitHubSaid(t *testing.T) {
 	_, _, err = New(srv.URL, "right").OpenOrFind(context.Background(), "acme", "app", NewPullRequest{Title: "t", Head: "gone", Base: "main"})
 	require.ErrorContains(t, err, "HTTP 422: Validation Failed (head invalid)")
 }
+
+func TestAPermanentErrorIsARefusalNoRetryChanges(t *testing.T) {
+	for _, tc := range []struct {
+		err       Error
+		permanent bool
+	}{
+		{Error{StatusCode: 422, Message: "Validation Failed"}, true},
+		{Error{StatusCode: 404, Message: "Not Found"}, true},
+		{Error{StatusCode: 403, Message: "Resource not accessible by integration"}, true},
+		{Error{StatusCode: 403, Message: "You have exceeded a secondary rate limit."}, false},
+		{Error{StatusCode: 429, Message: "Too Many Requests"}, false},
+		{Error{StatusCode: 408}, false},
+		{Error{StatusCode: 502, Message: "Bad Gateway"}, false},
+	} {
+		require.Equal(t, tc.permanent, tc.err.Permanent(), "%v", &tc.err)
+	}
+}

@@ -112,7 +112,8 @@ func (s *Server) listTasks(r *http.Request) (int, any, error) {
 
 func (s *Server) runTask(r *http.Request) (int, any, error) {
 	taskID := r.PathValue("task")
-	run, err := s.store.createRun(r.Context(), taskID, tasksapi.StatusQueued)
+	// The run PostHog kicks off is its cloud runner's.
+	run, err := s.store.createRun(r.Context(), taskID, tasksapi.StatusQueued, tasksapi.EnvironmentCloud)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -142,7 +143,9 @@ func (s *Server) listRuns(r *http.Request) (int, any, error) {
 }
 
 func (s *Server) createRun(r *http.Request) (int, any, error) {
-	run, err := s.store.createRun(r.Context(), r.PathValue("task"), tasksapi.StatusNotStarted)
+	// A run created without being started is for a client outside
+	// PostHog's cloud to drive.
+	run, err := s.store.createRun(r.Context(), r.PathValue("task"), tasksapi.StatusNotStarted, tasksapi.EnvironmentLocal)
 	return http.StatusCreated, s.decorateRun(r, run), err
 }
 

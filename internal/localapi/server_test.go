@@ -66,6 +66,22 @@ func (c *apiClient) task() (taskID, runID string) {
 	return task["id"].(string), run["id"].(string)
 }
 
+// A run PostHog kicks off is its cloud runner's; one created without being
+// started is local, for a client outside PostHog's cloud to drive.
+func TestARunsEnvironmentSaysWhoDrivesIt(t *testing.T) {
+	_, c := newServer(t)
+	taskID, runID := c.task()
+	code, run := c.do("GET", "/tasks/"+taskID+"/runs/"+runID+"/", "")
+	require.Equal(t, 200, code)
+	require.Equal(t, "local", run["environment"])
+	require.Equal(t, "not_started", run["status"])
+	code, task := c.do("POST", "/tasks/"+taskID+"/run/", "")
+	require.Equal(t, 200, code)
+	latest := task["latest_run"].(map[string]any)
+	require.Equal(t, "cloud", latest["environment"])
+	require.Equal(t, "queued", latest["status"])
+}
+
 func TestAuthAndProject(t *testing.T) {
 	_, c := newServer(t)
 	code, body := c.do("GET", "/tasks/", "", "Authorization", "")

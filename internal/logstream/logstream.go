@@ -38,6 +38,11 @@ type Config struct {
 	SpillDir    string
 	// MaxBytes caps what one stream sends; past it entries are counted, not sent.
 	MaxBytes int64
+	// EventIDScope, when set, derives each entry's event_id from it and the
+	// entry's place in the stream (acp.EventID): a step that writes its
+	// entries again, on a retried attempt, writes them under the same IDs,
+	// so a reader keeps one copy. Empty gives each entry a random ID.
+	EventIDScope string
 }
 
 // Defaults, measured in docs/benchmarks.md. The hosted runner waits for 500 ms
@@ -94,13 +99,17 @@ type Stats struct {
 
 // Stream is the log of one run, for the life of one activity.
 type Stream struct {
-	api          Appender
-	taskID       string
-	runID        string
-	redactor     *redact.Redactor
-	cfg          Config
-	now          func() time.Time
-	wake         chan struct{}
+	api      Appender
+	taskID   string
+	runID    string
+	redactor *redact.Redactor
+	cfg      Config
+	now      func() time.Time
+	wake     chan struct{}
+	// emitMu orders producers: an entry's number, timestamp and place in the
+	// queue are taken together, so IDs and timestamps follow the log's order.
+	emitMu       sync.Mutex
+	seq          int
 	done         chan struct{}
 	sendCtx      context.Context
 	cancelSender context.CancelFunc
@@ -132,7 +141,10 @@ func New(api Appender, taskID, runID string, redactor *redact.Redactor, cfg Conf
 
 // Emit stamps, redacts and queues an entry. It never waits for the network.
 func (s *Stream) Emit(e acp.Entry) {
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
 	now := s.now()
+	s.stampID(&e)
 	e.Stamp(now)
 	data, redacted := s.encode(e)
 	s.mu.Lock()
@@ -152,6 +164,15 @@ func (s *Stream) Emit(e acp.Entry) {
 	}
 	s.bytes += int64(len(data))
 	s.enqueue(data, now)
+}
+
+// stampID gives e the next number of the stream, and the event_id derived
+// from it when the stream has a scope; the caller holds emitMu.
+func (s *Stream) stampID(e *acp.Entry) {
+	if e.EventID == "" && s.cfg.EventIDScope != "" {
+		e.EventID = acp.EventID(s.cfg.EventIDScope, s.seq)
+	}
+	s.seq++
 }
 
 // enqueue adds encoded data; the caller holds mu.
@@ -201,11 +222,14 @@ func (s *Stream) encode(e acp.Entry) (data []byte, redacted bool) {
 // The returned error is a fatal API answer (401/403/404), if one stopped the stream.
 func (s *Stream) Close(ctx context.Context) (Stats, error) {
 	s.closeOnce.Do(func() {
+		s.emitMu.Lock()
+		defer s.emitMu.Unlock()
 		s.mu.Lock()
 		if s.stats.CutEntries > 0 {
 			note := acp.Console(acp.LevelWarn, fmt.Sprintf(
 				"log cut: %d entries (%d bytes) past this step's cap of %d bytes were not sent",
 				s.stats.CutEntries, s.stats.CutBytes, s.cfg.MaxBytes))
+			s.stampID(&note)
 			note.Stamp(s.now())
 			data, _ := s.encode(note)
 			s.enqueue(data, s.now())
@@ -357,6 +381,11 @@ func (s *Stream) isolateRejected(batch []json.RawMessage, cause *tasksapi.APIErr
 		}
 		_ = json.Unmarshal(batch[0], &id)
 		note := acp.Console(acp.LevelWarn, fmt.Sprintf("log entry %s was rejected by the Tasks API: %s", id.EventID, cause.Detail))
+		if s.cfg.EventIDScope != "" && id.EventID != "" {
+			// The note stands in for the rejected entry: a retried step's
+			// copy of it gets the same ID.
+			note.EventID = acp.EventID(s.cfg.EventIDScope+"/rejected/"+id.EventID, 0)
+		}
 		note.Stamp(s.now())
 		data, _ := s.encode(note)
 		n, _, err := s.deliver([]json.RawMessage{data})

@@ -130,6 +130,30 @@ func TestEveryEntryHasAnEventIDAndUTCTimestamp(t *testing.T) {
 	}
 }
 
+// A stream with a scope derives its entries' IDs from it and their place
+// in the stream, in the log's order: the same entries written again by a
+// second stream of the same scope (a retried step) carry the same IDs.
+func TestEventIDsFollowTheStreamsScope(t *testing.T) {
+	var logs [][]string
+	for range 2 {
+		srv := &logServer{}
+		s := newStream(t, srv, Config{EventIDScope: "run/wf/finish", MaxBytes: 1000})
+		s.Console(acp.LevelInfo, "a")
+		s.Console(acp.LevelInfo, "b")
+		s.Console(acp.LevelInfo, strings.Repeat("x", 2000)) // past the cap: cut, a note at Close
+		closeStream(t, s)
+		var ids []string
+		for _, e := range srv.entries {
+			ids = append(ids, e["event_id"].(string))
+		}
+		logs = append(logs, ids)
+	}
+	require.Equal(t, []string{
+		acp.EventID("run/wf/finish", 0), acp.EventID("run/wf/finish", 1), acp.EventID("run/wf/finish", 3),
+	}, logs[0], "the cut entry keeps its number; the note about it has the next")
+	require.Equal(t, logs[0], logs[1])
+}
+
 func TestAPartialBatchIsSentAfterTheFlushDelay(t *testing.T) {
 	srv := &logServer{}
 	s := newStream(t, srv, Config{FlushDelay: 50 * time.Millisecond})

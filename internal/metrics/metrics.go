@@ -36,6 +36,7 @@ type Metrics struct {
 	cloneCache     *prometheus.CounterVec
 	dispatchCycle  prometheus.Gauge
 	dispatchedRuns *prometheus.CounterVec
+	dispatchFailed *prometheus.CounterVec
 }
 
 // New registers every metric, Go's runtime collectors and build info.
@@ -66,6 +67,7 @@ func New(version string) *Metrics {
 		cloneCache:     f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_clone_cache_total", Help: "Workspace checkouts by cache result: hit, miss, rebuilt."}, []string{"result"})).(*prometheus.CounterVec),
 		dispatchCycle:  f(prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_dispatch_cycle_api_requests", Help: "Tasks API requests the last dispatch cycle made."})).(prometheus.Gauge),
 		dispatchedRuns: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_runs_total", Help: "Queued runs the dispatcher handled: started, already_started, orphaned."}, []string{"result"})).(*prometheus.CounterVec),
+		dispatchFailed: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_failures_total", Help: "What the dispatcher could not do, by step: list_tasks, list_runs, start, describe, read_run, fail_orphan; each is tried again next cycle."}, []string{"step"})).(*prometheus.CounterVec),
 	}
 }
 
@@ -216,4 +218,12 @@ func (m *Metrics) DispatchCycle(requests, started, alreadyStarted, orphaned int)
 	m.dispatchedRuns.WithLabelValues("started").Add(float64(started))
 	m.dispatchedRuns.WithLabelValues("already_started").Add(float64(alreadyStarted))
 	m.dispatchedRuns.WithLabelValues("orphaned").Add(float64(orphaned))
+}
+
+// DispatchFailure counts a task or run the dispatcher could not handle, by
+// the step that failed.
+func (m *Metrics) DispatchFailure(step string) {
+	if m != nil {
+		m.dispatchFailed.WithLabelValues(step).Inc()
+	}
 }

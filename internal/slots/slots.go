@@ -28,11 +28,7 @@ func (p *Pool) Acquire(key string, ttl time.Duration) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	for k, expiry := range p.claims {
-		if now.After(expiry) {
-			delete(p.claims, k)
-		}
-	}
+	p.expire(now)
 	if _, held := p.claims[key]; !held && (p.closed || len(p.claims) >= p.size) {
 		return false
 	}
@@ -47,10 +43,29 @@ func (p *Pool) Release(key string) {
 	delete(p.claims, key)
 }
 
-// InUse is how many slots are claimed.
+// expire forgets the claims past their expiry; the caller holds mu.
+func (p *Pool) expire(now time.Time) {
+	for k, expiry := range p.claims {
+		if now.After(expiry) {
+			delete(p.claims, k)
+		}
+	}
+}
+
+// Held reports whether key holds an unexpired claim.
+func (p *Pool) Held(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	expiry, ok := p.claims[key]
+	return ok && !p.now().After(expiry)
+}
+
+// InUse is how many slots are claimed; an expired claim holds none, so a
+// drain doesn't wait on a run whose workflow is gone.
 func (p *Pool) InUse() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.expire(p.now())
 	return len(p.claims)
 }
 

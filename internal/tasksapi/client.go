@@ -209,6 +209,13 @@ func (c *Client) RunTask(ctx context.Context, taskID string) (Task, error) {
 	return t, c.do(ctx, http.MethodPost, taskPath(taskID)+"run/", nil, &t)
 }
 
+// CreateRun creates a run of the task without starting it: not_started, and
+// environment local, a run for a client outside PostHog's cloud to drive.
+func (c *Client) CreateRun(ctx context.Context, taskID string) (TaskRun, error) {
+	var r TaskRun
+	return r, c.do(ctx, http.MethodPost, taskPath(taskID)+"runs/", nil, &r)
+}
+
 // GetRun reads a run.
 func (c *Client) GetRun(ctx context.Context, taskID, runID string) (TaskRun, error) {
 	var r TaskRun

@@ -32,6 +32,15 @@ func (s Status) Valid() bool {
 	return false
 }
 
+// Environments of a run: who drives it.
+const (
+	// EnvironmentCloud runs are executed by PostHog's own cloud runner.
+	EnvironmentCloud = "cloud"
+	// EnvironmentLocal runs are driven by a client outside PostHog's cloud
+	// (such as this worker's dispatcher), reporting through the API.
+	EnvironmentLocal = "local"
+)
+
 // User is a task's creator.
 type User struct {
 	ID        int    `json:"id"`
