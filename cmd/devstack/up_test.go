@@ -17,14 +17,13 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testtool"
 )
 
 // TestUpServesTheRepositoryItsInstructionsName runs `devstack up` as a
 // newcomer would, and the two curl commands it prints, verbatim.
 func TestUpServesTheRepositoryItsInstructionsName(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not on PATH")
-	}
+	testtool.Curl.Path(t)
 	dir := t.TempDir()
 	banner := serveUp(t, "-data-dir", dir)
 

@@ -5,21 +5,21 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/testtool"
 )
 
 // TestDashboardCreatesRunsAndFollowsATask drives the local stack's page in
 // a real headless Chromium: create a task, run it, watch its log and final
 // status appear. Text from tasks and agents must show as text, never markup.
 func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	require.NoError(t, err, "the dashboard test needs Chromium: apt-get install chromium (.ci/run installs it)")
+	browser := testtool.Chromium.Path(t)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
