@@ -350,7 +350,7 @@ func buildDev(dev string) error {
 	if err := mountTmpfs(dev, "mode=0755,size=64k"); err != nil {
 		return err
 	}
-	for _, name := range []string{"null", "zero", "full", "random", "urandom"} {
+	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
 		fd, err := unix.Open("/dev/"+name, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
 			continue
