@@ -442,8 +442,22 @@ func treeMarker() string {
 // gone. A few passes catch what forked while the last one looked.
 func sweep(marker string) {
 	want := []byte(marker)
+	KillWhere("environ", 3, func(environ []byte) bool {
+		for _, kv := range bytes.Split(environ, []byte{0}) {
+			if bytes.Equal(kv, want) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// KillWhere kills every other process whose /proc/PID/<file> matches, in
+// passes while a pass kills something (at most passes): what forked while
+// one pass looked is caught by the next.
+func KillWhere(file string, passes int, match func(content []byte) bool) {
 	self := os.Getpid()
-	for pass := 0; pass < 3; pass++ {
+	for pass := 0; pass < passes; pass++ {
 		entries, err := os.ReadDir("/proc")
 		if err != nil {
 			return
@@ -454,17 +468,12 @@ func sweep(marker string) {
 			if err != nil || pid == self {
 				continue
 			}
-			environ, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-			if err != nil {
-				continue // gone, or another user's
+			content, err := os.ReadFile("/proc/" + e.Name() + "/" + file)
+			if err != nil || !match(content) {
+				continue // gone, another user's, or not wanted
 			}
-			for _, kv := range bytes.Split(environ, []byte{0}) {
-				if bytes.Equal(kv, want) {
-					if syscall.Kill(pid, syscall.SIGKILL) == nil {
-						killed++
-					}
-					break
-				}
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed++
 			}
 		}
 		if killed == 0 {

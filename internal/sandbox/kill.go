@@ -2,10 +2,11 @@ package sandbox
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
+
+	"github.com/taskworker/taskworker/internal/process"
 )
 
 // killUID kills every process that runs as uid, whatever session, group or
@@ -19,34 +20,10 @@ func killUID(uid int) {
 	scanAndKill(uid)
 }
 
-// scanAndKill kills every process whose real, effective or saved uid is
-// uid. Passes repeat while they find something.
+// scanAndKill kills every process whose real, effective or saved uid is uid.
 func scanAndKill(uid int) {
 	want := []byte(strconv.Itoa(uid))
-	self := os.Getpid()
-	for pass := 0; pass < 50; pass++ {
-		entries, err := os.ReadDir("/proc")
-		if err != nil {
-			return
-		}
-		found := 0
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == self {
-				continue
-			}
-			status, err := os.ReadFile("/proc/" + e.Name() + "/status")
-			if err != nil || !runsAs(status, want) {
-				continue
-			}
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				found++
-			}
-		}
-		if found == 0 {
-			return
-		}
-	}
+	process.KillWhere("status", 50, func(status []byte) bool { return runsAs(status, want) })
 }
 
 // runsAs reports a /proc/PID/status whose Uid line holds uid as its real,
