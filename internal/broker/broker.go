@@ -117,9 +117,8 @@ type Grant struct {
 	RunID string
 	// Token is the run's credential, shaped like the provider's keys so
 	// that the worker's redaction of key-shaped strings covers it too.
-	token   string
-	b       *Broker
-	revoked bool
+	token string
+	b     *Broker
 
 	mu           sync.Mutex
 	usage        Usage
@@ -214,7 +213,6 @@ func (g *Grant) Token() string { return g.token }
 // Revoke ends the run's access: its token is refused from now on.
 func (g *Grant) Revoke() {
 	g.b.mu.Lock()
-	g.revoked = true
 	delete(g.b.grants, g.token)
 	g.b.mu.Unlock()
 }
@@ -256,7 +254,7 @@ func (b *Broker) grantOf(r *http.Request) (*Grant, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	g, ok := b.grants[token]
-	if !ok || g.revoked {
+	if !ok {
 		return nil, errors.New("this run's token is not valid (the run has ended, or it is not a run's token)")
 	}
 	return g, nil

@@ -137,8 +137,8 @@ func searchableByOthers(dir string) error {
 	}
 }
 
-// Isolate implements process.Isolation; nil in the off mode, where commands
-// run as plain children.
+// Isolation is how the run's commands are isolated; nil in the off mode,
+// where they run as plain children.
 func (r *Run) Isolation() process.Isolation {
 	if r.s.cfg.Mode == Off {
 		return nil

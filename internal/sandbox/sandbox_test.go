@@ -153,8 +153,7 @@ func TestARunCantKillTheWorker(t *testing.T) {
 	for name, sb := range modes(t) {
 		t.Run(name, func(t *testing.T) {
 			out, _, _ := runIn(t, sb, `kill -9 $WORKER; echo survived`, "WORKER="+strconv.Itoa(os.Getpid()))
-			require.True(t, process.Alive(os.Getpid()))
-			_ = out
+			require.True(t, process.Alive(os.Getpid()), out)
 		})
 	}
 }
