@@ -291,6 +291,12 @@ func (c Config) Validate() error {
 	if u, err := url.Parse(c.OpenAIBaseURL); err == nil && u.User != nil {
 		errs = append(errs, errors.New("OPENAI_BASE_URL must not carry credentials (it is on codex's command line): put the key in OPENAI_API_KEY"))
 	}
+	if c.RunMaxCostUSD < 0 || c.RunMaxTokens < 0 {
+		errs = append(errs, errors.New("TASKWORKER_RUN_MAX_COST_USD and TASKWORKER_RUN_MAX_TOKENS must be 0 (no limit) or more"))
+	}
+	if c.Broker != "on" && c.Broker != "off" {
+		errs = append(errs, fmt.Errorf("TASKWORKER_BROKER %q is not on or off", c.Broker))
+	}
 	if c.MaxEventBytes < 1<<20 {
 		errs = append(errs, errors.New("TASKWORKER_AGENT_MAX_EVENT_BYTES must be at least 1048576"))
 	}
