@@ -262,10 +262,9 @@ func TestBadConfigurationSaysWhatToChange(t *testing.T) {
 func TestASharedFolderIsWritableByEveryRunAndNothingBesides(t *testing.T) {
 	shared := t.TempDir()
 	require.NoError(t, os.Chmod(shared, 0o777))
+	newSandbox(t, sandbox.Namespaces, sandbox.NetworkHost) // skips, or fails under TASKWORKER_REQUIRE_SANDBOX, where there are none
 	sb, err := sandbox.New(sandbox.Config{Mode: sandbox.Namespaces, Shared: []string{shared}})
-	if err != nil {
-		t.Skipf("no namespaces here: %v", err)
-	}
+	require.NoError(t, err)
 	sibling := filepath.Join(filepath.Dir(shared), "not-shared")
 	require.NoError(t, os.Mkdir(sibling, 0o777))
 	out, res, _ := runIn(t, sb, `echo cached > "$SHARED/pkg"; ls "$(dirname "$SHARED")"`, "SHARED="+shared)
