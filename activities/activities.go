@@ -21,6 +21,7 @@ import (
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/broker"
+	"github.com/taskworker/taskworker/internal/egress"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
@@ -80,7 +81,10 @@ type Activities struct {
 	Broker   *broker.Broker
 	Provider broker.Provider
 	// Sandbox isolates each agent run; nil runs agents as plain children.
-	Sandbox  *sandbox.Sandbox
+	Sandbox *sandbox.Sandbox
+	// Egress is what a run with a network of its own may reach; nil is
+	// egress.DefaultAllow.
+	Egress   *egress.Policy
 	Slots    *slots.Pool
 	Redactor *redact.Redactor
 	Logger   *zap.Logger

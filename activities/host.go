@@ -204,7 +204,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			return "", err
 		}
 		defer box.close()
-		model := a.modelAccess(ref, in.Run.Budget(a.Config))
+		model := a.modelAccess(ref, in.Run.Budget(a.Config), box)
 		defer model.revoke()
 		stopAtBudget := model.stopAtBudget(agentCtx, cancel)
 		outputFile := filepath.Join(out.Workspace.OutDir, "output.json")
@@ -221,6 +221,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			OutputFile:   outputFile,
 			Isolation:    box.isolation(),
 			Model:        model.access,
+			Proxy:        box.proxyURL(),
 		}, log)
 		res.Usage = model.counted(res.Usage)
 		a.recordUsage(ctx, ref, res, log)

@@ -3,11 +3,13 @@ package activities
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/broker"
+	"github.com/taskworker/taskworker/internal/egress"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/process"
@@ -19,7 +21,9 @@ import (
 type runBox struct{ run *sandbox.Run }
 
 // startSandbox puts the workspace's agent folders in the hands of a new
-// sandboxed run, and says in the run's log how the agent is isolated.
+// sandboxed run, and says in the run's log how the agent is isolated. A run
+// with a network of its own gets the gateway: the model broker, and the
+// egress proxy of the run's policy.
 func (a *Activities) startSandbox(ws Workspace, log *logstream.Stream) (runBox, error) {
 	if a.Sandbox == nil {
 		return runBox{}, nil
@@ -38,7 +42,50 @@ func (a *Activities) startSandbox(ws Workspace, log *logstream.Stream) (runBox, 
 	} else if uid := run.UID(); uid >= 0 {
 		log.Console(acp.LevelInfo, fmt.Sprintf("the agent runs in the %s sandbox as uid %d", run.Mode(), uid))
 	}
+	if run.IsolatedNetwork() {
+		run.ServeGateway(egress.Gateway(a.egressProxy(log), a.modelAPI(), sandbox.GatewayAddr))
+		log.Console(acp.LevelInfo, "the agent's network is its own: it reaches the model API through the worker and other hosts through the egress proxy, which lets through what TASKWORKER_EGRESS_ALLOW allows")
+	}
 	return runBox{run: run}, nil
+}
+
+// egressProxy is the run's proxy; each host it refuses is a warning in the
+// run's log the first time, and counted every time.
+func (a *Activities) egressProxy(log *logstream.Stream) *egress.Proxy {
+	policy := a.Egress
+	if policy == nil {
+		policy, _ = egress.Parse("defaults")
+	}
+	return egress.NewProxy(policy, func(d egress.Denial) {
+		a.Metrics.EgressDenied(string(d.Reason))
+		if d.First {
+			why := "not in TASKWORKER_EGRESS_ALLOW"
+			if d.Reason == egress.Special {
+				why = "a private, loopback or metadata address that TASKWORKER_EGRESS_ALLOW does not name"
+			}
+			log.Console(acp.LevelWarn, fmt.Sprintf("network: the agent was refused %s:%d (%s); further refusals of it are not logged", d.Host, d.Port, why))
+		}
+	})
+}
+
+// modelAPI answers the requests a run makes of its gateway for itself: the
+// broker's, or a refusal without one.
+func (a *Activities) modelAPI() http.Handler {
+	if a.Broker != nil {
+		return a.Broker
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "taskworker: no model API is served to this run (TASKWORKER_BROKER=off, or an agent the broker does not serve)", http.StatusNotFound)
+	})
+}
+
+// proxyURL is the proxy the agent's environment names, "" when it has the
+// worker's network.
+func (b runBox) proxyURL() string {
+	if b.run == nil || !b.run.IsolatedNetwork() {
+		return ""
+	}
+	return "http://" + sandbox.GatewayAddr
 }
 
 func (b runBox) isolation() process.Isolation {
@@ -107,13 +154,17 @@ type runModel struct {
 
 // modelAccess grants the run a token of its own for the broker, with its
 // budget; none without a broker.
-func (a *Activities) modelAccess(ref RunRef, budget broker.Budget) runModel {
+func (a *Activities) modelAccess(ref RunRef, budget broker.Budget, box runBox) runModel {
 	if a.Broker == nil {
 		return runModel{}
 	}
 	g := a.Broker.Grant(ref.RunID)
 	g.Limit(budget)
-	return runModel{grant: g, access: &agent.ModelAccess{BaseURL: a.Broker.URL(a.Provider), Token: g.Token()}}
+	base := a.Broker.URL(a.Provider)
+	if box.proxyURL() != "" {
+		base = "http://" + sandbox.GatewayAddr + "/" + string(a.Provider)
+	}
+	return runModel{grant: g, access: &agent.ModelAccess{BaseURL: base, Token: g.Token()}}
 }
 
 // stopAtBudget stops the agent (cancel) once the run has used its budget;

@@ -18,6 +18,8 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/taskworker/taskworker/internal/egress"
+	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/sandbox"
 
@@ -79,7 +81,8 @@ type Config struct {
 
 	Sandbox             string   `envconfig:"TASKWORKER_SANDBOX" default:"namespaces" desc:"How agents are isolated: namespaces (own uid and namespaces; root on a VM), uid (own uid, no namespaces; a Kubernetes pod), userns (namespaces, the worker's uid; local use) or off (trusted agents only); see docs/security.md"`
 	SandboxUIDs         string   `envconfig:"TASKWORKER_SANDBOX_UIDS" default:"200000-200999" desc:"Host uids (and gids) runs get, one each, FIRST-LAST; shared by the workers of one host and never the worker's own"`
-	SandboxNetwork      string   `envconfig:"TASKWORKER_SANDBOX_NETWORK" default:"host" desc:"Network of a namespaced run: host (the worker's) or none (loopback only: no route to Temporal, the worker's port or the metadata address)"`
+	SandboxNetwork      string   `envconfig:"TASKWORKER_SANDBOX_NETWORK" desc:"Network of a namespaced run: isolated (its own, the default: loopback and the worker's gateway — the model broker and the egress proxy — only) or host (the worker's: no egress policy)"`
+	EgressAllow         string   `envconfig:"TASKWORKER_EGRESS_ALLOW" default:"defaults" desc:"Hosts an isolated run may reach through the egress proxy, comma-separated: defaults (package registries, GitHub for reading; the repository's host is always added), host, *.domain, host:port, address or CIDR; * for every public address. Private, loopback and metadata addresses only when named"`
 	SandboxMaxProcesses int      `envconfig:"TASKWORKER_SANDBOX_MAX_PROCESSES" default:"2048" desc:"Processes a run may have at once (0: no limit)"`
 	SandboxMaxFileBytes int64    `envconfig:"TASKWORKER_SANDBOX_MAX_FILE_BYTES" default:"4294967296" desc:"Largest file a run may write (4 GiB; 0: no limit)"`
 	SandboxMaxMemory    int64    `envconfig:"TASKWORKER_SANDBOX_MAX_MEMORY_BYTES" desc:"Address space a run's process may take (RLIMIT_AS; 0: no limit — Node and Bun reserve far more than they use, so set it generously)"`
@@ -377,4 +380,17 @@ func PrintUsage(w io.Writer) error {
 		return err
 	}
 	return tw.Flush()
+}
+
+// EgressPolicy is what an isolated run may reach: the allow list, and the
+// host the repositories are cloned from.
+func (c Config) EgressPolicy() (*egress.Policy, error) {
+	p, err := egress.Parse(c.EgressAllow)
+	if err != nil {
+		return nil, err
+	}
+	if u, err := url.Parse(gitrepo.RemoteURL(c.RepoURLTemplate, "org/repo")); err == nil && (u.Scheme == "https" || u.Scheme == "http") {
+		p = p.AllowHost(u.Host)
+	}
+	return p, nil
 }

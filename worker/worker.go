@@ -3,7 +3,6 @@ package worker
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -79,6 +78,13 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 	if err != nil {
 		return nil, err
 	}
+	egressPolicy, err := cfg.EgressPolicy()
+	if err != nil {
+		return nil, err
+	}
+	if egressPolicy.Open() && box.IsolatesNetwork() {
+		logger.Warn("TASKWORKER_EGRESS_ALLOW=*: isolated runs may reach every public address through the egress proxy")
+	}
 	redactor := redact.New(cfg.Secrets()...)
 	git := &gitrepo.Git{Token: cfg.GitHubToken, Redactor: redactor}
 	agentEnv := []string(nil)
@@ -98,6 +104,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		GitHub:   gh,
 		Agent:    newAgent(cfg, agentEnv),
 		Sandbox:  box,
+		Egress:   egressPolicy,
 		Broker:   modelBroker,
 		Provider: provider,
 		Slots:    slots.New(cfg.MaxConcurrentRuns),
@@ -181,9 +188,6 @@ func newBroker(cfg Config, logger *zap.Logger) (*broker.Broker, broker.Provider,
 		p, up = broker.OpenAI, broker.Upstream{BaseURL: cmp.Or(cfg.OpenAIBaseURL, broker.DefaultOpenAIURL), Header: "Authorization", Value: "Bearer " + cfg.OpenAIAPIKey}
 	default:
 		return nil, "", nil
-	}
-	if cfg.SandboxNetwork == string(sandbox.NetworkNone) {
-		return nil, "", errors.New("TASKWORKER_SANDBOX_NETWORK=none leaves " + cfg.Agent + " no way to its model broker: use host, or TASKWORKER_BROKER=off for an agent with a model it reaches otherwise")
 	}
 	b, err := broker.New(cfg.BrokerAddr, map[broker.Provider]broker.Upstream{p: up})
 	if err != nil {

@@ -78,6 +78,9 @@ type Request struct {
 	// (the worker's broker and the run's token), in place of the provider
 	// and key the adapter is configured with.
 	Model *ModelAccess
+	// Proxy, when set, is the only way out of the agent's network: its
+	// environment names it as the HTTP(S) proxy in place of the worker's.
+	Proxy string
 }
 
 // ModelAccess is an agent's model API for one run.
@@ -159,17 +162,30 @@ func (e *ExitError) Error() string {
 
 // baseEnv names the variables of the worker's environment an agent inherits.
 // Everything else — above all the worker's own credentials — stays out.
-var baseEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
-	"SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"}
+var baseEnv = append([]string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
+	"SSL_CERT_FILE", "SSL_CERT_DIR"}, proxyEnv...)
+
+var proxyEnv = []string{"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy", "ALL_PROXY", "all_proxy"}
 
 // Environment builds an agent's environment: the base variables and the named
 // passthrough ones from the worker's environment, then the task's.
 func Environment(req Request, passthrough []string) []string {
 	var env []string
 	for _, name := range append(append([]string(nil), baseEnv...), passthrough...) {
+		if req.Proxy != "" && slices.Contains(proxyEnv, name) {
+			continue
+		}
 		if v, ok := os.LookupEnv(name); ok {
 			env = append(env, name+"="+v)
 		}
+	}
+	if req.Proxy != "" {
+		// Upper and lower case: each tool reads one or the other. The
+		// gateway's own address (the model API) is reached directly.
+		for _, name := range []string{"HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"} {
+			env = append(env, name+"="+req.Proxy)
+		}
+		env = append(env, "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
 	}
 	return append(env,
 		"TASK_ID="+req.Task.ID,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +27,7 @@ import (
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testtool"
 	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
 )
@@ -134,6 +137,9 @@ func TestAMissingOrInvalidResultFailsTheRunNamingTheViolation(t *testing.T) {
 // overloads counts the calls of the overload scenario.
 var overloads atomic.Int32
 
+// egressTarget is the URL the network scenario's allowed request goes to.
+var egressTarget atomic.Value
+
 // claudeScript is the model behind the Claude Code runs: the task title picks the scenario.
 func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 	if len(c.Tools) == 0 {
@@ -188,6 +194,16 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 				"file_path": filepath.Join(c.WorkDir, "found.txt"), "content": c.Results[0].Content}}}}
 		}
 		return anthropictest.Reply{Text: "Wrote found.txt."}
+	case strings.HasPrefix(c.Prompt, "Reach the network"):
+		// A host the policy denies (twice: one warning), then one it allows.
+		if c.Turn == 0 {
+			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{
+				"command": "curl -s -m 20 -o /dev/null -w 'denied:%{http_code}\\n' http://denied.invalid/; " +
+					"curl -s -m 20 -o /dev/null -w 'denied-again:%{http_connect}\\n' https://denied.invalid/; " +
+					"curl -s -m 20 " + egressTarget.Load().(string) + "/hello",
+				"description": "Reach out"}}}}
+		}
+		return anthropictest.Reply{Text: "Reached: " + strings.TrimSpace(c.Results[0].Content)}
 	case strings.HasPrefix(c.Prompt, "Print the key"):
 		if c.Turn == 0 {
 			return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "printenv ANTHROPIC_API_KEY"}}}}
@@ -300,12 +316,17 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 	const key = "sk-ant-e2e-canary-key-0123456789"
 	api := anthropictest.Start(key, claudeScript)
 	defer api.Close()
+	// A host the egress policy names, on an address of this machine the
+	// run's own network can't reach but through the worker's proxy.
+	allowed, allowedHits := egressOrigin(t)
+	brokerAddr := freeAddr(t)
 	// The strongest sandbox the host offers: the real CLIs in their own
-	// namespaces and root, as on a VM.
+	// namespaces, root and network, as on a VM.
 	own := newOwnStack(t, devstack.Options{Worker: worker.Config{
 		Sandbox: string(sandbox.Auto),
 		Agent:   "claude", ClaudePath: claude, ClaudeMaxTurns: 4,
-		AnthropicAPIKey: key, AnthropicBaseURL: api.URL,
+		AnthropicAPIKey: key, AnthropicBaseURL: api.URL, BrokerAddr: brokerAddr,
+		EgressAllow:  "defaults," + allowed.Host,
 		AgentTimeout: 2 * time.Minute, RunTimeout: 5 * time.Minute, StopGrace: 2 * time.Second,
 	}})
 	stack, client := own.start(t)
@@ -395,11 +416,16 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		}
 		require.True(t, strings.HasPrefix(token, "sk-ant-taskworker-run-"), "the agent held a run token: %q", token)
 		require.NotContains(t, baseURL, api.URL, "the agent talked to the worker's broker, not the provider")
+		if stack.Sandbox.IsolatesNetwork() {
+			require.Equal(t, "http://"+sandbox.GatewayAddr+"/anthropic", baseURL, "through its gateway")
+		}
 		// Every request the provider served carried the real key (it
 		// refuses any other): the broker put it there.
 		require.Empty(t, api.Violations())
 		served := api.Requests()
-		req, err := http.NewRequest(http.MethodPost, baseURL+"/v1/messages", strings.NewReader(`{}`))
+		// The broker as the worker serves it on its own network; in an
+		// isolated run the agent reached it at the run's gateway.
+		req, err := http.NewRequest(http.MethodPost, "http://"+brokerAddr+"/anthropic/v1/messages", strings.NewReader(`{}`))
 		require.NoError(t, err)
 		req.Header.Set("x-api-key", token)
 		res, err := http.DefaultClient.Do(req)
@@ -407,6 +433,31 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		res.Body.Close()
 		require.Equal(t, http.StatusUnauthorized, res.StatusCode, "the token of an ended run is refused")
 		require.Equal(t, served, api.Requests(), "nothing reached the provider with it")
+	})
+
+	t.Run("an isolated run reaches the hosts the egress policy allows, and each denied host is logged once", func(t *testing.T) {
+		if !isolatedHere(t, stack) {
+			t.Skip("this host gives runs no network of their own (the uid or off sandbox); .ci/run runs where it does")
+		}
+		testtool.Curl.Path(t)
+		egressTarget.Store(allowed.String())
+		_, run := runToEnd(t, stack, client, "Reach the network", "", 2*time.Minute)
+		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
+		summary := run.Output["summary"].(string)
+		require.Contains(t, summary, "denied:403", "the proxy refused the host the policy doesn't allow")
+		require.Contains(t, summary, "denied-again:403", "a CONNECT to it too")
+		require.Contains(t, summary, "egress origin says hello", "the allowed host answered through the proxy")
+		require.EqualValues(t, 1, allowedHits.Load())
+		var warnings []string
+		for _, line := range consoleLines(logWithout(t, client, run, key)) {
+			if strings.Contains(line, "network: the agent was refused") {
+				warnings = append(warnings, line)
+			}
+		}
+		require.Equal(t, []string{
+			"warn: network: the agent was refused denied.invalid:80 (not in TASKWORKER_EGRESS_ALLOW); further refusals of it are not logged",
+			"warn: network: the agent was refused denied.invalid:443 (not in TASKWORKER_EGRESS_ALLOW); further refusals of it are not logged",
+		}, warnings)
 	})
 
 	// hangingRun starts a run whose Claude Code waits in a command, and
@@ -490,9 +541,19 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 func TestCodexRunsEndToEnd(t *testing.T) {
 	codex := agenttest.Binary(t, "codex", "TASKWORKER_CODEX_PATH")
 	const key = "sk-openai-e2e-canary-key-0123456789"
+	var dumped atomic.Value
 	api := openaitest.Start(key, func(c openaitest.Conversation) openaitest.Reply {
 		if strings.HasPrefix(c.Prompt, "Refuse") {
 			return openaitest.Reply{Status: 400, ErrType: "invalid_request_error", Message: "this request can never succeed"}
+		}
+		if strings.HasPrefix(c.Prompt, "Dump what you can reach") {
+			// An agent told to look for credentials: its environment, its
+			// HOME and Codex's own files, as Codex hands them back.
+			if c.Turn == 0 {
+				return openaitest.Reply{Exec: `const r = await tools.exec_command({cmd: "env; cat ~/.codex/* 2>/dev/null; grep -rs . ~ 2>/dev/null | head -c 200000; true"}); text(r.output);`}
+			}
+			dumped.Store(strings.Join(c.Outputs, "\n"))
+			return openaitest.Reply{Text: "Looked around."}
 		}
 		if c.Turn == 0 {
 			return openaitest.Reply{Text: "Adding a greeting.", Exec: `const r = await tools.exec_command({cmd: "printf 'hello from codex\\n' > greeting.txt"}); text(r.output);`}
@@ -524,4 +585,68 @@ func TestCodexRunsEndToEnd(t *testing.T) {
 	_, run = runToEnd(t, stack, client, "Refuse this", "", 2*time.Minute)
 	require.Equal(t, tasksapi.StatusFailed, run.Status)
 	require.Contains(t, *run.ErrorMessage, "agent codex reported an error (turn.failed)")
+
+	// What Codex's command found went back to the model unredacted: the
+	// provider's key is not in it, the run's token is, and the model API it
+	// used was the worker's.
+	_, run = runToEnd(t, stack, client, "Dump what you can reach", "", 2*time.Minute)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
+	found, _ := dumped.Load().(string)
+	require.Contains(t, found, "OPENAI_API_KEY=sk-ant-taskworker-run-", "the command's output reached the model")
+	require.NotContains(t, found, key, "the provider's key was in the agent's reach")
+	if stack.Sandbox.IsolatesNetwork() {
+		require.Contains(t, found, "HTTPS_PROXY=http://"+sandbox.GatewayAddr)
+	}
+	require.Empty(t, api.Violations(), "every request reached the provider with the real key")
+}
+
+// egressOrigin serves a host for the network scenario on an address of this
+// machine other than loopback (the run's own loopback is another), and
+// counts its requests; nil when the machine has no such address.
+func egressOrigin(t *testing.T) (*url.URL, *atomic.Int32) {
+	t.Helper()
+	hits := &atomic.Int32{}
+	var ip net.IP
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			ip = n.IP
+			break
+		}
+	}
+	if ip == nil {
+		return &url.URL{Scheme: "http", Host: "192.0.2.1:9"}, hits
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprint(w, "egress origin says hello")
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return &url.URL{Scheme: "http", Host: l.Addr().String()}, hits
+}
+
+// freeAddr is a loopback address nothing listens on yet.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// isolatedHere reports a stack whose runs have a network of their own; a
+// host that offers none fails the test where the sandbox is required.
+func isolatedHere(t *testing.T, stack *devstack.Stack) bool {
+	t.Helper()
+	if stack.Sandbox.IsolatesNetwork() {
+		return true
+	}
+	if os.Getenv("TASKWORKER_REQUIRE_SANDBOX") != "" {
+		t.Fatalf("TASKWORKER_REQUIRE_SANDBOX is set, but the stack's sandbox is %s", stack.Sandbox.Describe())
+	}
+	return false
 }

@@ -37,6 +37,7 @@ type Metrics struct {
 	dispatchCycle  prometheus.Gauge
 	dispatchedRuns *prometheus.CounterVec
 	dispatchFailed *prometheus.CounterVec
+	egressDenied   *prometheus.CounterVec
 }
 
 // New registers every metric, Go's runtime collectors and build info.
@@ -68,6 +69,7 @@ func New(version string) *Metrics {
 		dispatchCycle:  f(prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_dispatch_cycle_api_requests", Help: "Tasks API requests the last dispatch cycle made."})).(prometheus.Gauge),
 		dispatchedRuns: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_runs_total", Help: "Queued runs the dispatcher handled: started, already_started, orphaned."}, []string{"result"})).(*prometheus.CounterVec),
 		dispatchFailed: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_failures_total", Help: "What the dispatcher could not do, by step: list_tasks, list_runs, start, describe, read_run, fail_orphan; each is tried again next cycle."}, []string{"step"})).(*prometheus.CounterVec),
+		egressDenied:   f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_egress_denied_total", Help: "Connections the egress proxy refused an isolated run, by reason: not_allowed, special_address (private, loopback, metadata)."}, []string{"reason"})).(*prometheus.CounterVec),
 	}
 }
 
@@ -225,5 +227,12 @@ func (m *Metrics) DispatchCycle(requests, started, alreadyStarted, orphaned int)
 func (m *Metrics) DispatchFailure(step string) {
 	if m != nil {
 		m.dispatchFailed.WithLabelValues(step).Inc()
+	}
+}
+
+// EgressDenied counts a connection the egress proxy refused.
+func (m *Metrics) EgressDenied(reason string) {
+	if m != nil {
+		m.egressDenied.WithLabelValues(reason).Inc()
 	}
 }

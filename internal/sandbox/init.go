@@ -56,6 +56,10 @@ type initSpec struct {
 	Limits         Limits   `json:"limits"`
 	Hostname       string   `json:"hostname"`
 	IsolateNetwork bool     `json:"isolate_network"`
+	// GatewayFD, when set, is the socket the init hands the listener at
+	// GatewayAddr to the worker through.
+	GatewayFD   int    `json:"gateway_fd,omitempty"`
+	GatewayAddr string `json:"gateway_addr,omitempty"`
 }
 
 // bind is a path of the run's root: a mount of an open descriptor's file,
@@ -107,6 +111,9 @@ func runInit() {
 		fatalf("read the run's spec: %v", err)
 	}
 	specFile.Close()
+	if spec.GatewayFD > 0 {
+		syscall.CloseOnExec(spec.GatewayFD)
+	}
 	if spec.Mode.namespaced() {
 		if err := buildRoot(spec); err != nil {
 			fatalf("%v", err)
@@ -290,6 +297,11 @@ func buildRoot(spec initSpec) error {
 	if spec.IsolateNetwork {
 		if err := loopbackUp(); err != nil {
 			return err
+		}
+		if spec.GatewayFD > 0 {
+			if err := listenGateway(spec.GatewayFD, spec.GatewayAddr); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

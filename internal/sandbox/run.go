@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,9 +35,10 @@ type Dirs struct {
 // (the agent, then the worker's export of its commits) runs isolated, and
 // Close ends whatever is left.
 type Run struct {
-	s     *Sandbox
-	lease *lease
-	dirs  Dirs
+	s       *Sandbox
+	lease   *lease
+	dirs    Dirs
+	gateway http.Handler
 }
 
 // Start prepares a run in dirs: a uid of its own (in the modes that give
@@ -67,6 +69,14 @@ func (r *Run) UID() int {
 
 // Mode is the run's sandbox mode.
 func (r *Run) Mode() Mode { return r.s.cfg.Mode }
+
+// IsolatedNetwork reports a run with a network of its own, which reaches
+// the worker (and, through it, anything) only at GatewayAddr.
+func (r *Run) IsolatedNetwork() bool { return r.s.IsolatesNetwork() }
+
+// ServeGateway answers the run's commands at GatewayAddr with h, from the
+// worker, for a run with a network of its own; set it before the first.
+func (r *Run) ServeGateway(h http.Handler) { r.gateway = h }
 
 // Close kills everything still running as the run's uid, and gives the uid back.
 func (r *Run) Close() {
@@ -151,12 +161,12 @@ func (r *Run) Isolate(path string, args []string, dir string, env []string) (pro
 	spec := initSpec{
 		Mode: r.s.cfg.Mode, Path: path, Args: args, Dir: dir, Env: env,
 		Limits: r.s.cfg.Limits, Hostname: "sandbox",
-		IsolateNetwork: r.s.cfg.Network == NetworkNone,
+		IsolateNetwork: r.IsolatedNetwork(),
 	}
 	if err := r.handOverDirs(r.dirs.Refresh); err != nil {
 		return nil, err
 	}
-	inv := &invocation{run: r}
+	inv := &invocation{run: r, spec: spec}
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{initArg0}
 	cmd.Env = []string{}
@@ -168,7 +178,7 @@ func (r *Run) Isolate(path string, args []string, dir string, env []string) (pro
 			return nil, err
 		}
 		files = opened
-		spec.Binds = binds
+		inv.spec.Binds = binds
 		hostUID, hostGID := os.Getuid(), os.Getgid()
 		if r.lease != nil {
 			hostUID, hostGID = r.lease.uid, r.lease.uid
@@ -191,9 +201,21 @@ func (r *Run) Isolate(path string, args []string, dir string, env []string) (pro
 		closeAll(append(files, specR, specW))
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	// The init's fds: 3 the spec, 4 its report, then the binds' sources.
+	// The init's fds: 3 the spec, 4 its report, then the binds' sources,
+	// then the end of the gateway's socket pair.
 	cmd.ExtraFiles = append([]*os.File{specR, statusW}, files...)
-	inv.cmd, inv.spec, inv.specW, inv.statusR = cmd, spec, specW, statusR
+	if spec.IsolateNetwork && r.gateway != nil {
+		ours, theirs, err := socketPair()
+		if err != nil {
+			closeAll(append(cmd.ExtraFiles, specW, statusR))
+			return nil, err
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
+		inv.spec.GatewayFD = 2 + len(cmd.ExtraFiles)
+		inv.spec.GatewayAddr = GatewayAddr
+		inv.gateway = &gateway{handler: r.gateway, conn: ours}
+	}
+	inv.cmd, inv.specW, inv.statusR = cmd, specW, statusR
 	inv.childEnds = cmd.ExtraFiles
 	return inv, nil
 }
@@ -212,6 +234,7 @@ type invocation struct {
 	specW     *os.File
 	statusR   *os.File
 	childEnds []*os.File
+	gateway   *gateway
 }
 
 func (inv *invocation) Cmd() *exec.Cmd { return inv.cmd }
@@ -220,6 +243,9 @@ func (inv *invocation) Cmd() *exec.Cmd { return inv.cmd }
 // has done all it does to the process from outside.
 func (inv *invocation) Started() error {
 	closeAll(inv.childEnds)
+	if inv.gateway != nil {
+		go inv.gateway.serve()
+	}
 	err := json.NewEncoder(inv.specW).Encode(inv.spec)
 	inv.specW.Close()
 	if err != nil {
@@ -231,12 +257,14 @@ func (inv *invocation) Started() error {
 // Abort releases what Isolate opened for a command that never started.
 func (inv *invocation) Abort() {
 	closeAll(append(inv.childEnds, inv.specW, inv.statusR))
+	inv.gateway.close()
 }
 
 // Ended reads the init's report of how the command ended, and, without
 // namespaces to end with the init, kills whatever the run left running.
 func (inv *invocation) Ended(res *process.Result) error {
 	defer inv.statusR.Close()
+	defer inv.gateway.close()
 	if inv.run.s.cfg.Mode == UID && inv.run.lease != nil {
 		killUID(inv.run.lease.uid)
 	}

@@ -43,9 +43,16 @@ type Network string
 const (
 	// NetworkHost shares the worker's network.
 	NetworkHost Network = "host"
-	// NetworkNone gives the run a network namespace with loopback only.
-	NetworkNone Network = "none"
+	// NetworkIsolated gives the run a network namespace of its own, with
+	// loopback only: its one way out is the gateway the worker serves in it
+	// at GatewayAddr (the model broker and the egress proxy).
+	NetworkIsolated Network = "isolated"
+	// networkNone is the earlier name of NetworkIsolated.
+	networkNone Network = "none"
 )
+
+// GatewayAddr is where a run with a network of its own reaches the worker.
+const GatewayAddr = "127.0.0.1:3128"
 
 // Config is the sandbox's configuration.
 type Config struct {
@@ -95,11 +102,11 @@ type Sandbox struct {
 // provide, or a uid range that includes the worker's own ids, is an error
 // that says what to change.
 func New(cfg Config) (*Sandbox, error) {
-	if cfg.Network == "" {
-		cfg.Network = NetworkHost
+	if cfg.Network == networkNone {
+		cfg.Network = NetworkIsolated
 	}
-	if cfg.Network != NetworkHost && cfg.Network != NetworkNone {
-		return nil, fmt.Errorf("TASKWORKER_SANDBOX_NETWORK %q is not host or none", cfg.Network)
+	if cfg.Network != "" && cfg.Network != NetworkHost && cfg.Network != NetworkIsolated {
+		return nil, fmt.Errorf("TASKWORKER_SANDBOX_NETWORK %q is not host or isolated", cfg.Network)
 	}
 	if cfg.FirstUID == 0 && cfg.UIDCount == 0 {
 		cfg.FirstUID, cfg.UIDCount = DefaultFirstUID, DefaultUIDCount
@@ -131,17 +138,30 @@ func New(cfg Config) (*Sandbox, error) {
 		}
 		s.uids = pool
 	}
-	if s.cfg.Mode == Off && s.cfg.Network == NetworkNone {
-		return nil, errors.New("TASKWORKER_SANDBOX_NETWORK=none needs a namespaced sandbox (TASKWORKER_SANDBOX=namespaces or userns)")
+	if s.cfg.Network == "" {
+		// A run that has namespaces gets a network of its own: egress is
+		// closed unless the policy opens it.
+		s.cfg.Network = NetworkHost
+		if s.cfg.Mode.namespaced() {
+			s.cfg.Network = NetworkIsolated
+		}
 	}
-	if s.cfg.Mode == UID && s.cfg.Network == NetworkNone {
-		return nil, errors.New("TASKWORKER_SANDBOX_NETWORK=none needs network namespaces, which the uid mode has none of: use namespaces, or the pod's NetworkPolicy")
+	if s.cfg.Mode == Off && s.cfg.Network == NetworkIsolated {
+		return nil, errors.New("TASKWORKER_SANDBOX_NETWORK=isolated needs a namespaced sandbox (TASKWORKER_SANDBOX=namespaces or userns)")
+	}
+	if s.cfg.Mode == UID && s.cfg.Network == NetworkIsolated {
+		return nil, errors.New("TASKWORKER_SANDBOX_NETWORK=isolated needs network namespaces, which the uid mode has none of: use namespaces, or set host and bound egress with the pod's NetworkPolicy")
 	}
 	return s, nil
 }
 
 // Mode is the mode runs get (Auto resolved).
 func (s *Sandbox) Mode() Mode { return s.cfg.Mode }
+
+// IsolatesNetwork reports runs that get a network of their own.
+func (s *Sandbox) IsolatesNetwork() bool {
+	return s.cfg.Mode.namespaced() && s.cfg.Network == NetworkIsolated
+}
 
 // Describe says in a line what runs get, e.g. for the start-up log.
 func (s *Sandbox) Describe() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -73,7 +74,7 @@ func newSandbox(t *testing.T, mode sandbox.Mode, network sandbox.Network) *sandb
 }
 
 func TestNamespacesRunAsAUidOfTheirOwnInARootOfTheirOwn(t *testing.T) {
-	sb := newSandbox(t, sandbox.Namespaces, sandbox.NetworkNone)
+	sb := newSandbox(t, sandbox.Namespaces, sandbox.NetworkIsolated)
 	out, res, ws := runIn(t, sb, `id -u; hostname; echo pid=$$; ls /; echo hi > file; cat /proc/1/status | grep ^Uid; ls /tmp | wc -l`)
 	require.True(t, res.Success(), "%s: %v", out, res)
 	lines := strings.Split(out, "\n")
@@ -102,7 +103,7 @@ func modes(t *testing.T) map[string]*sandbox.Sandbox {
 		return map[string]*sandbox.Sandbox{m: newSandbox(t, sandbox.Mode(m), sandbox.NetworkHost)}
 	}
 	return map[string]*sandbox.Sandbox{
-		"namespaces": newSandbox(t, sandbox.Namespaces, sandbox.NetworkNone),
+		"namespaces": newSandbox(t, sandbox.Namespaces, sandbox.NetworkIsolated),
 		"uid":        newSandbox(t, sandbox.UID, sandbox.NetworkHost),
 	}
 }
@@ -233,7 +234,7 @@ func TestARunWithoutANetworkReachesNothingOfTheWorkers(t *testing.T) {
 	connect := `if timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/` + port + `' 2>/dev/null; then echo reached-worker; fi
 		if timeout 5 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' 2>/dev/null; then echo reached-metadata; fi; true`
 
-	isolated := newSandbox(t, sandbox.Namespaces, sandbox.NetworkNone)
+	isolated := newSandbox(t, sandbox.Namespaces, sandbox.NetworkIsolated)
 	out, res, _ := runIn(t, isolated, connect)
 	require.True(t, res.Success(), out)
 	require.NotContains(t, out, "reached")
@@ -253,8 +254,8 @@ func TestBadConfigurationSaysWhatToChange(t *testing.T) {
 	}
 	_, err = sandbox.New(sandbox.Config{Mode: "chroot"})
 	require.EqualError(t, err, `TASKWORKER_SANDBOX "chroot" is not one of namespaces, userns, uid, off`)
-	_, err = sandbox.New(sandbox.Config{Mode: sandbox.Off, Network: sandbox.NetworkNone})
-	require.ErrorContains(t, err, "TASKWORKER_SANDBOX_NETWORK=none needs a namespaced sandbox")
+	_, err = sandbox.New(sandbox.Config{Mode: sandbox.Off, Network: sandbox.NetworkIsolated})
+	require.ErrorContains(t, err, "TASKWORKER_SANDBOX_NETWORK=isolated needs a namespaced sandbox")
 	_, _, err = sandbox.ParseUIDRange("200000")
 	require.ErrorContains(t, err, "is not FIRST-LAST")
 }
@@ -289,3 +290,51 @@ func TestARunThatKillsItsInitLeavesNothingRunning(t *testing.T) {
 		})
 	}
 }
+
+func TestAnIsolatedRunReachesTheWorkerOnlyThroughItsGateway(t *testing.T) {
+	sb := newSandbox(t, sandbox.Namespaces, sandbox.NetworkIsolated)
+	request := `exec 3<>/dev/tcp/127.0.0.1/3128 || exit 7
+		printf 'GET /hello HTTP/1.0\r\nHost: x\r\n\r\n' >&3
+		cat <&3`
+	var seen []string
+	var mu sync.Mutex
+	serve := func(run *sandbox.Run, reply string) {
+		run.ServeGateway(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen = append(seen, r.URL.Path)
+			mu.Unlock()
+			fmt.Fprint(w, reply)
+		}))
+	}
+
+	ws := workspace(t)
+	run, err := sb.Start(sandbox.Dirs{Writable: []string{ws}})
+	require.NoError(t, err)
+	defer run.Close()
+	require.True(t, run.IsolatedNetwork())
+	serve(run, "answered-by-the-worker")
+	out, res := runScript(t, run, ws, "bash -c "+shellQuote(request))
+	require.True(t, res.Success(), out)
+	require.Contains(t, out, "answered-by-the-worker")
+	require.Equal(t, []string{"/hello"}, seen)
+
+	// Each command of a run gets a gateway of its own; another run's
+	// gateway is not reachable from this one.
+	other, err := sb.Start(sandbox.Dirs{Writable: []string{workspace(t)}})
+	require.NoError(t, err)
+	defer other.Close()
+	serve(other, "answered-for-the-other-run")
+	out, _ = runScript(t, run, ws, "bash -c "+shellQuote(request))
+	require.Contains(t, out, "answered-by-the-worker")
+	require.NotContains(t, out, "other")
+
+	// Without a gateway, the run's network has nothing at that address.
+	bareWS := workspace(t)
+	bare, err := sb.Start(sandbox.Dirs{Writable: []string{bareWS}})
+	require.NoError(t, err)
+	defer bare.Close()
+	out, res = runScript(t, bare, bareWS, "bash -c "+shellQuote(request)+" 2>/dev/null")
+	require.Equal(t, 7, res.ExitCode, out)
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
