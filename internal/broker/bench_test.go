@@ -85,8 +85,11 @@ func BenchmarkStreamedToken(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				_, _ = io.Copy(io.Discard, res.Body)
+				n, err := io.Copy(io.Discard, res.Body)
 				res.Body.Close()
+				if err != nil || n < tokens*int64(len(event)) {
+					b.Fatalf("stream cut after %d bytes: %v", n, err)
+				}
 			}
 			b.ReportMetric(float64(time.Since(began).Nanoseconds())/float64(b.N*tokens)/1000, "µs/token")
 		})
