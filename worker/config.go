@@ -18,6 +18,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/egress"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/redact"
@@ -272,7 +273,7 @@ func (c Config) Validate() error {
 		}
 	case "claude":
 		errs = append(errs, checkBinary("TASKWORKER_CLAUDE_PATH", c.ClaudePath, "@anthropic-ai/claude-code")...)
-		if c.AnthropicAPIKey == "" && c.AnthropicAuthToken == "" && !c.agentGetsCloudCredentials() {
+		if c.AnthropicAPIKey == "" && c.AnthropicAuthToken == "" && !agent.ClaudeOnCloud(c.AgentEnv) {
 			errs = append(errs, errors.New("claude needs ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN (or CLAUDE_CODE_USE_BEDROCK / CLAUDE_CODE_USE_VERTEX in TASKWORKER_AGENT_ENV)"))
 		}
 		if c.ClaudeMaxTurns < 0 {
@@ -358,17 +359,6 @@ func checkBinary(variable, path, npmPackage string) []error {
 			variable, path, npmPackage, npmPackage)}
 	}
 	return nil
-}
-
-// agentGetsCloudCredentials reports a Claude Code set up for Bedrock or
-// Vertex through variables the agent may see.
-func (c Config) agentGetsCloudCredentials() bool {
-	for _, name := range c.AgentEnv {
-		if name == "CLAUDE_CODE_USE_BEDROCK" || name == "CLAUDE_CODE_USE_VERTEX" {
-			return true
-		}
-	}
-	return false
 }
 
 // PrintUsage writes every variable with its default and meaning.

@@ -176,7 +176,7 @@ func newBroker(cfg Config, logger *zap.Logger) (*broker.Broker, broker.Provider,
 	var up broker.Upstream
 	switch cfg.Agent {
 	case "claude":
-		if cfg.agentGetsCloudCredentials() {
+		if agent.ClaudeOnCloud(cfg.AgentEnv) {
 			logger.Warn("Claude Code on Bedrock or Vertex talks to the cloud with the credentials TASKWORKER_AGENT_ENV gives it; the model broker does not serve it")
 			return nil, "", nil
 		}
@@ -267,32 +267,19 @@ func Dial(cfg Config, logger *zap.Logger, m *metrics.Metrics) (client.Client, er
 	return c, nil
 }
 
-// newAgent is the configured agent adapter. The agents' credentials reach
-// them in their environment, set here from the worker's configuration.
+// newAgent is the configured agent, with extraEnv added to its environment.
 func newAgent(cfg Config, extraEnv []string) agent.Agent {
-	opts := agent.Options{Passthrough: cfg.AgentEnv, ExtraEnv: extraEnv, StopGrace: cfg.StopGrace,
-		ExitGrace: cfg.ExitGrace, MaxLineBytes: cfg.LogMaxLineBytes, MaxEventBytes: cfg.MaxEventBytes}
-	setEnv := func(pairs ...string) []string {
-		var env []string
-		for i := 0; i+1 < len(pairs); i += 2 {
-			if pairs[i+1] != "" {
-				env = append(env, pairs[i]+"="+pairs[i+1])
-			}
-		}
-		return env
-	}
-	switch cfg.Agent {
-	case "claude":
-		return &agent.Claude{Path: cfg.ClaudePath, Model: cfg.ClaudeModel, MaxTurns: cfg.ClaudeMaxTurns,
-			PermissionMode: cfg.ClaudePermissionMode, AllowedTools: cfg.ClaudeAllowedTools, ExtraArgs: strings.Fields(cfg.ClaudeArgs),
-			Env: setEnv("ANTHROPIC_API_KEY", cfg.AnthropicAPIKey, "ANTHROPIC_AUTH_TOKEN", cfg.AnthropicAuthToken,
-				"ANTHROPIC_BASE_URL", cfg.AnthropicBaseURL),
-			Options: opts}
-	case "codex":
-		return &agent.Codex{Path: cfg.CodexPath, Model: cfg.CodexModel, Sandbox: cfg.CodexSandbox, BaseURL: cfg.OpenAIBaseURL,
-			ExtraArgs: strings.Fields(cfg.CodexArgs), Env: setEnv("OPENAI_API_KEY", cfg.OpenAIAPIKey), Options: opts}
-	}
-	return &agent.Command{Command: cfg.AgentCommand, Options: opts}
+	return agent.New(agent.Settings{
+		Kind:    cfg.Agent,
+		Command: cfg.AgentCommand,
+		Claude: agent.Claude{Path: cfg.ClaudePath, Model: cfg.ClaudeModel, MaxTurns: cfg.ClaudeMaxTurns,
+			PermissionMode: cfg.ClaudePermissionMode, AllowedTools: cfg.ClaudeAllowedTools, ExtraArgs: strings.Fields(cfg.ClaudeArgs)},
+		Codex: agent.Codex{Path: cfg.CodexPath, Model: cfg.CodexModel, Sandbox: cfg.CodexSandbox, ExtraArgs: strings.Fields(cfg.CodexArgs)},
+		Keys: agent.Keys{AnthropicAPIKey: cfg.AnthropicAPIKey, AnthropicAuthToken: cfg.AnthropicAuthToken,
+			AnthropicBaseURL: cfg.AnthropicBaseURL, OpenAIAPIKey: cfg.OpenAIAPIKey, OpenAIBaseURL: cfg.OpenAIBaseURL},
+		Options: agent.Options{Passthrough: cfg.AgentEnv, ExtraEnv: extraEnv, StopGrace: cfg.StopGrace,
+			ExitGrace: cfg.ExitGrace, MaxLineBytes: cfg.LogMaxLineBytes, MaxEventBytes: cfg.MaxEventBytes},
+	})
 }
 
 // newAPI is the Tasks API client, its requests counted in m (which may be nil).

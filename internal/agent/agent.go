@@ -6,7 +6,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -135,29 +134,6 @@ type Sink interface {
 type Agent interface {
 	Name() string
 	Run(ctx context.Context, req Request, sink Sink) (Result, error)
-}
-
-// ExitError is an agent process that did not succeed.
-type ExitError struct {
-	Agent  string
-	Result process.Result
-	// Detail says more of when it ended, e.g. "before reporting a result".
-	Detail string
-}
-
-func (e *ExitError) Error() string {
-	msg := fmt.Sprintf("agent %s %s", e.Agent, e.Result.Describe())
-	if e.Detail != "" {
-		msg += " " + e.Detail
-	}
-	if len(e.Result.StderrTail) > 0 {
-		tail := e.Result.StderrTail
-		if len(tail) > 5 {
-			tail = tail[len(tail)-5:]
-		}
-		msg += "; last stderr lines: " + strings.Join(tail, " | ")
-	}
-	return msg
 }
 
 // baseEnv names the variables of the worker's environment an agent inherits.
