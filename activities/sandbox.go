@@ -18,7 +18,10 @@ import (
 
 // runBox is a run's sandbox while its agent works; without a sandbox
 // configured, the agent runs as the worker's child.
-type runBox struct{ run *sandbox.Run }
+type runBox struct {
+	run   *sandbox.Run
+	proxy *egress.Proxy
+}
 
 // startSandbox puts the workspace's agent folders in the hands of a new
 // sandboxed run, and says in the run's log how the agent is isolated. A run
@@ -42,11 +45,13 @@ func (a *Activities) startSandbox(ws Workspace, log *logstream.Stream) (runBox, 
 	} else if uid := run.UID(); uid >= 0 {
 		log.Console(acp.LevelInfo, fmt.Sprintf("the agent runs in the %s sandbox as uid %d", run.Mode(), uid))
 	}
+	box := runBox{run: run}
 	if run.IsolatedNetwork() {
-		run.ServeGateway(egress.Gateway(a.egressProxy(log), a.modelAPI(), sandbox.GatewayAddr))
+		box.proxy = a.egressProxy(log)
+		run.ServeGateway(egress.Gateway(box.proxy, a.modelAPI(), sandbox.GatewayAddr))
 		log.Console(acp.LevelInfo, "the agent's network is its own: it reaches the model API through the worker and other hosts through the egress proxy, which lets through what TASKWORKER_EGRESS_ALLOW allows")
 	}
-	return runBox{run: run}, nil
+	return box, nil
 }
 
 // egressProxy is the run's proxy; each host it refuses is a warning in the
@@ -97,6 +102,9 @@ func (b runBox) isolation() process.Isolation {
 
 // close ends whatever the agent left running and gives its uid back.
 func (b runBox) close() {
+	if b.proxy != nil {
+		b.proxy.Close()
+	}
 	if b.run != nil {
 		b.run.Close()
 	}

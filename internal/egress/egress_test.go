@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -182,4 +183,39 @@ func TestTheGatewaySendsTheRunsOwnRequestsToTheModelAPI(t *testing.T) {
 	// A client that sends its model requests through the proxy too.
 	_, body = get(t, viaProxy, "http://127.0.0.1:3128/anthropic/v1/messages")
 	require.Equal(t, "model:/anthropic/v1/messages", body)
+}
+
+func TestClosingTheProxyEndsItsTunnels(t *testing.T) {
+	// An origin that keeps every connection open, as a hostile run's would.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	policy, err := egress.Parse(l.Addr().String())
+	require.NoError(t, err)
+	proxy := egress.NewProxy(policy, nil)
+	srv := httptest.NewServer(proxy)
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", l.Addr(), l.Addr())
+	reply := make([]byte, 64)
+	n, err := conn.Read(reply)
+	require.NoError(t, err)
+	require.Contains(t, string(reply[:n]), "200 Connection established")
+
+	proxy.Close()
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = conn.Read(reply)
+	require.ErrorIs(t, err, io.EOF, "the tunnel ended with the proxy, not at the deadline")
 }

@@ -37,6 +37,8 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	denied map[string]bool
+	open   map[net.Conn]bool
+	closed bool
 }
 
 // MaxTunnels is how many connections one run may hold through its proxy.
@@ -44,7 +46,8 @@ const MaxTunnels = 256
 
 // NewProxy serves policy; onDenied (may be nil) hears of every refusal.
 func NewProxy(policy *Policy, onDenied func(Denial)) *Proxy {
-	p := &Proxy{policy: policy, onDenied: onDenied, denied: map[string]bool{}, tunnels: make(chan struct{}, MaxTunnels)}
+	p := &Proxy{policy: policy, onDenied: onDenied, denied: map[string]bool{}, open: map[net.Conn]bool{},
+		tunnels: make(chan struct{}, MaxTunnels)}
 	p.dialer = &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:                 nil,
@@ -127,6 +130,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer client.Close()
+	if !p.track(client, upstream) {
+		return
+	}
+	defer p.untrack(client, upstream)
 	if _, err := io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
@@ -144,6 +151,39 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	}()
 	<-done
 	<-done
+}
+
+// track holds a tunnel's connections until it ends, so Close can end it:
+// a tunnel outlives the server it was hijacked from.
+func (p *Proxy) track(conns ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, c := range conns {
+		p.open[c] = true
+	}
+	return true
+}
+
+func (p *Proxy) untrack(conns ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range conns {
+		delete(p.open, c)
+	}
+}
+
+// Close ends every tunnel and refuses new ones: the run is over.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for c := range p.open {
+		c.Close()
+	}
+	p.open = map[net.Conn]bool{}
 }
 
 func closeWrite(c net.Conn) {

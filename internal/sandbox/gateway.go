@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,7 +61,10 @@ func (g *gateway) serve() {
 	if err != nil {
 		return
 	}
-	srv := &http.Server{Handler: g.handler, ReadHeaderTimeout: 30 * time.Second}
+	// Every connection the run opens is a descriptor of the worker's: a
+	// bound keeps one run from taking them all. Idle ones are let go.
+	srv := &http.Server{Handler: g.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	l = netutil.LimitListener(l, MaxGatewayConns)
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -71,6 +75,10 @@ func (g *gateway) serve() {
 	g.mu.Unlock()
 	_ = srv.Serve(l)
 }
+
+// MaxGatewayConns is how many connections one command may hold open to its
+// gateway; past it, the next waits in the run's own backlog.
+const MaxGatewayConns = 512
 
 // receiveListener reads the listening socket the init sends; it ends
 // with an error when the init ends without sending one.
