@@ -12,7 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/taskworker/taskworker/internal/standin"
+	"github.com/taskworker/taskworker/internal/testkit/standin"
 )
 
 // Reply is one assistant turn: text and tool calls, or an API error.

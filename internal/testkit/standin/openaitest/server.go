@@ -14,7 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/taskworker/taskworker/internal/standin"
+	"github.com/taskworker/taskworker/internal/testkit/standin"
 )
 
 // Reply is one model response: a message, or a call of Codex's exec tool
