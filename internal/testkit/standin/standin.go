@@ -1,5 +1,6 @@
 // Package standin is what the stand-ins for third-party APIs share: the
-// record of what they served and of what they refused, as the real API would.
+// record of what they served and of what they refused, as the real API
+// would, and the request path of the model APIs.
 package standin
 
 import (
