@@ -16,12 +16,12 @@ import (
 
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/github"
-	"github.com/taskworker/taskworker/internal/github/githubtest"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testkit/standin/githubtest"
 )
 
 func TestClassifyDecidesWhatIsRetried(t *testing.T) {

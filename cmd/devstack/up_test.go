@@ -17,7 +17,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/tasksapi"
-	"github.com/taskworker/taskworker/internal/testtool"
+	"github.com/taskworker/taskworker/internal/testkit/testtool"
 )
 
 // TestUpServesTheRepositoryItsInstructionsName runs `devstack up` as a

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/taskworker/taskworker/internal/acp"
-	"github.com/taskworker/taskworker/internal/agenttest"
-	"github.com/taskworker/taskworker/internal/anthropictest"
+	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/standin/anthropictest"
 )
 
 type discard struct{ n int }

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/acp"
-	"github.com/taskworker/taskworker/internal/agenttest"
-	"github.com/taskworker/taskworker/internal/anthropictest"
 	"github.com/taskworker/taskworker/internal/process"
+	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/standin/anthropictest"
 )
 
 func gitClone(t testing.TB) string {

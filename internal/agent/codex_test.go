@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/acp"
-	"github.com/taskworker/taskworker/internal/agenttest"
-	"github.com/taskworker/taskworker/internal/openaitest"
+	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/standin/openaitest"
 )
 
 func codexAgainst(t *testing.T, key string, script openaitest.Script) (*Codex, *openaitest.Server) {

@@ -20,14 +20,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/taskworker/taskworker/internal/agenttest"
-	"github.com/taskworker/taskworker/internal/anthropictest"
 	"github.com/taskworker/taskworker/internal/devstack"
-	"github.com/taskworker/taskworker/internal/openaitest"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/tasksapi"
-	"github.com/taskworker/taskworker/internal/testtool"
+	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/standin/anthropictest"
+	"github.com/taskworker/taskworker/internal/testkit/standin/openaitest"
+	"github.com/taskworker/taskworker/internal/testkit/testtool"
 	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/taskworker/taskworker/internal/testtool"
+	"github.com/taskworker/taskworker/internal/testkit/testtool"
 )
 
 // TestDashboardCreatesRunsAndFollowsATask drives the local stack's page in

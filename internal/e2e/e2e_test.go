@@ -16,11 +16,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/taskworker/taskworker/internal/agenttest"
 	"github.com/taskworker/taskworker/internal/devstack"
-	"github.com/taskworker/taskworker/internal/github/githubtest"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/standin/githubtest"
 	"github.com/taskworker/taskworker/worker"
 	"github.com/taskworker/taskworker/workflows"
 )

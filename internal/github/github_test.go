@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/taskworker/taskworker/internal/github/githubtest"
+	"github.com/taskworker/taskworker/internal/testkit/standin/githubtest"
 )
 
 func TestOpenThenFindTheExistingPullRequest(t *testing.T) {

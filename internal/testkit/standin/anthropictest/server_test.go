@@ -1,30 +1,25 @@
 package anthropictest
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/testkit/standin"
 )
 
 func post(t *testing.T, s *Server, key, version, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/v1/messages", strings.NewReader(body))
-	require.NoError(t, err)
+	header := http.Header{}
 	if key != "" {
-		req.Header.Set("x-api-key", key)
+		header.Set("x-api-key", key)
 	}
 	if version != "" {
-		req.Header.Set("anthropic-version", version)
+		header.Set("anthropic-version", version)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(data)
+	return standin.Post(t, s.URL+"/v1/messages", header, body)
 }
 
 // The stand-in refuses what the real API refuses, so an adapter bug shows up in tests.

@@ -30,7 +30,7 @@ type messageBody struct {
 // message builds the assistant message for reply, with fresh ids: the CLI
 // merges consecutive messages that share an id.
 func (s *Server) message(model string, reply Reply) messageBody {
-	n := s.ids.Add(1)
+	n := s.NextAnswer()
 	msg := messageBody{ID: fmt.Sprintf("msg_%06d", n), Type: "message", Role: "assistant", Model: model,
 		Usage: map[string]int{"input_tokens": 100, "output_tokens": 20}}
 	if reply.Thinking != "" {

@@ -7,12 +7,12 @@ package anthropictest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 
-	"github.com/taskworker/taskworker/internal/standin"
+	"github.com/taskworker/taskworker/internal/testkit/standin"
 )
 
 // Reply is one assistant turn: text and tool calls, or an API error.
@@ -58,58 +58,45 @@ type ToolResult struct {
 type Script func(Conversation) Reply
 
 // Server is a running stand-in.
-type Server struct {
-	standin.Server
-	APIKey string
-
-	script Script
-	ids    atomic.Int64
-}
+type Server struct{ standin.ModelServer }
 
 // Start serves script, accepting apiKey as x-api-key or a bearer token.
 func Start(apiKey string, script Script) *Server {
-	s := &Server{APIKey: apiKey, script: script}
-	s.Serve(http.HandlerFunc(s.handle))
+	s := &Server{}
+	s.messagesAPI().Serve(&s.ModelServer, apiKey, script)
 	return s
 }
 
-func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/api/hello" { // the CLI's connectivity check
-		w.WriteHeader(http.StatusOK)
-		return
+func (s *Server) messagesAPI() standin.ModelAPI[request, Conversation, Reply] {
+	return standin.ModelAPI[request, Conversation, Reply]{
+		Endpoint:     "/v1/messages",
+		Probe:        "/api/hello", // Claude Code's connectivity check
+		NotFoundType: "not_found_error",
+		Authenticated: func(r *http.Request, apiKey string) bool {
+			key := r.Header.Get("x-api-key")
+			if key == "" {
+				key = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			}
+			return key == apiKey
+		},
+		Unauthenticated: standin.Refusal{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "invalid x-api-key"},
+		CheckHeaders: func(r *http.Request) error {
+			if r.Header.Get("anthropic-version") == "" {
+				return errors.New("anthropic-version: header is required")
+			}
+			return nil
+		},
+		BadJSON:      "invalid JSON body: ",
+		Conversation: request.conversation,
+		Failure: func(reply Reply) standin.Refusal {
+			return standin.Refusal{Status: reply.Status, Type: reply.ErrType, Message: reply.Message}
+		},
+		ErrorBody: errorBody,
+		Answer:    s.answer,
 	}
-	if r.URL.Path != "/v1/messages" || r.Method != http.MethodPost {
-		s.refuse(w, http.StatusNotFound, "not_found_error", fmt.Sprintf("%s %s is not served by this stand-in", r.Method, r.URL.Path))
-		return
-	}
-	key := r.Header.Get("x-api-key")
-	if key == "" {
-		key = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	}
-	if key != s.APIKey {
-		s.refuse(w, http.StatusUnauthorized, "authentication_error", "invalid x-api-key")
-		return
-	}
-	if r.Header.Get("anthropic-version") == "" {
-		s.refuse(w, http.StatusBadRequest, "invalid_request_error", "anthropic-version: header is required")
-		return
-	}
-	var req request
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		s.refuse(w, http.StatusBadRequest, "invalid_request_error", "invalid JSON body: "+err.Error())
-		return
-	}
-	conv, err := req.conversation()
-	if err != nil {
-		s.refuse(w, http.StatusBadRequest, "invalid_request_error", err.Error())
-		return
-	}
-	s.Served()
-	reply := s.script(conv)
-	if reply.Status != 0 {
-		standin.WriteJSON(w, reply.Status, errorBody(reply.ErrType, reply.Message))
-		return
-	}
+}
+
+func (s *Server) answer(w http.ResponseWriter, req request, reply Reply) {
 	msg := s.message(req.Model, reply)
 	if req.Stream {
 		s.stream(w, msg)
@@ -117,11 +104,6 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(msg)
-}
-
-// refuse answers an error the real API would give, and records it.
-func (s *Server) refuse(w http.ResponseWriter, status int, typ, message string) {
-	s.Refuse(w, status, typ, message, errorBody(typ, message))
 }
 
 func errorBody(typ, message string) any {

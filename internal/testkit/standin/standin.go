@@ -1,13 +1,17 @@
 // Package standin is what the stand-ins for third-party APIs share: the
-// record of what they served and of what they refused, as the real API would.
+// record of what they served and of what they refused, as the real API
+// would, and the request path of the model APIs.
 package standin
 
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
+	"testing"
 )
 
 // Server is a stand-in's HTTP server and its record.
@@ -68,4 +72,25 @@ func WriteJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// Post sends body to url with header, as a test's client of a stand-in, and
+// returns the status and the answer.
+func Post(t testing.TB, url string, header http.Header, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(data)
 }

@@ -12,9 +12,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync/atomic"
 
-	"github.com/taskworker/taskworker/internal/standin"
+	"github.com/taskworker/taskworker/internal/testkit/standin"
 )
 
 // Reply is one model response: a message, or a call of Codex's exec tool
@@ -50,53 +49,32 @@ type Conversation struct {
 type Script func(Conversation) Reply
 
 // Server is a running stand-in.
-type Server struct {
-	standin.Server
-	APIKey string
-
-	script Script
-	ids    atomic.Int64
-}
+type Server struct{ standin.ModelServer }
 
 // Start serves script under /v1, accepting apiKey as a bearer token.
 func Start(apiKey string, script Script) *Server {
-	s := &Server{APIKey: apiKey, script: script}
-	s.Serve(http.HandlerFunc(s.handle))
+	s := &Server{}
+	s.responsesAPI().Serve(&s.ModelServer, apiKey, script)
 	s.URL += "/v1"
 	return s
 }
 
-func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1/responses" || r.Method != http.MethodPost {
-		s.refuse(w, http.StatusNotFound, "invalid_request_error", fmt.Sprintf("%s %s is not served by this stand-in", r.Method, r.URL.Path))
-		return
+func (s *Server) responsesAPI() standin.ModelAPI[request, Conversation, Reply] {
+	return standin.ModelAPI[request, Conversation, Reply]{
+		Endpoint:     "/v1/responses",
+		NotFoundType: "invalid_request_error",
+		Authenticated: func(r *http.Request, apiKey string) bool {
+			return r.Header.Get("Authorization") == "Bearer "+apiKey
+		},
+		Unauthenticated: standin.Refusal{Status: http.StatusUnauthorized, Type: "invalid_api_key", Message: "Incorrect API key provided."},
+		BadJSON:         "We could not parse the JSON body of your request: ",
+		Conversation:    request.conversation,
+		Failure: func(reply Reply) standin.Refusal {
+			return standin.Refusal{Status: reply.Status, Type: reply.ErrType, Message: reply.Message}
+		},
+		ErrorBody: errorBody,
+		Answer:    s.stream,
 	}
-	if r.Header.Get("Authorization") != "Bearer "+s.APIKey {
-		s.refuse(w, http.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
-		return
-	}
-	var req request
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		s.refuse(w, http.StatusBadRequest, "invalid_request_error", "We could not parse the JSON body of your request: "+err.Error())
-		return
-	}
-	conv, err := req.conversation()
-	if err != nil {
-		s.refuse(w, http.StatusBadRequest, "invalid_request_error", err.Error())
-		return
-	}
-	s.Served()
-	reply := s.script(conv)
-	if reply.Status != 0 {
-		standin.WriteJSON(w, reply.Status, errorBody(reply.ErrType, reply.Message))
-		return
-	}
-	s.stream(w, req.Model, reply)
-}
-
-// refuse answers an error the real API would give, and records it.
-func (s *Server) refuse(w http.ResponseWriter, status int, typ, message string) {
-	s.Refuse(w, status, typ, message, errorBody(typ, message))
 }
 
 func errorBody(typ, message string) any {
@@ -203,8 +181,8 @@ func outputText(raw json.RawMessage) string {
 }
 
 // stream sends the reply as Responses API server-sent events.
-func (s *Server) stream(w http.ResponseWriter, model string, reply Reply) {
-	n := s.ids.Add(1)
+func (s *Server) stream(w http.ResponseWriter, req request, reply Reply) {
+	n := s.NextAnswer()
 	w.Header().Set("Content-Type", "text/event-stream")
 	flusher, _ := w.(http.Flusher)
 	seq := 0
@@ -217,7 +195,7 @@ func (s *Server) stream(w http.ResponseWriter, model string, reply Reply) {
 			flusher.Flush()
 		}
 	}
-	response := map[string]any{"id": fmt.Sprintf("resp_%06d", n), "object": "response", "model": model, "status": "in_progress", "output": []any{}}
+	response := map[string]any{"id": fmt.Sprintf("resp_%06d", n), "object": "response", "model": req.Model, "status": "in_progress", "output": []any{}}
 	send(map[string]any{"type": "response.created", "response": response})
 	var output []any
 	add := func(it map[string]any) {

@@ -1,25 +1,17 @@
 package openaitest
 
 import (
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/testkit/standin"
 )
 
 func post(t *testing.T, s *Server, key, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/responses", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(data)
+	return standin.Post(t, s.URL+"/responses", http.Header{"Authorization": {"Bearer " + key}}, body)
 }
 
 func TestTheStandInRefusesWhatTheAPIRefuses(t *testing.T) {
