@@ -24,6 +24,7 @@ import (
 	"github.com/taskworker/taskworker/internal/egress"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/redact"
@@ -212,7 +213,7 @@ const (
 
 func (a *Activities) logger(ref RunRef) *zap.Logger {
 	return a.Logger.With(zap.String("task_id", ref.TaskID), zap.String("run_id", ref.RunID),
-		zap.String("workflow_id", "task-processing-"+ref.TaskID+"-"+ref.RunID))
+		zap.String("workflow_id", kickoff.WorkflowID(ref.TaskID, ref.RunID)))
 }
 
 // stream opens the log of one step of a run. Its entries' event_ids are

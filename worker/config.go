@@ -21,10 +21,9 @@ import (
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/egress"
 	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/sandbox"
-
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // Config is the daemon's whole configuration, read from the environment once at start-up.
@@ -236,7 +235,7 @@ func (c *Config) fillComputed() {
 		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if c.TaskQueue == "" {
-		c.TaskQueue = workflows.DefaultTaskQueue
+		c.TaskQueue = kickoff.DefaultTaskQueue
 	}
 	if c.DispatchPool == "" {
 		c.DispatchPool = c.TaskQueue

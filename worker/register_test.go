@@ -17,8 +17,8 @@ import (
 	tworker "go.temporal.io/sdk/worker"
 
 	"github.com/taskworker/taskworker/activities"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // recordingRegistry notes the activities registered on it. One that is
@@ -47,7 +47,7 @@ func TestTheWorkflowFindsEveryStepTheWorkerRegisters(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	const taskID, runID = "0b6f3c1e-8a3f-4a51-9d7e-2f4b1c9a7e10", "5d2e9f80-1c4b-4e7a-a3b2-6c8d9e0f1a2b"
-	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: workflows.WorkflowID(taskID, runID)})
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: kickoff.WorkflowID(taskID, runID)})
 	var shared, host []string
 	register(recordingRegistry{env, &shared, false}, recordingRegistry{env, &host, true}, &activities.Activities{})
 	sort.Strings(shared)
@@ -99,7 +99,7 @@ func TestTheWorkflowFindsEveryStepTheWorkerRegisters(t *testing.T) {
 		return nil
 	})
 
-	env.ExecuteWorkflow(workflows.ProcessTaskName, map[string]any{"run_id": runID})
+	env.ExecuteWorkflow(kickoff.WorkflowType, map[string]any{"run_id": runID})
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
 	require.Equal(t, tasksapi.StatusCompleted, finished)

@@ -20,6 +20,7 @@ import (
 	"github.com/taskworker/taskworker/internal/dispatch"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/redact"
@@ -200,7 +201,7 @@ func newBroker(cfg Config, logger *zap.Logger) (*broker.Broker, broker.Provider,
 // and the steps that use a run's workspace on the worker of this process's
 // own queue.
 func register(shared, host tworker.Registry, acts *activities.Activities) {
-	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: workflows.ProcessTaskName})
+	shared.RegisterWorkflowWithOptions(workflows.ProcessTask, workflow.RegisterOptions{Name: kickoff.WorkflowType})
 	for name, fn := range activities.SharedActivities(acts) {
 		shared.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

@@ -7,13 +7,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/taskworker/taskworker/internal/kickoff"
 )
-
-// ProcessTaskName is the workflow type PostHog starts for a run.
-const ProcessTaskName = "process-task"
-
-// DefaultTaskQueue is PostHog's task queue for process-task.
-const DefaultTaskQueue = "tasks-task-queue"
 
 // Input is PostHog's workflow input: {"run_id": "...", "create_pr": true, ...}.
 // Unknown keys are ignored, and no value of a wrong type can make decoding
@@ -57,32 +53,20 @@ func anyField(raw json.RawMessage) any {
 	return v
 }
 
-const uuidPattern = `[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`
-
-var (
-	uuidRe       = regexp.MustCompile(`^` + uuidPattern + `$`)
-	workflowIDRe = regexp.MustCompile(`^task-processing-(` + uuidPattern + `)-`)
-)
-
-// WorkflowID is the ID PostHog gives a run's workflow.
-func WorkflowID(taskID, runID string) string {
-	return "task-processing-" + taskID + "-" + runID
-}
+var uuidRe = regexp.MustCompile(`^` + kickoff.UUIDPattern + `$`)
 
 // resolveRun finds the task and run IDs: task_id from the input when present,
 // else the first UUID of the workflow ID task-processing-{task_id}-{run_id}.
 func resolveRun(in Input, workflowID string) (taskID, runID string, err error) {
 	runID, taskID = in.RunID, in.TaskID
 	if runID == "" {
-		return "", "", fmt.Errorf("workflow input has no run_id: start %s with {\"run_id\": \"<run uuid>\"}", ProcessTaskName)
+		return "", "", fmt.Errorf("workflow input has no run_id: start %s with {\"run_id\": \"<run uuid>\"}", kickoff.WorkflowType)
 	}
 	if !uuidRe.MatchString(runID) {
 		return "", "", fmt.Errorf("run_id %q in the workflow input is not a UUID", runID)
 	}
 	if taskID == "" {
-		if m := workflowIDRe.FindStringSubmatch(workflowID); m != nil {
-			taskID = m[1]
-		}
+		taskID = kickoff.TaskOf(workflowID)
 	}
 	if taskID == "" {
 		return "", "", fmt.Errorf("no task_id: the workflow input has none and workflow ID %q is not task-processing-{task_id}-{run_id}", workflowID)

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/taskworker/taskworker/activities"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -41,7 +42,7 @@ func (s *workflowSuite) SetupTest() {
 			s.env.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 		}
 	}
-	s.env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: WorkflowID(taskID, runID)})
+	s.env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: kickoff.WorkflowID(taskID, runID)})
 	s.finished = nil
 }
 
@@ -295,7 +296,7 @@ func blockUntilCancelled(ctx context.Context, _ activities.AgentInput) (activiti
 }
 
 func TestResolveRun(t *testing.T) {
-	wfID := WorkflowID(taskID, runID)
+	wfID := kickoff.WorkflowID(taskID, runID)
 	cases := []struct {
 		name, workflowID, wantTask, wantErr string
 		in                                  Input

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -77,7 +78,7 @@ func demo(ctx context.Context, args []string) error {
 		return fmt.Errorf("run the task: %w", err)
 	}
 	run := *kicked.LatestRun
-	fmt.Printf("Run %s kicked off (workflow task-processing-%s-%s)\n\n", run.ID, task.ID, run.ID)
+	fmt.Printf("Run %s kicked off (workflow %s)\n\n", run.ID, kickoff.WorkflowID(task.ID, run.ID))
 
 	run, err = follow(ctx, api, task.ID, run.ID)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/taskworker/taskworker/internal/dashboard"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/worker"
@@ -120,7 +121,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.DataDir != "" {
 		apiDir = filepath.Join(opts.DataDir, "tasks")
 	}
-	var starter localapi.Starter = &localapi.TemporalStarter{Client: s.Client, TaskQueue: wcfg.TaskQueue, ExecutionTimeout: wcfg.RunTimeout + time.Hour}
+	var starter localapi.Starter = kickoff.Starter{Temporal: s.Client, TaskQueue: wcfg.TaskQueue, ExecutionTimeout: wcfg.RunTimeout + time.Hour}
 	if opts.NoKickoff {
 		starter = nil
 	}

@@ -17,9 +17,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/tasksapi"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // API is the part of the Tasks API the dispatcher uses.
@@ -190,16 +190,9 @@ func (d *Dispatcher) dispatchTask(ctx context.Context, task tasksapi.Task, stats
 // workflow already ended is not started again — it would repeat whatever the
 // first attempt did — but failed with a message, so it is never stuck.
 func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stats *Stats) (step string, err error) {
-	id := workflows.WorkflowID(taskID, runID)
-	_, err = d.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                       id,
-		TaskQueue:                d.Config.TaskQueue,
-		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		WorkflowExecutionTimeout: d.Config.ExecutionTimeout,
-		// Without it the SDK hands back the running workflow as if it had
-		// just started it, and every dispatcher would count the run as its own.
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, workflows.ProcessTaskName, map[string]any{"run_id": runID, "create_pr": true})
+	id := kickoff.WorkflowID(taskID, runID)
+	err = kickoff.Starter{Temporal: d.Temporal, TaskQueue: d.Config.TaskQueue, ExecutionTimeout: d.Config.ExecutionTimeout, Once: true}.
+		StartRun(ctx, taskID, runID)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
 	case err == nil:
@@ -209,7 +202,7 @@ func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stat
 	case errors.As(err, &already):
 		return d.checkExisting(ctx, taskID, runID, id, stats)
 	default:
-		return "start", fmt.Errorf("start workflow %s: %w", id, err)
+		return "start", err
 	}
 }
 

@@ -16,9 +16,9 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/tasksapi"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // fakeAPI is a Tasks API of tasks and their runs that fails where told.
@@ -115,8 +115,8 @@ func TestEachTaskAndRunIsDispatchedOnItsOwn(t *testing.T) {
 		api.tasks = append(api.tasks, task(id, api.runs[id]...))
 	}
 	temporal := &fakeTemporal{
-		startFails: map[string]bool{workflows.WorkflowID("b", "b1"): true},
-		ended:      map[string]bool{workflows.WorkflowID("b", "b2"): true},
+		startFails: map[string]bool{kickoff.WorkflowID("b", "b1"): true},
+		ended:      map[string]bool{kickoff.WorkflowID("b", "b2"): true},
 	}
 	m := metrics.New("test")
 	d := &Dispatcher{API: api, Temporal: temporal, Logger: zap.NewNop(), Metrics: m,
@@ -125,7 +125,7 @@ func TestEachTaskAndRunIsDispatchedOnItsOwn(t *testing.T) {
 	stats, err := d.Cycle(context.Background())
 	require.NoError(t, err, "a failed task or run does not fail the cycle")
 	sort.Strings(temporal.started)
-	require.Equal(t, []string{workflows.WorkflowID("b", "b3"), workflows.WorkflowID("c", "c1")}, temporal.started)
+	require.Equal(t, []string{kickoff.WorkflowID("b", "b3"), kickoff.WorkflowID("c", "c1")}, temporal.started)
 	require.Equal(t, 2, stats.Started)
 	require.Equal(t, 3, stats.Failed)
 	require.Zero(t, stats.Orphaned, "the orphan whose PATCH failed is tried again next cycle")
@@ -177,7 +177,7 @@ func TestOnlyLocalRunsAreDispatched(t *testing.T) {
 		Config: Config{PageSize: 100, MaxPages: 1, TaskQueue: "q", Pool: "p"}}
 	stats, err := d.Cycle(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, []string{workflows.WorkflowID("mixed", "m2")}, temporal.started)
+	require.Equal(t, []string{kickoff.WorkflowID("mixed", "m2")}, temporal.started)
 	require.Equal(t, 3, stats.NotLocal)
 	require.Equal(t, 1, stats.Queued)
 	require.Equal(t, 3, stats.Requests, "no run listing for a task whose latest run isn't ours: one page, one listing, one note")

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -29,7 +30,6 @@ import (
 	"github.com/taskworker/taskworker/internal/testkit/standin/openaitest"
 	"github.com/taskworker/taskworker/internal/testkit/testtool"
 	"github.com/taskworker/taskworker/worker"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // sessionUpdates lists the session/update entries as kind or kind:status.
@@ -507,7 +507,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 
 	t.Run("cancelling a run stops Claude Code and the commands it runs", func(t *testing.T) {
 		task, runID, pid := hangingRun(t)
-		require.NoError(t, stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, runID), ""))
+		require.NoError(t, stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, runID), ""))
 		waitForStatus(t, task, runID, tasksapi.StatusCancelled)
 		require.Eventually(t, func() bool { return !process.Alive(pid) && len(claudeProcesses(t)) == 0 },
 			10*time.Second, 20*time.Millisecond, "Claude Code or its command outlived the cancelled run")

@@ -12,9 +12,9 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/dispatch"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/worker"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // A local run queued in a Tasks API whose kick-off can't reach our Temporal
@@ -48,7 +48,7 @@ func TestDispatcherCompletesRunsTheAPIOnlyQueued(t *testing.T) {
 	cloudRun, err := api.GetRun(ctx, cloudTask.ID, cloud.LatestRun.ID)
 	require.NoError(t, err)
 	require.Equal(t, tasksapi.StatusQueued, cloudRun.Status)
-	_, err = stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(cloudTask.ID, cloudRun.ID), "")
+	_, err = stack.Client.DescribeWorkflowExecution(ctx, kickoff.WorkflowID(cloudTask.ID, cloudRun.ID), "")
 	require.Error(t, err, "no workflow was started for the cloud run")
 }
 
@@ -109,7 +109,7 @@ func TestTwoDispatchersStartEachRunOnce(t *testing.T) {
 	wg.Wait()
 	require.Equal(t, 20, results[0].Started+results[1].Started, "each run started exactly once: %+v", results)
 	for _, task := range tasks {
-		desc, err := stack.Client.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(task.ID, task.LatestRun.ID), "")
+		desc, err := stack.Client.DescribeWorkflowExecution(context.Background(), kickoff.WorkflowID(task.ID, task.LatestRun.ID), "")
 		require.NoError(t, err)
 		require.Equal(t, "Running", desc.WorkflowExecutionInfo.Status.String())
 	}
@@ -139,7 +139,7 @@ func TestAQueuedRunWhoseWorkflowEndedIsFailedNotRestarted(t *testing.T) {
 	d := dispatcher(stack, "pool", 100)
 	_, err := d.Cycle(context.Background())
 	require.NoError(t, err)
-	id := workflows.WorkflowID(task.ID, task.LatestRun.ID)
+	id := kickoff.WorkflowID(task.ID, task.LatestRun.ID)
 	// The workflow ends without touching the run (terminated by hand, say).
 	require.NoError(t, stack.Client.TerminateWorkflow(context.Background(), id, "", "by hand"))
 

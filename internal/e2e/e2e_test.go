@@ -17,12 +17,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
 	"github.com/taskworker/taskworker/internal/testkit/standin/githubtest"
 	"github.com/taskworker/taskworker/worker"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 const repo = "acme/app"
@@ -127,7 +127,7 @@ func waitForEnd(t *testing.T, taskID, runID string) tasksapi.TaskRun {
 		return run.Status.Terminal()
 	}, 2*time.Minute, 50*time.Millisecond, "run %s did not end", runID)
 	// The workflow has returned once Temporal says so: nothing may follow.
-	wf := h.stack.Client.GetWorkflow(context.Background(), workflows.WorkflowID(taskID, runID), "")
+	wf := h.stack.Client.GetWorkflow(context.Background(), kickoff.WorkflowID(taskID, runID), "")
 	_ = wf.Get(context.Background(), nil)
 	return run
 }
@@ -335,7 +335,7 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 		require.True(t, process.Alive(pid), "pid %d should be running before the cancel", pid)
 	}
 
-	require.NoError(t, h.stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, run.ID), ""))
+	require.NoError(t, h.stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, run.ID), ""))
 	run = waitForEnd(t, task.ID, run.ID)
 
 	require.Equal(t, tasksapi.StatusCancelled, run.Status)
@@ -376,7 +376,7 @@ func TestARunCancelledFromTheUIStopsItsAgentAndKeepsItsStatus(t *testing.T) {
 	// What PostHog's UI does: set the run's status itself.
 	_, err := h.api.UpdateRun(context.Background(), task.ID, run.ID, tasksapi.RunUpdate{Status: tasksapi.StatusCancelled})
 	require.NoError(t, err)
-	wf := h.stack.Client.GetWorkflow(context.Background(), workflows.WorkflowID(task.ID, run.ID), "")
+	wf := h.stack.Client.GetWorkflow(context.Background(), kickoff.WorkflowID(task.ID, run.ID), "")
 	require.NoError(t, wf.Get(context.Background(), nil), "the workflow ends without error")
 
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},

@@ -9,9 +9,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // ownStack is a stack of a test's own (the shared one won't do: the test
@@ -70,7 +70,7 @@ func runTaskToEnd(t *testing.T, stack *devstack.Stack, api *tasksapi.Client, req
 		return run.Status.Terminal()
 	}, within, 50*time.Millisecond, "run %s did not end", kicked.LatestRun.ID)
 	// The workflow returns just after its terminal PATCH; a failed run's with its error.
-	err = stack.Client.GetWorkflow(ctx, workflows.WorkflowID(task.ID, run.ID), "").Get(ctx, nil)
+	err = stack.Client.GetWorkflow(ctx, kickoff.WorkflowID(task.ID, run.ID), "").Get(ctx, nil)
 	if run.Status == tasksapi.StatusCompleted {
 		require.NoError(t, err)
 	}

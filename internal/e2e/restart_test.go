@@ -11,9 +11,9 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/worker"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 // The local stack keeps its state in its data dir: tasks, runs and Temporal's
@@ -35,7 +35,7 @@ func TestLocalStackStateSurvivesARestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, firstRun.ID, task.LatestRun.ID)
 	require.Equal(t, tasksapi.StatusCompleted, task.LatestRun.Status)
-	desc, err := stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(first.ID, firstRun.ID), "")
+	desc, err := stack.Client.DescribeWorkflowExecution(ctx, kickoff.WorkflowID(first.ID, firstRun.ID), "")
 	require.NoError(t, err, "the workflow history survived the restart")
 	require.Equal(t, "Completed", desc.WorkflowExecutionInfo.Status.String())
 
@@ -79,7 +79,7 @@ func TestAVersionedWorkerServesItsCurrentVersion(t *testing.T) {
 
 	task, run := runToEnd(t, stack, api, "nothing on a versioned worker", "", time.Minute)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
-	desc, err := stack.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(task.ID, run.ID), "")
+	desc, err := stack.Client.DescribeWorkflowExecution(ctx, kickoff.WorkflowID(task.ID, run.ID), "")
 	require.NoError(t, err)
 	info := desc.GetWorkflowExecutionInfo().GetVersioningInfo()
 	require.Equal(t, "build-1", info.GetDeploymentVersion().GetBuildId())

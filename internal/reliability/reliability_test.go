@@ -24,12 +24,12 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/taskworker/taskworker/internal/devstack"
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
 	"github.com/taskworker/taskworker/worker"
-	"github.com/taskworker/taskworker/workflows"
 )
 
 const (
@@ -407,7 +407,7 @@ func TestSIGTERMDrainsTheRun(t *testing.T) {
 func TestCancelDuringTheAgent(t *testing.T) {
 	task, runID, marks := kickOff(t, "hang")
 	pid := agentPID(t, marks, runID)
-	require.NoError(t, s.stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, runID), ""))
+	require.NoError(t, s.stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, runID), ""))
 	run := waitEnd(t, task.ID, runID, time.Minute)
 	r := row{scenario: "5. cancel during the agent", runs: 1, terminal: 1}
 	if run.Status == tasksapi.StatusCancelled {
@@ -457,7 +457,7 @@ func TestCancelWhileCloning(t *testing.T) {
 		log = strings.Join(rawStrings(raw), "")
 		return strings.Contains(log, `"status":"started","step":"clone"`)
 	}, time.Minute, 5*time.Millisecond, "the clone never started")
-	require.NoError(t, s.stack.Client.CancelWorkflow(ctx, workflows.WorkflowID(task.ID, runID), ""))
+	require.NoError(t, s.stack.Client.CancelWorkflow(ctx, kickoff.WorkflowID(task.ID, runID), ""))
 	require.NotContains(t, log, `"status":"completed","step":"clone"`, "the cancel came while the clone ran")
 	run := waitEnd(t, task.ID, runID, time.Minute)
 	r := row{scenario: "5. cancel while cloning", runs: 1, terminal: 1}
@@ -488,7 +488,7 @@ func TestCancelWhilePublishing(t *testing.T) {
 		require.NoError(t, err)
 		return strings.Contains(strings.Join(rawStrings(raw), ""), `"status":"completed","step":"agent"`)
 	}, time.Minute, 20*time.Millisecond, "the agent step never finished")
-	require.NoError(t, s.stack.Client.CancelWorkflow(context.Background(), workflows.WorkflowID(task.ID, runID), ""))
+	require.NoError(t, s.stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, runID), ""))
 	run := waitEnd(t, task.ID, runID, time.Minute)
 	r := row{scenario: "5. cancel while publishing", runs: 1, terminal: 1}
 	if run.Status == tasksapi.StatusCancelled {
@@ -569,7 +569,7 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 		s.faults.Force(refused.ID, code)
 		kicked, err := s.control.RunTask(ctx, refused.ID)
 		require.NoError(t, err)
-		err = s.stack.Client.GetWorkflow(ctx, workflows.WorkflowID(refused.ID, kicked.LatestRun.ID), "").Get(ctx, nil)
+		err = s.stack.Client.GetWorkflow(ctx, kickoff.WorkflowID(refused.ID, kicked.LatestRun.ID), "").Get(ctx, nil)
 		s.faults.Force(refused.ID, 0)
 		r.runs++
 		r.terminal++
@@ -586,8 +586,8 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 		"task": {"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"},
 	} {
 		wf, err := s.stack.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-			ID: workflows.WorkflowID(ids[0], ids[1]), TaskQueue: workflows.DefaultTaskQueue,
-		}, workflows.ProcessTaskName, map[string]any{"run_id": ids[1]})
+			ID: kickoff.WorkflowID(ids[0], ids[1]), TaskQueue: kickoff.DefaultTaskQueue,
+		}, kickoff.WorkflowType, map[string]any{"run_id": ids[1]})
 		require.NoError(t, err)
 		err = wf.Get(ctx, nil)
 		r.runs++
@@ -602,8 +602,8 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 	require.NoError(t, err)
 	missingRun := "00000000-0000-4000-8000-000000000003"
 	wf, err := s.stack.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: workflows.WorkflowID(task.ID, missingRun), TaskQueue: workflows.DefaultTaskQueue,
-	}, workflows.ProcessTaskName, map[string]any{"run_id": missingRun})
+		ID: kickoff.WorkflowID(task.ID, missingRun), TaskQueue: kickoff.DefaultTaskQueue,
+	}, kickoff.WorkflowType, map[string]any{"run_id": missingRun})
 	require.NoError(t, err)
 	err = wf.Get(ctx, nil)
 	r.runs++

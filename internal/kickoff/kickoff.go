@@ -1,0 +1,82 @@
+// Package kickoff is how a run's process-task workflow is named and
+// started, as PostHog does it: the one place that knows the workflow's type,
+// its ID and its input.
+package kickoff
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+)
+
+// WorkflowType is the workflow type PostHog starts for a run.
+const WorkflowType = "process-task"
+
+// DefaultTaskQueue is PostHog's task queue for process-task.
+const DefaultTaskQueue = "tasks-task-queue"
+
+const idPrefix = "task-processing-"
+
+// WorkflowID is the ID PostHog gives a run's workflow:
+// task-processing-{task_id}-{run_id}.
+func WorkflowID(taskID, runID string) string { return idPrefix + taskID + "-" + runID }
+
+// UUIDPattern matches a UUID.
+const UUIDPattern = `[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`
+
+var workflowIDRe = regexp.MustCompile(`^` + idPrefix + `(` + UUIDPattern + `)-`)
+
+// TaskOf is the task ID in a workflow ID, lower case; "" when the ID is not
+// PostHog's.
+func TaskOf(workflowID string) string {
+	if m := workflowIDRe.FindStringSubmatch(workflowID); m != nil {
+		return strings.ToLower(m[1])
+	}
+	return ""
+}
+
+// Input is the workflow input PostHog sends for a run.
+func Input(runID string) map[string]any { return map[string]any{"run_id": runID, "create_pr": true} }
+
+// Executor is the part of the Temporal client a Starter uses.
+type Executor interface {
+	ExecuteWorkflow(ctx context.Context, options client.StartWorkflowOptions, workflow any, args ...any) (client.WorkflowRun, error)
+}
+
+// Starter starts runs' workflows.
+type Starter struct {
+	Temporal  Executor
+	TaskQueue string
+	// ExecutionTimeout bounds the whole workflow; PostHog sets one too.
+	ExecutionTimeout time.Duration
+	// Once makes the workflow ID a lock: a run whose workflow was ever
+	// started is never started again, and a start that finds it running
+	// fails (serviceerror.WorkflowExecutionAlreadyStarted). Without it, as
+	// PostHog does, a run whose workflow failed may be started again.
+	Once bool
+}
+
+// StartRun starts the run's workflow.
+func (s Starter) StartRun(ctx context.Context, taskID, runID string) error {
+	opts := client.StartWorkflowOptions{
+		ID:                       WorkflowID(taskID, runID),
+		TaskQueue:                s.TaskQueue,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+		WorkflowExecutionTimeout: s.ExecutionTimeout,
+	}
+	if s.Once {
+		opts.WorkflowIDReusePolicy = enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE
+		// Without it the SDK hands back the running workflow as if it had
+		// just started it, and every caller would count the run as its own.
+		opts.WorkflowExecutionErrorWhenAlreadyStarted = true
+	}
+	if _, err := s.Temporal.ExecuteWorkflow(ctx, opts, WorkflowType, Input(runID)); err != nil {
+		return fmt.Errorf("start %s %s: %w", WorkflowType, opts.ID, err)
+	}
+	return nil
+}
