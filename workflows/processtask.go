@@ -41,6 +41,7 @@ const (
 var nonRetryable = []string{
 	activities.ErrInvalidInput, activities.ErrAgentNotStarted, activities.ErrAgentFailed,
 	activities.ErrAgentTimeout, activities.ErrRunAlreadyEnded, activities.ErrTasksAPIResponse,
+	activities.ErrAttemptFenced,
 }
 
 func apiOptions() workflow.ActivityOptions {
@@ -119,6 +120,10 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	dropped := run.LogDropped
 	attempts := max(run.HostAttempts, 1)
 	for attempt := 1; ; attempt++ {
+		// Each attempt's steps carry its number and record it on the run, so
+		// that the steps of an attempt given up for lost, on a worker that
+		// is only cut off from Temporal, learn they were superseded.
+		run.HostAttempt = attempt
 		res, err = hostPhase(workCtx, run)
 		dropped += res.LogDropped
 		if err == nil || !hostLost(err) || workCtx.Err() != nil || attempt >= attempts {

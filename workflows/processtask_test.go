@@ -132,14 +132,20 @@ func (s *workflowSuite) TestALostHostIsReplacedAndTheRunCompletes() {
 	rc := s.runContext()
 	rc.HostAttempts = 3
 	agentCalls, notes := 0, []string{}
+	var agentAttempts, publishAttempts []int
 	s.steps(map[string][]any{
 		"StartRun": {rc, nil},
-		"RunAgent": {func(context.Context, activities.AgentInput) (activities.AgentOutput, error) {
+		"RunAgent": {func(_ context.Context, in activities.AgentInput) (activities.AgentOutput, error) {
 			agentCalls++
+			agentAttempts = append(agentAttempts, in.Run.HostAttempt)
 			if agentCalls == 1 {
 				return activities.AgentOutput{}, temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_HEARTBEAT, nil)
 			}
 			return activities.AgentOutput{Summary: "done"}, nil
+		}},
+		"Publish": {func(_ context.Context, in activities.PublishInput) (activities.PublishOutput, error) {
+			publishAttempts = append(publishAttempts, in.Run.HostAttempt)
+			return activities.PublishOutput{}, nil
 		}},
 	})
 	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.NoteInput) error {
@@ -149,6 +155,8 @@ func (s *workflowSuite) TestALostHostIsReplacedAndTheRunCompletes() {
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(2, agentCalls)
+	s.Equal([]int{1, 2}, agentAttempts, "each host attempt's steps carry its number")
+	s.Equal([]int{2}, publishAttempts)
 	s.Require().Len(notes, 1)
 	s.Contains(notes[0], "starting over on another worker, attempt 2 of 3")
 	s.requireOneFinish(tasksapi.StatusCompleted)
