@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,8 +13,11 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -217,6 +221,67 @@ func (s *workflowSuite) TestCancelStopsTheAgentAndRecordsCancelled() {
 	s.env.AssertNotCalled(s.T(), "Publish", mock.Anything, mock.Anything)
 	s.requireOneFinish(tasksapi.StatusCancelled)
 	s.env.AssertCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
+}
+
+// Every step the workspace's cleanup and the terminal PATCH follow waits for
+// its cancellation: the agent is stopped, and a push, a pull request or an
+// upload is over, before the workspace is removed and the run is marked
+// cancelled. (The SDK's test environment reports a cancelled activity as
+// cancelled at once, whatever the option says, so the option itself is what
+// can be checked here; internal/e2e checks what a real server does with it.)
+func (s *workflowSuite) TestEveryStepTheCleanupFollowsWaitsForItsCancellation() {
+	scheduled := &scheduledOptions{}
+	s.env.SetWorkerOptions(worker.Options{Interceptors: []interceptor.WorkerInterceptor{scheduled}})
+	s.happyPath()
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	for _, step := range []string{activities.RunAgentName, activities.PublishName} {
+		opts, ok := scheduled.of(step)
+		s.Require().True(ok, "%s was scheduled", step)
+		s.True(opts.WaitForCancellation, "%s waits for its cancellation", step)
+	}
+}
+
+// scheduledOptions records the options each activity is scheduled with.
+type scheduledOptions struct {
+	interceptor.WorkerInterceptorBase
+	mu   sync.Mutex
+	opts map[string]workflow.ActivityOptions
+}
+
+func (r *scheduledOptions) InterceptWorkflow(ctx workflow.Context, next interceptor.WorkflowInboundInterceptor) interceptor.WorkflowInboundInterceptor {
+	return &scheduledInbound{WorkflowInboundInterceptorBase: interceptor.WorkflowInboundInterceptorBase{Next: next}, record: r}
+}
+
+func (r *scheduledOptions) of(activity string) (workflow.ActivityOptions, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	opts, ok := r.opts[activity]
+	return opts, ok
+}
+
+type scheduledInbound struct {
+	interceptor.WorkflowInboundInterceptorBase
+	record *scheduledOptions
+}
+
+func (i *scheduledInbound) Init(outbound interceptor.WorkflowOutboundInterceptor) error {
+	return i.Next.Init(&scheduledOutbound{WorkflowOutboundInterceptorBase: interceptor.WorkflowOutboundInterceptorBase{Next: outbound}, record: i.record})
+}
+
+type scheduledOutbound struct {
+	interceptor.WorkflowOutboundInterceptorBase
+	record *scheduledOptions
+}
+
+func (o *scheduledOutbound) ExecuteActivity(ctx workflow.Context, activityType string, args ...any) workflow.Future {
+	o.record.mu.Lock()
+	if o.record.opts == nil {
+		o.record.opts = map[string]workflow.ActivityOptions{}
+	}
+	o.record.opts[activityType] = workflow.GetActivityOptions(ctx)
+	o.record.mu.Unlock()
+	return o.Next.ExecuteActivity(ctx, activityType, args...)
 }
 
 func (s *workflowSuite) TestMissingTaskIDFailsWithoutCallingTheAPI() {
