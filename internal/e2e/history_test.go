@@ -85,9 +85,11 @@ func requireBefore(t *testing.T, events []string, first, then string) {
 	require.True(t, i >= 0 && j >= 0 && i < j, "%q before %q in %q", first, then, events)
 }
 
-// keepHistory writes the workflow's history to workflows/testdata/name.json
-// when RecordHistoriesEnv is 1, with the machine's name and the tests'
-// temporary folders replaced by fixed ones: the replay reads only the shape.
+// keepHistory writes the workflow's history to
+// workflows/testdata/name/{workflow ID}.json (the workflow reads its task's
+// ID from its own) when RecordHistoriesEnv is 1, in place of the one
+// recorded before, with the machine's name and the tests' temporary folders
+// replaced by fixed ones: the replay reads only the shape.
 func keepHistory(t *testing.T, c client.Client, workflowID, name string) {
 	t.Helper()
 	if os.Getenv(RecordHistoriesEnv) != "1" {
@@ -97,19 +99,23 @@ func keepHistory(t *testing.T, c client.Client, workflowID, name string) {
 	scrub(h.ProtoReflect(), machineNeutral())
 	data, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
 	require.NoError(t, err)
-	require.NoError(t, os.MkdirAll(historyDir, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(historyDir, name+".json"), append(data, '\n'), 0o644))
-	t.Logf("recorded the history of %s in %s", workflowID, filepath.Join(historyDir, name+".json"))
+	dir := filepath.Join(historyDir, name)
+	require.NoError(t, os.RemoveAll(dir))
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	path := filepath.Join(dir, workflowID+".json")
+	require.NoError(t, os.WriteFile(path, append(data, '\n'), 0o644))
+	t.Logf("recorded the history of %s in %s", workflowID, path)
 }
 
 // machineNeutral replaces what names this machine in a history: its host
-// name (in identities and queue names) and the tests' temporary folders.
+// name (in identities, queue names and sticky queue names) and the tests'
+// temporary folders.
 func machineNeutral() func(string) string {
 	host, _ := os.Hostname()
 	temp := regexp.MustCompile(regexp.QuoteMeta(filepath.Clean(os.TempDir())) + `/[^/"\\]+`)
 	var hostRe *regexp.Regexp
 	if host != "" {
-		hostRe = regexp.MustCompile(`\b` + regexp.QuoteMeta(host) + `(-\d+|@)`)
+		hostRe = regexp.MustCompile(`\b` + regexp.QuoteMeta(host) + `(-\d+|@|:)`)
 	}
 	return func(s string) string {
 		s = temp.ReplaceAllString(s, "/tmp/e2e")
