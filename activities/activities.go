@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -131,6 +130,11 @@ type RunContext struct {
 	// LegacyBranch is the name Branch had before it kept the slug's case,
 	// when that differs: an earlier run's branch may have it.
 	LegacyBranch string `json:"legacy_branch,omitempty"`
+	// HostAttempt is the number of the attempt at the workspace steps this
+	// context is given to (1 on the first worker, 2 on the one after it was
+	// given up for lost, ...); 0 from a workflow that did not number them,
+	// and never fenced.
+	HostAttempt int `json:"host_attempt,omitempty"`
 }
 
 // Budget is what the run may spend: its own limits, else the worker's.
@@ -204,7 +208,7 @@ const (
 
 const (
 	defaultFlushTimeout = 30 * time.Second
-	heartbeatEvery      = time.Second
+	heartbeatEvery      = 2 * time.Second
 	// claimMargin lets a claim outlive the run's own deadline long enough for
 	// its cleanup, after which it expires even if no cleanup came.
 	claimMargin    = 10 * time.Minute
@@ -295,30 +299,6 @@ func (a *Activities) setStage(ctx context.Context, ref RunRef, stage string) err
 		return fmt.Errorf("set stage %s: %w", stage, err)
 	}
 	return nil
-}
-
-// keepAlive heartbeats until the returned stop is called, so the activity
-// learns of a cancellation within the heartbeat throttle interval.
-func keepAlive(ctx context.Context) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(heartbeatEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				// The activity's own context: a heartbeat the SDK batches and
-				// sends later must not carry a context that stop cancelled.
-				activity.RecordHeartbeat(ctx)
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
 }
 
 // jittered is d give or take a fifth, at random.

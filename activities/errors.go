@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/fence"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/process"
@@ -27,6 +28,7 @@ const (
 	ErrRunAlreadyEnded   = "RunAlreadyEnded"
 	ErrWorkerBusy        = "WorkerBusy"
 	ErrPullRequest       = "PullRequestError"
+	ErrAttemptFenced     = "AttemptFenced"
 	errInternalRetryable = "Error"
 )
 
@@ -118,6 +120,8 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 	switch {
 	case errors.As(err, &endedErr):
 		errType, final = ErrRunAlreadyEnded, true
+	case fence.Fenced(err):
+		errType, final = ErrAttemptFenced, true
 	case errors.As(err, &inErr):
 		errType, final = ErrInvalidInput, true
 	case errors.As(err, &apiErr):

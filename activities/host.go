@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,6 +16,7 @@ import (
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/artifacts"
+	"github.com/taskworker/taskworker/internal/fence"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
@@ -25,8 +25,10 @@ import (
 )
 
 // runStep frames a workspace step: it records the run's stage (StartRun has
-// already set the first one), heartbeats, and wraps fn, which returns the
-// detail of its completion, in progress entries on the step's own log stream.
+// already set the first one) and wraps fn, which returns the detail of its
+// completion, in progress entries on the step's own log stream. The activity
+// around it heartbeats (holdAttempt), through the final flush too: a flush
+// that waits out an API outage must not look like a lost worker.
 // It returns how many of the step's log entries were lost; a log the API
 // refused for good fails the step.
 // prior is what the activity's earlier steps lost: a failure reports the sum.
@@ -43,20 +45,20 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 		}
 	}
 	log := a.stream(ctx, ref, step, false)
-	stop := keepAlive(ctx)
 	progress(log, step, acp.StepStarted, startDetail)
 	began := time.Now()
 	detail, err := fn(log)
+	if cause := fence.Cause(ctx); err != nil && cause != nil {
+		// Stopped because its attempt was fenced, whatever stopping broke.
+		err = cause
+	}
 	a.Metrics.Step(step, time.Since(began), err)
 	if err != nil {
 		progress(log, step, acp.StepFailed, a.redactError(err))
 	} else {
 		progress(log, step, acp.StepCompleted, detail)
 	}
-	// The heartbeat goes on through the final flush: a flush that waits out
-	// an API outage must not look like a lost worker.
 	dropped, logErr := a.closeStream(ctx, ref, log, 0)
-	stop()
 	if err == nil && logErr != nil {
 		err = logErr
 	}
@@ -170,11 +172,17 @@ const cloneAttempts = 3
 // RunAgent clones the repository into a fresh workspace and runs the coding
 // agent in it, streaming what it says to the run's log. One step, not two:
 // each step costs a trip through the server, and this one is on the path
-// from kick-off to agent. Cancelling it stops the agent's process group.
+// from kick-off to agent. Cancelling it stops the agent's process group, and
+// so does its attempt being fenced (holdAttempt, watchRun).
 func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, error) {
+	ctx, release := a.holdAttempt(ctx, in.Run.RunRef)
+	defer release()
 	ref := in.Run.RunRef
 	var out AgentOutput
 	dropped, err := a.runStep(ctx, ref, StepClone, in.Run.Repository, 0, func(log *logstream.Stream) (string, error) {
+		if err := a.recordAttempt(ctx, in.Run, log); err != nil {
+			return "", err
+		}
 		ws, err := a.prepareWorkspace(ctx, in.Run, log)
 		for attempt := 1; attempt < cloneAttempts && retryableClone(err) && ctx.Err() == nil; attempt++ {
 			log.Console(acp.LevelWarn, fmt.Sprintf("clone failed, trying again: %s", a.redactError(err)))
@@ -198,7 +206,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), dropped, func(log *logstream.Stream) (string, error) {
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
-		ended, refused := a.watchRun(agentCtx, ref, cancel)
+		watch := a.watchRun(agentCtx, ref, in.Run.HostAttempt, cancel)
 		box, err := a.startSandbox(out.Workspace, log)
 		if err != nil {
 			return "", err
@@ -224,7 +232,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			Proxy:        box.proxyURL(),
 		}, log)
 		res.Usage = model.counted(res.Usage)
-		a.recordUsage(ctx, ref, res, log)
+		if fence.Cause(ctx) == nil && watch.superseded() == nil {
+			a.recordUsage(ctx, ref, res, log)
+		}
 		var exitErr *agent.ExitError
 		switch {
 		case err == nil:
@@ -241,18 +251,24 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 					out.Result, err = a.agentResult(in.Run.JSONSchema, res, output, log)
 				}
 			}
+		case fence.Cause(ctx) != nil:
+			err = fence.Cause(ctx)
+			log.Console(acp.LevelWarn, "agent stopped: "+err.Error())
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
 			err = ctx.Err()
 		case stopAtBudget() != "":
 			log.Console(acp.LevelWarn, "agent stopped: the run's "+stopAtBudget())
 			err = invalidInput("%s", stopAtBudget())
-		case ended() != "":
-			log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", ended()))
-			err = alreadyEnded(tasksapi.Status(ended()))
-		case refused() != nil:
-			log.Console(acp.LevelError, "agent stopped: the Tasks API refused to show the run: "+a.redactError(refused()))
-			err = fmt.Errorf("the agent was stopped: the Tasks API refused to show the run while it worked: %w", refused())
+		case watch.ended() != "":
+			log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", watch.ended()))
+			err = alreadyEnded(tasksapi.Status(watch.ended()))
+		case watch.superseded() != nil:
+			err = watch.superseded()
+			log.Console(acp.LevelWarn, "agent stopped: "+err.Error())
+		case watch.refused() != nil:
+			log.Console(acp.LevelError, "agent stopped: the Tasks API refused to show the run: "+a.redactError(watch.refused()))
+			err = fmt.Errorf("the agent was stopped: the Tasks API refused to show the run while it worked: %w", watch.refused())
 		case agentCtx.Err() != nil:
 			err = &agentTimeoutError{after: in.Run.AgentTimeout.String()}
 		}
@@ -316,53 +332,6 @@ func (a *Activities) agentWrote(path string) (artifacts.Path, error) {
 	return artifacts.Beneath(a.Config.WorkspaceDir, path)
 }
 
-// watchRun reads the run about every StatusCheckEvery (a fifth more or less
-// at random, so the runs of a fleet don't poll in step) while its agent
-// works, and stops the agent if someone else ended the run (cancelled from
-// the UI) or the API refuses to show it (401, 403, 404: a revoked key, a
-// deleted task), since nothing the agent does could reach the run then.
-// ended says which status they set, "" while nobody did; refused is the
-// API's answer, nil while there was none.
-func (a *Activities) watchRun(ctx context.Context, ref RunRef, stop context.CancelFunc) (ended func() string, refused func() error) {
-	var status atomic.Value
-	status.Store("")
-	var refusal atomic.Pointer[error]
-	ended = func() string { return status.Load().(string) }
-	refused = func() error {
-		if err := refusal.Load(); err != nil {
-			return *err
-		}
-		return nil
-	}
-	if a.Config.StatusCheckEvery <= 0 {
-		return ended, refused
-	}
-	go func() {
-		t := time.NewTimer(jittered(a.Config.StatusCheckEvery))
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			run, err := a.API.GetRun(ctx, ref.TaskID, ref.RunID)
-			switch {
-			case err == nil && run.Status.Terminal():
-				status.Store(string(run.Status))
-				stop()
-				return
-			case refusedForGood(err):
-				refusal.Store(&err)
-				stop()
-				return
-			}
-			t.Reset(jittered(a.Config.StatusCheckEvery))
-		}
-	}()
-	return ended, refused
-}
-
 // retryableClone reports a clone that failed for a reason a retry may fix.
 func retryableClone(err error) bool {
 	var gitErr *gitrepo.Error
@@ -396,9 +365,15 @@ type PublishOutput struct {
 // records branch and output on the run, then uploads the artifacts and, the
 // run's last step on this host, removes the workspace. A retry is safe: a
 // push whose commit is already on the remote counts as done, and artifacts
-// replace their namesakes.
+// replace their namesakes. A step of an attempt that was fenced pushes,
+// PATCHes and uploads nothing more (holdsRun).
 func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutput, error) {
+	ctx, release := a.holdAttempt(ctx, in.Run.RunRef)
+	defer release()
 	var out PublishOutput
+	if err := a.holdsRun(ctx, in.Run); err != nil {
+		return out, a.classify(err)
+	}
 	dropped, err := a.runStep(ctx, in.Run.RunRef, StepPublish, "", 0, func(log *logstream.Stream) (string, error) {
 		var err error
 		if out, err = a.publish(ctx, in, log); err != nil || !out.Changed {
@@ -446,6 +421,9 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	}
 	if head == ws.BaseSHA {
 		log.Console(acp.LevelInfo, "the agent changed nothing; no branch pushed")
+		if err := a.holdsRun(ctx, in.Run); err != nil {
+			return out, err
+		}
 		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result, log)})
 		return out, err
 	}
@@ -454,6 +432,9 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, fmt.Errorf("create branch %s: %w", branch, err)
 	}
 	url := gitrepo.RemoteURL(a.Config.RepoURLTemplate, in.Run.Repository)
+	if err := a.holdsRun(ctx, in.Run); err != nil {
+		return out, err
+	}
 	if err := a.Cache.Push(ctx, in.Run.Repository, url, repo, branch, ws.BranchSHA); err != nil {
 		var gitErr *gitrepo.Error
 		if errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "stale info") {
@@ -475,6 +456,9 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	output["files_changed"] = out.FilesChanged
 	output["insertions"] = out.Insertions
 	output["deletions"] = out.Deletions
+	if err := a.holdsRun(ctx, in.Run); err != nil {
+		return out, err
+	}
 	if in.Run.CreatePR {
 		if err := a.pullRequest(ctx, in, out, output, log); err != nil {
 			return out, err
@@ -613,6 +597,9 @@ func (a *Activities) uploadArtifacts(ctx context.Context, in PublishInput, pub P
 	}
 	dir, err := a.agentWrote(in.Workspace.ArtifactsDir)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.holdsRun(ctx, in.Run); err != nil {
 		return nil, err
 	}
 	warn := func(msg string) { log.Console(acp.LevelWarn, msg) }

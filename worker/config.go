@@ -48,7 +48,7 @@ type Config struct {
 	AgentEnv         []string      `envconfig:"TASKWORKER_AGENT_ENV" desc:"Comma-separated names of worker environment variables the agent may see (besides PATH, HOME, locale and proxies)"`
 	AgentTimeout     time.Duration `envconfig:"TASKWORKER_AGENT_TIMEOUT" default:"1h" desc:"Longest an agent may run before it is stopped and the run fails"`
 	RunTimeout       time.Duration `envconfig:"TASKWORKER_RUN_TIMEOUT" default:"2h" desc:"Longest a whole run may take (waiting for a free worker included); it then ends failed"`
-	HeartbeatTimeout time.Duration `envconfig:"TASKWORKER_HEARTBEAT_TIMEOUT" default:"60s" desc:"How soon a worker that died holding a run is noticed; the run then starts over on another worker"`
+	HeartbeatTimeout time.Duration `envconfig:"TASKWORKER_HEARTBEAT_TIMEOUT" default:"60s" desc:"How soon a worker that died holding a run is noticed (the run then starts over on another worker), and how long one cut off from Temporal lets its agent go on"`
 	HostAttempts     int           `envconfig:"TASKWORKER_HOST_ATTEMPTS" default:"3" desc:"How many workers a run's workspace steps may be tried on before the run fails"`
 	StatusCheckEvery time.Duration `envconfig:"TASKWORKER_STATUS_CHECK_INTERVAL" default:"10s" desc:"How often (give or take a fifth) a running agent's run is read, to stop the agent if the run was ended elsewhere (cancelled from the UI) or the Tasks API refuses it (401, 403, 404)"`
 	DrainTimeout     time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long running runs may go on (taking no new ones) before they are stopped; keep terminationGracePeriodSeconds above it"`

@@ -38,9 +38,18 @@ const (
 	agentGrace          = 10 * time.Minute // the step outlives its agent by its final log flush
 )
 
+// Changes of the workflow's shape, for workflow.GetVersion: a run started by
+// an older build replays the shape it was recorded with. Every change of the
+// commands the workflow issues, or of their order, gets one from now on.
+const (
+	// Publish waits for its cancellation before the workspace is removed.
+	publishWaitsForCancellation = "publish-waits-for-cancellation"
+)
+
 var nonRetryable = []string{
 	activities.ErrInvalidInput, activities.ErrAgentNotStarted, activities.ErrAgentFailed,
 	activities.ErrAgentTimeout, activities.ErrRunAlreadyEnded, activities.ErrTasksAPIResponse,
+	activities.ErrAttemptFenced,
 }
 
 func apiOptions() workflow.ActivityOptions {
@@ -119,6 +128,10 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	dropped := run.LogDropped
 	attempts := max(run.HostAttempts, 1)
 	for attempt := 1; ; attempt++ {
+		// Each attempt's steps carry its number and record it on the run, so
+		// that the steps of an attempt given up for lost, on a worker that
+		// is only cut off from Temporal, learn they were superseded.
+		run.HostAttempt = attempt
 		res, err = hostPhase(workCtx, run)
 		dropped += res.LogDropped
 		if err == nil || !hostLost(err) || workCtx.Err() != nil || attempt >= attempts {
@@ -177,7 +190,6 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 	if err != nil {
 		return res, err
 	}
-	host := workflow.WithActivityOptions(ctx, hostOptions(queue, run))
 	cleaned := false
 	defer func() {
 		// A lost host has no one to clean up after it on its queue.
@@ -199,7 +211,9 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 
 	agentOpts := hostOptions(queue, run)
 	agentOpts.StartToCloseTimeout = run.AgentTimeout + agentGrace
-	agentOpts.WaitForCancellation = true // the agent is stopped before the run is marked cancelled
+	// The agent is stopped before its workspace is removed and the run is
+	// marked cancelled: every step cleanup follows waits for its cancellation.
+	agentOpts.WaitForCancellation = true
 	agentOpts.RetryPolicy.MaximumAttempts = 1
 	var agentOut activities.AgentOutput
 	if err = step(workflow.WithActivityOptions(ctx, agentOpts), activities.RunAgentName,
@@ -207,8 +221,14 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 		return res, err
 	}
 
+	pubOpts := hostOptions(queue, run)
+	if workflow.GetVersion(ctx, publishWaitsForCancellation, workflow.DefaultVersion, 1) >= 1 {
+		// The workspace is removed and the run finished only once Publish
+		// has stopped pushing, opening the pull request and uploading.
+		pubOpts.WaitForCancellation = true
+	}
 	var pub activities.PublishOutput
-	if err = step(host, activities.PublishName, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
+	if err = step(workflow.WithActivityOptions(ctx, pubOpts), activities.PublishName, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
 		&pub, func() int { return pub.LogDropped }); err != nil {
 		return res, err
 	}

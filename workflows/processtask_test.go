@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,8 +13,11 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/kickoff"
@@ -133,14 +137,20 @@ func (s *workflowSuite) TestALostHostIsReplacedAndTheRunCompletes() {
 	rc := s.runContext()
 	rc.HostAttempts = 3
 	agentCalls, notes := 0, []string{}
+	var agentAttempts, publishAttempts []int
 	s.steps(map[string][]any{
 		"StartRun": {rc, nil},
-		"RunAgent": {func(context.Context, activities.AgentInput) (activities.AgentOutput, error) {
+		"RunAgent": {func(_ context.Context, in activities.AgentInput) (activities.AgentOutput, error) {
 			agentCalls++
+			agentAttempts = append(agentAttempts, in.Run.HostAttempt)
 			if agentCalls == 1 {
 				return activities.AgentOutput{}, temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_HEARTBEAT, nil)
 			}
 			return activities.AgentOutput{Summary: "done"}, nil
+		}},
+		"Publish": {func(_ context.Context, in activities.PublishInput) (activities.PublishOutput, error) {
+			publishAttempts = append(publishAttempts, in.Run.HostAttempt)
+			return activities.PublishOutput{}, nil
 		}},
 	})
 	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.NoteInput) error {
@@ -150,6 +160,8 @@ func (s *workflowSuite) TestALostHostIsReplacedAndTheRunCompletes() {
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(2, agentCalls)
+	s.Equal([]int{1, 2}, agentAttempts, "each host attempt's steps carry its number")
+	s.Equal([]int{2}, publishAttempts)
 	s.Require().Len(notes, 1)
 	s.Contains(notes[0], "starting over on another worker, attempt 2 of 3")
 	s.requireOneFinish(tasksapi.StatusCompleted)
@@ -210,6 +222,67 @@ func (s *workflowSuite) TestCancelStopsTheAgentAndRecordsCancelled() {
 	s.env.AssertNotCalled(s.T(), "Publish", mock.Anything, mock.Anything)
 	s.requireOneFinish(tasksapi.StatusCancelled)
 	s.env.AssertCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
+}
+
+// Every step the workspace's cleanup and the terminal PATCH follow waits for
+// its cancellation: the agent is stopped, and a push, a pull request or an
+// upload is over, before the workspace is removed and the run is marked
+// cancelled. (The SDK's test environment reports a cancelled activity as
+// cancelled at once, whatever the option says, so the option itself is what
+// can be checked here; internal/e2e checks what a real server does with it.)
+func (s *workflowSuite) TestEveryStepTheCleanupFollowsWaitsForItsCancellation() {
+	scheduled := &scheduledOptions{}
+	s.env.SetWorkerOptions(worker.Options{Interceptors: []interceptor.WorkerInterceptor{scheduled}})
+	s.happyPath()
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	for _, step := range []string{activities.RunAgentName, activities.PublishName} {
+		opts, ok := scheduled.of(step)
+		s.Require().True(ok, "%s was scheduled", step)
+		s.True(opts.WaitForCancellation, "%s waits for its cancellation", step)
+	}
+}
+
+// scheduledOptions records the options each activity is scheduled with.
+type scheduledOptions struct {
+	interceptor.WorkerInterceptorBase
+	mu   sync.Mutex
+	opts map[string]workflow.ActivityOptions
+}
+
+func (r *scheduledOptions) InterceptWorkflow(ctx workflow.Context, next interceptor.WorkflowInboundInterceptor) interceptor.WorkflowInboundInterceptor {
+	return &scheduledInbound{WorkflowInboundInterceptorBase: interceptor.WorkflowInboundInterceptorBase{Next: next}, record: r}
+}
+
+func (r *scheduledOptions) of(activity string) (workflow.ActivityOptions, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	opts, ok := r.opts[activity]
+	return opts, ok
+}
+
+type scheduledInbound struct {
+	interceptor.WorkflowInboundInterceptorBase
+	record *scheduledOptions
+}
+
+func (i *scheduledInbound) Init(outbound interceptor.WorkflowOutboundInterceptor) error {
+	return i.Next.Init(&scheduledOutbound{WorkflowOutboundInterceptorBase: interceptor.WorkflowOutboundInterceptorBase{Next: outbound}, record: i.record})
+}
+
+type scheduledOutbound struct {
+	interceptor.WorkflowOutboundInterceptorBase
+	record *scheduledOptions
+}
+
+func (o *scheduledOutbound) ExecuteActivity(ctx workflow.Context, activityType string, args ...any) workflow.Future {
+	o.record.mu.Lock()
+	if o.record.opts == nil {
+		o.record.opts = map[string]workflow.ActivityOptions{}
+	}
+	o.record.opts[activityType] = workflow.GetActivityOptions(ctx)
+	o.record.mu.Unlock()
+	return o.Next.ExecuteActivity(ctx, activityType, args...)
 }
 
 func (s *workflowSuite) TestMissingTaskIDFailsWithoutCallingTheAPI() {

@@ -296,6 +296,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	// The workspace is gone.
 	_, err = os.Stat(filepath.Join(h.stack.WorkerConfig.WorkspaceDir, run.ID))
 	require.True(t, os.IsNotExist(err), "workspace left behind: %v", err)
+	keepHistory(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID), "completed")
 }
 
 func TestRunWithoutChangesCompletesWithoutABranch(t *testing.T) {
@@ -324,6 +325,7 @@ func TestAgentExitingNonZeroFailsTheRunWithItsExitCodeAndStderr(t *testing.T) {
 	require.Equal(t, "_posthog/error", last.Notification.Method)
 	require.Contains(t, last.Notification.Params["message"], "exited with code 3")
 	require.Contains(t, methods(entries), "_posthog/progress:agent:failed")
+	keepHistory(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID), "failed")
 }
 
 func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
@@ -347,6 +349,12 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	require.Contains(t, lines, "info: working for a long time")
 	require.Contains(t, lines, "warn: agent stopped: the run was cancelled")
 	require.Contains(t, lines, "warn: run cancelled")
+	// The agent was stopped before its workspace was removed and the run
+	// marked cancelled: the workflow waited for RunAgent's cancellation.
+	events := stepEvents(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID))
+	requireBefore(t, events, "RunAgent canceled", "CleanupWorkspace scheduled")
+	requireBefore(t, events, "RunAgent canceled", "FinishRun ran")
+	keepHistory(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID), "cancelled")
 }
 
 // waitForAgent reads the PIDs the "hang" agent writes once it runs.

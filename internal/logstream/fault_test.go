@@ -91,6 +91,13 @@ func (f *faultyAPI) setOutage(on bool) {
 	f.mu.Unlock()
 }
 
+// outageAnswers is how many requests the outage has refused.
+func (f *faultyAPI) outageAnswers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.faults["outage"]
+}
+
 func (f *faultyAPI) storedIDs() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -98,7 +105,9 @@ func (f *faultyAPI) storedIDs() []string {
 }
 
 // TestNothingIsLostThroughFaultsAndAnOutage emits 200,000 lines while the API
-// fails 30% of requests in every way it can, and goes down for 30 s.
+// fails 30% of requests in every way it can, and goes down for as long as it
+// takes the sender to be refused again and again with entries waiting on
+// disk: the outage ends on what the test sees, not after a set time.
 func TestNothingIsLostThroughFaultsAndAnOutage(t *testing.T) {
 	t.Parallel()
 	api := &faultyAPI{rng: rand.New(rand.NewPCG(1, 2)), faults: map[string]int{}, faultRate: 0.3}
@@ -130,7 +139,6 @@ func TestNothingIsLostThroughFaultsAndAnOutage(t *testing.T) {
 	// The API goes down; the agent keeps writing. Entries beyond the memory
 	// bound wait in the spill file.
 	api.setOutage(true)
-	outageEnds := time.Now().Add(30 * time.Second)
 	produce(total/2, total)
 	require.Eventually(t, func() bool {
 		files, _ := os.ReadDir(spillDir)
@@ -140,8 +148,12 @@ func TestNothingIsLostThroughFaultsAndAnOutage(t *testing.T) {
 			}
 		}
 		return false
-	}, 30*time.Second, 10*time.Millisecond, "entries past the memory bound wait in a spill file")
-	time.Sleep(time.Until(outageEnds)) // the outage lasts its 30 s; nothing is polled here
+	}, time.Minute, 10*time.Millisecond, "entries past the memory bound wait in a spill file")
+	// The sender keeps trying through the outage, backing off, and gives
+	// nothing up: refused this often, it has ridden out many of its waits.
+	const refusals = 20
+	require.Eventually(t, func() bool { return api.outageAnswers() >= refusals }, time.Minute, 10*time.Millisecond,
+		"the sender retries through the outage")
 	api.setOutage(false)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -243,28 +243,46 @@ func TestSecretsAreRedactedBeforeQueueing(t *testing.T) {
 	require.Equal(t, 1, stats.Redacted)
 }
 
+// Emit never waits for the network. The API holds the first append
+// unanswered; meanwhile a producer emits past a batch and past the memory
+// bound, and every Emit returns: by structure, not speed, since nothing was
+// answered before the last Emit was done.
 func TestEmitNeverBlocksWhileTheAPIIsDown(t *testing.T) {
 	release := make(chan struct{})
 	srv := &logServer{fail: func([]map[string]any) int {
 		<-release
 		return 0
 	}}
-	s := newStream(t, srv, Config{MaxBatchEntries: 10})
+	const memory = 4 << 10
+	s := newStream(t, srv, Config{MaxBatchEntries: 10, MemoryBytes: memory, SpillDir: t.TempDir()})
+	const entries = 2000
+	var want []string
 	emitted := make(chan struct{})
 	go func() {
-		for range 100_000 {
-			s.Console(acp.LevelInfo, "fast producer")
+		defer close(emitted)
+		for i := range entries {
+			want = append(want, fmt.Sprintf("line %d", i))
+			s.Console(acp.LevelInfo, want[i])
 		}
-		close(emitted)
 	}()
-	// The first append is held until release: if Emit waited for the
-	// network, the producer could never finish.
 	select {
 	case <-emitted:
 	case <-time.After(time.Minute):
+		close(release)
 		t.Fatal("Emit blocked while the Tasks API was not answering")
 	}
+	require.Empty(t, srv.messages(), "every Emit returned before any append was answered")
+
+	require.Eventually(t, func() bool { return srv.inFlight.Load() == 1 }, time.Minute, time.Millisecond,
+		"the sender waits on the held append")
+	s.mu.Lock()
+	queued, spilling := s.queue.len(), s.queue.spilling()
+	s.mu.Unlock()
+	require.Equal(t, entries, queued, "everything waits, the held batch included")
+	require.True(t, spilling, "past the memory bound, entries wait on disk")
+
 	close(release)
 	stats := closeStream(t, s)
-	require.Equal(t, 100_000, stats.Sent)
+	require.Equal(t, entries, stats.Sent)
+	require.Equal(t, want, srv.messages())
 }

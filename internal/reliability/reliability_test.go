@@ -34,6 +34,8 @@ import (
 
 const (
 	repo = "acme/app"
+	// heartbeatTimeout is the daemons' TASKWORKER_HEARTBEAT_TIMEOUT.
+	heartbeatTimeout = 10 * time.Second
 	// Canaries: secrets the worker holds, which must appear nowhere.
 	githubTokenCanary = "ghs_canaryGithubToken0123456789"
 	agentKeyCanary    = "sk-ant-canaryAgentKey0123456789"
@@ -107,7 +109,7 @@ func run(m *testing.M) (int, error) {
 	agent, _ := filepath.Abs("testdata/agent.sh")
 	s.env = stack.DaemonEnv(
 		"TASKWORKER_AGENT_COMMAND=sh "+agent, "TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
-		"TASKWORKER_MAX_CONCURRENT_RUNS=20", "TASKWORKER_HEARTBEAT_TIMEOUT=10s", "TASKWORKER_HTTP_ADDR=",
+		"TASKWORKER_MAX_CONCURRENT_RUNS=20", "TASKWORKER_HEARTBEAT_TIMEOUT="+heartbeatTimeout.String(), "TASKWORKER_HTTP_ADDR=",
 		"TASKWORKER_DRAIN_TIMEOUT=2m", "TASKWORKER_AGENT_STOP_GRACE=2s",
 		"TASKWORKER_GITHUB_TOKEN="+githubTokenCanary, "ANTHROPIC_API_KEY="+agentKeyCanary,
 		"TASKWORKER_LOG_LEVEL=info")
@@ -340,22 +342,44 @@ func TestFaultsOnThirtyPercentOfCalls(t *testing.T) {
 	s.record(r)
 }
 
-// TestASixtySecondOutage: the API answers nothing but 503 for 60 s while a
-// run's agent works.
-func TestASixtySecondOutage(t *testing.T) {
+// TestAnOutageLongerThanTheHeartbeatTimeout: the API answers nothing but
+// 503 from while the agent works until the agent has exited and its step
+// has heartbeated, its final flush waiting on the API, for longer than the
+// heartbeat timeout into the outage. The outage ends on that, not after a
+// set time; the run completes with every line, on its first worker.
+func TestAnOutageLongerThanTheHeartbeatTimeout(t *testing.T) {
 	const lines = 20
+	ctx := context.Background()
 	task, runID, marks := kickOff(t, fmt.Sprintf("lines %d sleep 3", lines))
 	require.Eventually(t, func() bool {
-		run, err := s.control.GetRun(context.Background(), task.ID, runID)
+		run, err := s.control.GetRun(ctx, task.ID, runID)
 		require.NoError(t, err)
 		return run.Stage != nil && *run.Stage == "agent"
 	}, time.Minute, 20*time.Millisecond)
 	s.faults.SetOutage(true)
-	time.Sleep(60 * time.Second) // the outage lasts its 60 s; nothing is polled here
+	began := time.Now()
+	pid := agentPID(t, marks, runID)
+	require.Eventually(t, func() bool {
+		if process.Alive(pid) {
+			return false
+		}
+		desc, err := s.stack.Client.DescribeWorkflowExecution(ctx, kickoff.WorkflowID(task.ID, runID), "")
+		require.NoError(t, err)
+		for _, a := range desc.GetPendingActivities() {
+			if a.GetActivityType().GetName() == "RunAgent" && a.GetLastHeartbeatTime().AsTime().After(began.Add(heartbeatTimeout)) {
+				return true
+			}
+		}
+		return false
+	}, 3*time.Minute, 100*time.Millisecond, "the agent's step outlives its heartbeat timeout in the outage, heartbeating")
 	s.faults.SetOutage(false)
+	t.Logf("the outage lasted %s, %d answers", time.Since(began).Round(time.Second), s.faults.Counts()["outage"])
 	run := waitEnd(t, task.ID, runID, 5*time.Minute)
 	o := check(t, task.ID, run, marks, lines)
-	s.record(row{scenario: "2. a 60 s API outage during the agent", runs: 1, terminal: 1,
+	raw, err := s.control.Logs(ctx, task.ID, runID)
+	require.NoError(t, err)
+	require.NotContains(t, strings.Join(rawStrings(raw), ""), "starting over on another worker", "the outage did not look like a lost worker")
+	s.record(row{scenario: "2. an API outage past the heartbeat timeout, during the agent", runs: 1, terminal: 1,
 		correct: o.correct, lost: o.lost, duplicates: o.duplicates, agentsAlive: o.agentsAlive, leaks: o.leaks})
 }
 

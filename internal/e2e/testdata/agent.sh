@@ -43,6 +43,32 @@ once*)
 		exec sleep 300
 	fi
 	;;
+cut*)
+	# Works until it is stopped on its first attempt (the test cuts its
+	# worker off from Temporal); on the next it says whether the first one is
+	# still running, then finishes.
+	if [ -e "$TASK_DESCRIPTION/first" ]; then
+		state=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$(cat "$TASK_DESCRIPTION/first")/status" 2>/dev/null || true)
+		case "$state" in
+		"" | Z) echo "second attempt: the first attempt's agent is gone" ;;
+		*) echo "second attempt: the first attempt's agent is still running" ;;
+		esac
+		printf 'finished on attempt 2\n' >> README.md
+	else
+		echo "$$" > "$TASK_DESCRIPTION/first.tmp" && mv "$TASK_DESCRIPTION/first.tmp" "$TASK_DESCRIPTION/first"
+		while :; do
+			echo "first attempt: working"
+			sleep 0.2
+		done
+	fi
+	;;
+wait*)
+	# Works until the test leaves the file go in its folder, then finishes.
+	echo "$$" > "$TASK_DESCRIPTION/pid.tmp" && mv "$TASK_DESCRIPTION/pid.tmp" "$TASK_DESCRIPTION/pid"
+	until [ -e "$TASK_DESCRIPTION/go" ]; do sleep 0.1; done
+	echo "told to finish"
+	printf 'finished\n' >> README.md
+	;;
 nothing*)
 	echo "looked around, nothing to change"
 	;;
