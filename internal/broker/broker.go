@@ -238,6 +238,13 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.URL.Path = "/" + rest
+	// The transport forwards the request body while the answer streams back.
+	// Left half duplex, the HTTP/1 server drains and closes the body when the
+	// answer's first bytes are written, under the transport still reading it
+	// (if only to see its end): the transport then drops the connection to
+	// the provider and the answer is cut. HTTP/2 is full duplex already, and
+	// a writer that cannot be switched is left as it is.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	up.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
 }
 

@@ -2,12 +2,14 @@ package broker_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -94,6 +96,67 @@ func TestAStreamedAnswerArrivesAsItComes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "data: first\n", line, "the first event came before the upstream sent the second")
 	close(release)
+}
+
+// The transport forwards the agent's request while the answer comes back;
+// an HTTP/1 server left half duplex takes the request body away from it
+// once the answer starts (drains it, closes it), which drops the
+// connection to the provider mid-answer. Holding the request's end back
+// until the first event has arrived makes that overlap certain: half
+// duplex, the first event never comes.
+func TestAnAnswerStreamsBackWhileTheRequestIsStillGoingUp(t *testing.T) {
+	head, tail := `{"model":"claude-sonnet-4-5",`, `"stream":true}`
+	got := make(chan string, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		first := make([]byte, len(head))
+		if _, err := io.ReadFull(r.Body, first); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message_start\ndata: {}\n\n")
+		w.(http.Flusher).Flush()
+		rest, err := io.ReadAll(r.Body)
+		got <- string(first) + string(rest) + fmt.Sprint(err)
+		fmt.Fprint(w, "event: message_stop\ndata: {}\n\n")
+	}))
+	defer up.Close()
+	b, err := broker.New("", map[broker.Provider]broker.Upstream{broker.Anthropic: {BaseURL: up.URL, Header: "x-api-key", Value: realKey}})
+	require.NoError(t, err)
+	defer b.Close()
+	g := b.Grant("run")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	body, send := io.Pipe()
+	// The client waits for its body to end before it gives up on the request.
+	context.AfterFunc(ctx, func() { send.CloseWithError(ctx.Err()) })
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.URL(broker.Anthropic)+"/v1/messages", body)
+	require.NoError(t, err)
+	req.ContentLength = int64(len(head) + len(tail))
+	req.Header.Set("x-api-key", g.Token())
+	go func() { _, _ = io.WriteString(send, head) }()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	res, err := client.Do(req)
+	require.NoError(t, err, "the answer's first event came before the request's end")
+	defer res.Body.Close()
+	events := bufio.NewReader(res.Body)
+	line, err := events.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "event: message_start\n", line)
+
+	_, err = io.WriteString(send, tail)
+	require.NoError(t, err)
+	require.NoError(t, send.Close())
+	rest, err := io.ReadAll(events)
+	require.NoError(t, err, "the answer was not cut")
+	require.Equal(t, "data: {}\n\nevent: message_stop\ndata: {}\n\n", string(rest))
+	require.Equal(t, head+tail+"<nil>", <-got, "the provider had the whole request")
 }
 
 func TestTheBrokerCountsUsageAndStopsARunAtItsBudget(t *testing.T) {
