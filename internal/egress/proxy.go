@@ -98,6 +98,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "taskworker egress proxy: only CONNECT and http:// requests are proxied", http.StatusBadRequest)
 		return
 	}
+	// As the broker does: without it the server closes the request body at
+	// the answer's first byte, and the transport may cut the answer.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	p.forward.ServeHTTP(w, r)
 }
 
