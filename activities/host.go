@@ -172,6 +172,8 @@ const cloneAttempts = 3
 // each step costs a trip through the server, and this one is on the path
 // from kick-off to agent. Cancelling it stops the agent's process group.
 func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, error) {
+	ctx, worker := a.watchWorkerStop(ctx)
+	defer worker.release()
 	ref := in.Run.RunRef
 	var out AgentOutput
 	dropped, err := a.runStep(ctx, ref, StepClone, in.Run.Repository, 0, func(log *logstream.Stream) (string, error) {
@@ -196,8 +198,12 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		return out, err
 	}
 	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), dropped, func(log *logstream.Stream) (string, error) {
+		if worker.stopped() {
+			return "", worker.err()
+		}
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
+		defer worker.onStop(cancel)()
 		ended, refused := a.watchRun(agentCtx, ref, cancel)
 		box, err := a.startSandbox(out.Workspace, log)
 		if err != nil {
@@ -243,6 +249,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
 			err = ctx.Err()
+		case worker.stopped():
+			log.Console(acp.LevelWarn, "agent stopped: this worker is shutting down and its drain timeout ran out")
+			err = worker.err()
 		case stopAtBudget() != "":
 			log.Console(acp.LevelWarn, "agent stopped: the run's "+stopAtBudget())
 			err = invalidInput("%s", stopAtBudget())
@@ -257,6 +266,10 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		}
 		return "", err
 	})
+	if err != nil && worker.stopped() {
+		// The workflow sends no cleanup to a worker on its way out.
+		_ = a.CleanupWorkspace(context.WithoutCancel(ctx), ref)
+	}
 	return out, err
 }
 
