@@ -49,7 +49,7 @@ type Config struct {
 	HeartbeatTimeout time.Duration `envconfig:"TASKWORKER_HEARTBEAT_TIMEOUT" default:"60s" desc:"How soon a worker that died holding a run is noticed; the run then starts over on another worker"`
 	HostAttempts     int           `envconfig:"TASKWORKER_HOST_ATTEMPTS" default:"3" desc:"How many workers a run's workspace steps may be tried on before the run fails"`
 	StatusCheckEvery time.Duration `envconfig:"TASKWORKER_STATUS_CHECK_INTERVAL" default:"10s" desc:"How often (give or take a fifth) a running agent's run is read, to stop the agent if the run was ended elsewhere (cancelled from the UI) or the Tasks API refuses it (401, 403, 404)"`
-	DrainTimeout     time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long running runs may go on (taking no new ones) before they are stopped; keep terminationGracePeriodSeconds above it"`
+	DrainTimeout     time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long the worker may take to exit (taking no new runs); agents still running are stopped with their grace and their logs flushed before it; keep terminationGracePeriodSeconds above it"`
 	StopGrace        time.Duration `envconfig:"TASKWORKER_AGENT_STOP_GRACE" default:"10s" desc:"Time an agent gets between SIGTERM and SIGKILL when its run is cancelled"`
 	ExitGrace        time.Duration `envconfig:"TASKWORKER_AGENT_EXIT_GRACE" default:"5s" desc:"Time claude or codex may take to exit after reporting its result before its process group is stopped"`
 	MaxEventBytes    int           `envconfig:"TASKWORKER_AGENT_MAX_EVENT_BYTES" default:"67108864" desc:"Longest JSON event line of claude or codex read whole (64 MiB); a longer one is reported and skipped"`
