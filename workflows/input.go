@@ -69,6 +69,18 @@ func WorkflowID(taskID, runID string) string {
 	return "task-processing-" + taskID + "-" + runID
 }
 
+var runWorkflowIDRe = regexp.MustCompile(`^task-processing-(` + uuidPattern + `)-(` + uuidPattern + `)$`)
+
+// RunOf is the task and run a workflow ID names, when it is PostHog's
+// task-processing-{task_id}-{run_id}.
+func RunOf(workflowID string) (taskID, runID string, ok bool) {
+	m := runWorkflowIDRe.FindStringSubmatch(workflowID)
+	if m == nil {
+		return "", "", false
+	}
+	return strings.ToLower(m[1]), strings.ToLower(m[2]), true
+}
+
 // resolveRun finds the task and run IDs: task_id from the input when present,
 // else the first UUID of the workflow ID task-processing-{task_id}-{run_id}.
 func resolveRun(in Input, workflowID string) (taskID, runID string, err error) {
