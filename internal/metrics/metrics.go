@@ -37,6 +37,7 @@ type Metrics struct {
 	dispatchCycle  prometheus.Gauge
 	dispatchedRuns *prometheus.CounterVec
 	dispatchFailed *prometheus.CounterVec
+	reapedRuns     *prometheus.CounterVec
 }
 
 // New registers every metric, Go's runtime collectors and build info.
@@ -67,7 +68,8 @@ func New(version string) *Metrics {
 		cloneCache:     f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_clone_cache_total", Help: "Workspace checkouts by cache result: hit, miss, rebuilt."}, []string{"result"})).(*prometheus.CounterVec),
 		dispatchCycle:  f(prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_dispatch_cycle_api_requests", Help: "Tasks API requests the last dispatch cycle made."})).(prometheus.Gauge),
 		dispatchedRuns: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_runs_total", Help: "Queued runs the dispatcher handled: started, already_started, orphaned."}, []string{"result"})).(*prometheus.CounterVec),
-		dispatchFailed: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_failures_total", Help: "What the dispatcher could not do, by step: list_tasks, list_runs, start, describe, read_run, fail_orphan; each is tried again next cycle."}, []string{"step"})).(*prometheus.CounterVec),
+		dispatchFailed: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_failures_total", Help: "What the dispatcher could not do, by step: list_tasks, list_runs, start, describe, read_run, fail_orphan, reap; each is tried again next cycle."}, []string{"step"})).(*prometheus.CounterVec),
+		reapedRuns:     f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_reaped_runs_total", Help: "Runs the reaper ended failed because their workflow will never finish them, by what became of the workflow: terminated, timed_out, absent, ..."}, []string{"workflow"})).(*prometheus.CounterVec),
 	}
 }
 
@@ -225,5 +227,12 @@ func (m *Metrics) DispatchCycle(requests, started, alreadyStarted, orphaned int)
 func (m *Metrics) DispatchFailure(step string) {
 	if m != nil {
 		m.dispatchFailed.WithLabelValues(step).Inc()
+	}
+}
+
+// RunReaped counts a run the reaper ended, by what became of its workflow.
+func (m *Metrics) RunReaped(workflow string) {
+	if m != nil {
+		m.reapedRuns.WithLabelValues(workflow).Inc()
 	}
 }
