@@ -115,6 +115,8 @@ type Config struct {
 	DispatchOriginProduct string        `envconfig:"TASKWORKER_DISPATCH_ORIGIN_PRODUCT" desc:"Dispatch only runs of tasks from this origin product (e.g. user_created)"`
 	DispatchPool          string        `envconfig:"TASKWORKER_DISPATCH_POOL" desc:"Name of this worker pool in the entry each dispatched run gets (default: the task queue)"`
 
+	ReapInterval time.Duration `envconfig:"TASKWORKER_REAP_INTERVAL" default:"1m" desc:"How often the worker (and the dispatcher) looks for runs left unfinished by a workflow that was terminated, timed out or lost, and ends them failed saying so"`
+
 	LogMaxBytes     int           `envconfig:"TASKWORKER_LOG_MAX_BYTES" default:"104857600" desc:"Cap of the log one run step sends (100 MiB); past it entries are counted, not sent"`
 	LogMemoryBytes  int           `envconfig:"TASKWORKER_LOG_MEMORY_BYTES" default:"8388608" desc:"Log bytes a step keeps in memory while the API is slow; the rest waits in a file beside the workspace"`
 	LogFlushDelay   time.Duration `envconfig:"TASKWORKER_LOG_FLUSH_DELAY" default:"200ms" desc:"Longest a log entry waits to be batched before it is sent"`
@@ -255,6 +257,9 @@ func (c Config) validateConnections() []error {
 	}
 	if c.DispatchPageSize < 1 || c.DispatchPageSize > 100 || c.DispatchMaxPages < 1 || c.DispatchInterval <= 0 {
 		errs = append(errs, errors.New("TASKWORKER_DISPATCH_PAGE_SIZE must be 1 to 100, TASKWORKER_DISPATCH_MAX_PAGES at least 1 and TASKWORKER_DISPATCH_INTERVAL positive"))
+	}
+	if c.ReapInterval <= 0 {
+		errs = append(errs, fmt.Errorf("TASKWORKER_REAP_INTERVAL must be positive, not %s: set it to how often to look for runs whose workflow will never finish them, e.g. 1m", c.ReapInterval))
 	}
 	return errs
 }

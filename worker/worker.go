@@ -24,6 +24,7 @@ import (
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/metrics"
+	"github.com/taskworker/taskworker/internal/reaper"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/slots"
@@ -47,6 +48,11 @@ type Worker struct {
 	acts   *activities.Activities
 	// drain is how a drain spends its time; Drain sets its timeout.
 	drain drain.Budget
+	// reaper ends the runs whose workflow will never finish them, while the
+	// worker runs (see package reaper).
+	reaper     *reaper.Reaper
+	stopReaper context.CancelFunc
+	reaperDone chan struct{}
 }
 
 // New builds the workers on an existing Temporal client. m may be nil.
@@ -158,7 +164,8 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 	if removed := acts.SweepWorkspaces(context.Background()); len(removed) > 0 {
 		logger.Info("removed leftover workspaces", zap.Int("count", len(removed)))
 	}
-	return &Worker{shared: shared, host: host, acts: acts, drain: budget}, nil
+	return &Worker{shared: shared, host: host, acts: acts, drain: budget,
+		reaper: newReaper(c, cfg, redactor, logger, m, "reaper")}, nil
 }
 
 // newBroker serves the configured agent's model API through the worker, nil
@@ -208,7 +215,7 @@ func register(shared, host tworker.Registry, acts *activities.Activities) {
 	}
 }
 
-// Start begins polling both queues.
+// Start begins polling both queues, and the reaper.
 func (w *Worker) Start() error {
 	if err := w.host.Start(); err != nil {
 		return fmt.Errorf("start worker on its own queue: %w", err)
@@ -217,12 +224,19 @@ func (w *Worker) Start() error {
 		w.host.Stop()
 		return fmt.Errorf("start worker on the shared queue: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stopReaper, w.reaperDone = cancel, make(chan struct{})
+	go func() { defer close(w.reaperDone); w.reaper.Run(ctx) }()
 	return nil
 }
 
 // Stop stops polling and waits for running steps. The host queue's go
 // first: their failures still reach this worker's workflow tasks.
 func (w *Worker) Stop() {
+	if w.stopReaper != nil {
+		w.stopReaper()
+		<-w.reaperDone
+	}
 	w.host.Stop()
 	w.shared.Stop()
 	if w.acts.Broker != nil {
@@ -331,6 +345,19 @@ func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger, m *metrics.M
 			// Past the run's own deadline, with room for its terminal PATCH.
 			ExecutionTimeout: cfg.RunTimeout + time.Hour,
 		},
+	}
+}
+
+// newReaper builds the reaper of the runs whose workflow will never finish
+// them; by names it in their message.
+func newReaper(c client.Client, cfg Config, redactor *redact.Redactor, logger *zap.Logger, m *metrics.Metrics, by string) *reaper.Reaper {
+	return &reaper.Reaper{
+		API:      newAPI(cfg, "taskworker-"+by+"/"+Version, m),
+		Temporal: c,
+		Redactor: redactor,
+		Logger:   logger.With(zap.String("component", by)),
+		Metrics:  m,
+		Config:   reaper.Config{Namespace: cfg.TemporalNamespace, Interval: cfg.ReapInterval, By: by},
 	}
 }
 
