@@ -332,6 +332,7 @@ func newAPI(cfg Config, userAgent string, m *metrics.Metrics) *tasksapi.Client {
 func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) *dispatch.Dispatcher {
 	cfg.applyDefaults()
 	return &dispatch.Dispatcher{
+		Reaper:   newReaper(c, cfg, redact.New(cfg.Secrets()...), logger, m, "dispatcher"),
 		API:      newAPI(cfg, "taskworker-dispatch/"+Version, m),
 		Metrics:  m,
 		Temporal: c,
@@ -341,7 +342,7 @@ func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger, m *metrics.M
 				Repository: cfg.DispatchRepository, Organization: cfg.DispatchOrganization, OriginProduct: cfg.DispatchOriginProduct,
 			},
 			PageSize: cfg.DispatchPageSize, MaxPages: cfg.DispatchMaxPages, PollInterval: cfg.DispatchInterval,
-			TaskQueue: cfg.TaskQueue, Pool: cfg.DispatchPool,
+			TaskQueue: cfg.TaskQueue, Pool: cfg.DispatchPool, ReapInterval: cfg.ReapInterval,
 			// Past the run's own deadline, with room for its terminal PATCH.
 			ExecutionTimeout: cfg.RunTimeout + time.Hour,
 		},
