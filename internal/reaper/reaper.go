@@ -74,7 +74,8 @@ type Config struct {
 }
 
 // Reaper ends the runs of one Tasks API project whose workflow Temporal will
-// never finish.
+// never finish. Cycle and Run keep where the last look got to: one goroutine
+// at a time; Check may be called from any.
 type Reaper struct {
 	API      API
 	Temporal Temporal
@@ -95,6 +96,9 @@ type Reaper struct {
 type scan struct {
 	from, to time.Time
 	token    []byte
+	// retryFrom is the earliest close time of a workflow whose run could not
+	// be checked: the next look starts there, so the run is checked again.
+	retryFrom time.Time
 }
 
 func (s *scan) query() string {
@@ -193,6 +197,9 @@ func (r *Reaper) Cycle(ctx context.Context) (Stats, error) {
 				return stats, ctx.Err()
 			case err != nil:
 				stats.Failed++
+				if closed := ex.GetCloseTime().AsTime(); r.scan.retryFrom.IsZero() || closed.Before(r.scan.retryFrom) {
+					r.scan.retryFrom = closed
+				}
 				r.Logger.Warn("run not checked; a later cycle tries again", zap.String("task_id", taskID), zap.String("run_id", runID),
 					zap.String("workflow_id", ex.GetExecution().GetWorkflowId()), zap.Error(err))
 			case res.Outcome == Ended:
@@ -203,7 +210,11 @@ func (r *Reaper) Cycle(ctx context.Context) (Stats, error) {
 		}
 		r.scan.token = page.GetNextPageToken()
 		if len(r.scan.token) == 0 {
-			r.covered, r.scan = r.scan.to, nil
+			r.covered = r.scan.to
+			if !r.scan.retryFrom.IsZero() {
+				r.covered = r.scan.retryFrom
+			}
+			r.scan = nil
 			return stats, nil
 		}
 	}
