@@ -66,6 +66,11 @@ type Config struct {
 	// Project names the Tasks API project the worker serves (its URL and
 	// ID), in the claim records beside the workspaces.
 	Project string
+
+	// StopWindow is what a host step has left once its worker begins to
+	// stop: its agent's grace, its final flush and its report (see package
+	// drain).
+	StopWindow time.Duration
 }
 
 // Activities holds the clients the steps use. Register it once per worker.
@@ -261,7 +266,8 @@ const flushMargin = 2 * time.Second
 // closeStream flushes a step's log on a context of its own, so a cancelled or
 // failed step still delivers what it wrote. The flush ends by the step's own
 // deadline (less flushMargin, and reserve for what the step does after it):
-// a step that outlived it would be retried while it still wrote. It returns
+// a step that outlived it would be retried while it still wrote; and, once
+// the worker is stopping, in time for the step to report. It returns
 // how many entries were lost, and the API's answer if it refused the log for
 // good (401/403/404).
 func (a *Activities) closeStream(ctx context.Context, ref RunRef, s *logstream.Stream, reserve time.Duration) (int, error) {
@@ -271,6 +277,9 @@ func (a *Activities) closeStream(ctx context.Context, ref RunRef, s *logstream.S
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(deadline)-flushMargin-reserve)
+	}
+	if deadline, ok := flushDeadlineOf(ctx); ok {
+		timeout = min(timeout, time.Until(deadline))
 	}
 	fctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

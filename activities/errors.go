@@ -111,6 +111,7 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		inErr      *inputError
 		endedErr   *runEndedError
 		timeoutErr *agentTimeoutError
+		stoppedErr *workerStoppedError
 		appErr     *temporal.ApplicationError
 	)
 	if errors.As(err, &appErr) {
@@ -136,6 +137,9 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		errType, final = ErrAgentFailed, true
 	case errors.As(err, &timeoutErr):
 		errType, final = ErrAgentTimeout, true
+	case errors.As(err, &stoppedErr):
+		// Final here: the workflow starts the host phase over elsewhere.
+		errType, final = ErrWorkerStopped, true
 	case errors.As(err, &prErr):
 		errType, final = ErrPullRequest, errors.As(err, &ghErr) && ghErr.Permanent()
 	case errors.As(err, &gitErr):

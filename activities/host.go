@@ -177,6 +177,8 @@ const cloneAttempts = 3
 func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, error) {
 	ctx, release := a.holdAttempt(ctx, in.Run.RunRef)
 	defer release()
+	ctx, worker := a.watchWorkerStop(ctx)
+	defer worker.release()
 	ref := in.Run.RunRef
 	var out AgentOutput
 	dropped, err := a.runStep(ctx, ref, StepClone, in.Run.Repository, 0, func(log *logstream.Stream) (string, error) {
@@ -204,8 +206,12 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		return out, err
 	}
 	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), dropped, func(log *logstream.Stream) (string, error) {
+		if worker.stopped() {
+			return "", worker.err()
+		}
 		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
 		defer cancel()
+		defer worker.onStop(cancel)()
 		watch := a.watchRun(agentCtx, ref, in.Run.HostAttempt, cancel)
 		box, err := a.startSandbox(out.Workspace, log)
 		if err != nil {
@@ -257,6 +263,9 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		case ctx.Err() != nil:
 			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
 			err = ctx.Err()
+		case worker.stopped():
+			log.Console(acp.LevelWarn, "agent stopped: this worker is shutting down and its drain timeout ran out")
+			err = worker.err()
 		case stopAtBudget() != "":
 			log.Console(acp.LevelWarn, "agent stopped: the run's "+stopAtBudget())
 			err = invalidInput("%s", stopAtBudget())
@@ -274,6 +283,10 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		}
 		return "", err
 	})
+	if err != nil && worker.stopped() {
+		// The workflow sends no cleanup to a worker on its way out.
+		_ = a.CleanupWorkspace(context.WithoutCancel(ctx), ref)
+	}
 	return out, err
 }
 

@@ -238,7 +238,8 @@ func TestTheGracePeriodCoversTheDrain(t *testing.T) {
 	drain, err := time.ParseDuration(m.configMap.Data["TASKWORKER_DRAIN_TIMEOUT"])
 	require.NoError(t, err)
 	grace := time.Duration(*m.deployment.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
-	// The drain, then 30 s for stopped steps to flush, then a margin.
+	// The worker exits by its drain timeout (the stopped steps' flushes are
+	// inside it); then a margin.
 	require.GreaterOrEqual(t, grace, drain+60*time.Second, "terminationGracePeriodSeconds %s vs drain %s", grace, drain)
 	require.Zero(t, m.deployment.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue(), "a rollout never drops capacity")
 }

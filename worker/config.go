@@ -51,7 +51,7 @@ type Config struct {
 	HeartbeatTimeout time.Duration `envconfig:"TASKWORKER_HEARTBEAT_TIMEOUT" default:"60s" desc:"How soon a worker that died holding a run is noticed (the run then starts over on another worker), and how long one cut off from Temporal lets its agent go on"`
 	HostAttempts     int           `envconfig:"TASKWORKER_HOST_ATTEMPTS" default:"3" desc:"How many workers a run's workspace steps may be tried on before the run fails"`
 	StatusCheckEvery time.Duration `envconfig:"TASKWORKER_STATUS_CHECK_INTERVAL" default:"10s" desc:"How often (give or take a fifth) a running agent's run is read, to stop the agent if the run was ended elsewhere (cancelled from the UI) or the Tasks API refuses it (401, 403, 404)"`
-	DrainTimeout     time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long running runs may go on (taking no new ones) before they are stopped; keep terminationGracePeriodSeconds above it"`
+	DrainTimeout     time.Duration `envconfig:"TASKWORKER_DRAIN_TIMEOUT" default:"10m" desc:"On SIGTERM, how long the worker may take to exit (taking no new runs); agents still running are stopped with their grace and their logs flushed before it; keep terminationGracePeriodSeconds above it"`
 	StopGrace        time.Duration `envconfig:"TASKWORKER_AGENT_STOP_GRACE" default:"10s" desc:"Time an agent gets between SIGTERM and SIGKILL when its run is cancelled"`
 	ExitGrace        time.Duration `envconfig:"TASKWORKER_AGENT_EXIT_GRACE" default:"5s" desc:"Time claude or codex may take to exit after reporting its result before its process group is stopped"`
 	MaxEventBytes    int           `envconfig:"TASKWORKER_AGENT_MAX_EVENT_BYTES" default:"67108864" desc:"Longest JSON event line of claude or codex read whole (64 MiB); a longer one is reported and skipped"`
@@ -117,6 +117,8 @@ type Config struct {
 	DispatchOrganization  string        `envconfig:"TASKWORKER_DISPATCH_ORGANIZATION" desc:"Dispatch only runs of tasks on this organization's repositories"`
 	DispatchOriginProduct string        `envconfig:"TASKWORKER_DISPATCH_ORIGIN_PRODUCT" desc:"Dispatch only runs of tasks from this origin product (e.g. user_created)"`
 	DispatchPool          string        `envconfig:"TASKWORKER_DISPATCH_POOL" desc:"Name of this worker pool in the entry each dispatched run gets (default: the task queue)"`
+
+	ReapInterval time.Duration `envconfig:"TASKWORKER_REAP_INTERVAL" default:"1m" desc:"How often the worker (and the dispatcher) looks for runs left unfinished by a workflow that was terminated, timed out or lost, and ends them failed saying so"`
 
 	LogMaxBytes     int           `envconfig:"TASKWORKER_LOG_MAX_BYTES" default:"104857600" desc:"Cap of the log one run step sends (100 MiB); past it entries are counted, not sent"`
 	LogMemoryBytes  int           `envconfig:"TASKWORKER_LOG_MEMORY_BYTES" default:"8388608" desc:"Log bytes a step keeps in memory while the API is slow; the rest waits in a file beside the workspace"`
@@ -258,6 +260,9 @@ func (c Config) validateConnections() []error {
 	}
 	if c.DispatchPageSize < 1 || c.DispatchPageSize > 100 || c.DispatchMaxPages < 1 || c.DispatchInterval <= 0 {
 		errs = append(errs, errors.New("TASKWORKER_DISPATCH_PAGE_SIZE must be 1 to 100, TASKWORKER_DISPATCH_MAX_PAGES at least 1 and TASKWORKER_DISPATCH_INTERVAL positive"))
+	}
+	if c.ReapInterval <= 0 {
+		errs = append(errs, fmt.Errorf("TASKWORKER_REAP_INTERVAL must be positive, not %s: set it to how often to look for runs whose workflow will never finish them, e.g. 1m", c.ReapInterval))
 	}
 	return errs
 }

@@ -18,11 +18,13 @@ import (
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/broker"
 	"github.com/taskworker/taskworker/internal/dispatch"
+	"github.com/taskworker/taskworker/internal/drain"
 	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/metrics"
+	"github.com/taskworker/taskworker/internal/reaper"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/slots"
@@ -32,10 +34,6 @@ import (
 
 // Version is the daemon's version, set at build time with -ldflags.
 var Version = "dev"
-
-// stopFlush is how long steps that a drain had to stop get to flush their
-// logs and report before the worker gives up on them.
-const stopFlush = 30 * time.Second
 
 // heartbeatThrottle bounds how long a cancelled run's agent keeps running:
 // the SDK would otherwise batch heartbeats for up to 80% of the heartbeat timeout.
@@ -48,6 +46,13 @@ type Worker struct {
 	shared tworker.Worker
 	host   tworker.Worker
 	acts   *activities.Activities
+	// drain is how a drain spends its time; Drain sets its timeout.
+	drain drain.Budget
+	// reaper ends the runs whose workflow will never finish them, while the
+	// worker runs (see package reaper).
+	reaper     *reaper.Reaper
+	stopReaper context.CancelFunc
+	reaperDone chan struct{}
 }
 
 // New builds the workers on an existing Temporal client. m may be nil.
@@ -97,6 +102,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		gh = github.New(cfg.GitHubAPIURL, cfg.GitHubToken)
 	}
 	hostQueue := cfg.TaskQueue + "@" + cfg.WorkerID
+	budget := drain.Budget{AgentGrace: cfg.StopGrace, FlushTimeout: cfg.LogFlushTimeout}
 	acts := &activities.Activities{
 		API:      newAPI(cfg, "taskworker/"+Version, m),
 		Metrics:  m,
@@ -130,6 +136,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 			MaxCostUSD:       cfg.RunMaxCostUSD,
 			MaxTokens:        cfg.RunMaxTokens,
 			Project:          strings.TrimRight(cfg.APIURL, "/") + "/api/projects/" + cfg.ProjectID,
+			StopWindow:       budget.StopWindow(),
 			Log: logstream.Config{
 				FlushDelay: cfg.LogFlushDelay, MemoryBytes: cfg.LogMemoryBytes, MaxBytes: int64(cfg.LogMaxBytes),
 			},
@@ -156,14 +163,17 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		// Slots bound the runs; this only has to leave room for each run's cleanup.
 		MaxConcurrentActivityExecutionSize: 2*cfg.MaxConcurrentRuns + 2,
 		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
-		WorkerStopTimeout:                  stopFlush,
+		// Once stopped, its steps stop their agents, flush and report
+		// within this (see RunAgent); past it the SDK cancels them.
+		WorkerStopTimeout: budget.StopWindow(),
 	})
 	register(shared, host, acts)
 	// Before any run is taken: the workspaces a crashed worker left.
 	if removed := acts.SweepWorkspaces(context.Background()); len(removed) > 0 {
 		logger.Info("removed leftover workspaces", zap.Int("count", len(removed)))
 	}
-	return &Worker{shared: shared, host: host, acts: acts}, nil
+	return &Worker{shared: shared, host: host, acts: acts, drain: budget,
+		reaper: newReaper(c, cfg, redactor, logger, m, "reaper")}, nil
 }
 
 // newBroker serves the configured agent's model API through the worker, nil
@@ -210,7 +220,7 @@ func register(shared, host tworker.Registry, acts *activities.Activities) {
 	}
 }
 
-// Start begins polling both queues.
+// Start begins polling both queues, and the reaper.
 func (w *Worker) Start() error {
 	if err := w.host.Start(); err != nil {
 		return fmt.Errorf("start worker on its own queue: %w", err)
@@ -219,32 +229,48 @@ func (w *Worker) Start() error {
 		w.host.Stop()
 		return fmt.Errorf("start worker on the shared queue: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stopReaper, w.reaperDone = cancel, make(chan struct{})
+	go func() { defer close(w.reaperDone); w.reaper.Run(ctx) }()
 	return nil
 }
 
-// Stop stops polling and waits for running steps.
+// Stop stops polling and waits for running steps. The host queue's go
+// first: their failures still reach this worker's workflow tasks.
 func (w *Worker) Stop() {
-	w.shared.Stop()
+	if w.stopReaper != nil {
+		w.stopReaper()
+		<-w.reaperDone
+	}
 	w.host.Stop()
+	w.shared.Stop()
 	if w.acts.Broker != nil {
 		_ = w.acts.Broker.Close()
 	}
 }
 
 // Drain stops taking new runs — every claim is declined, so other workers
-// take them — and lets the runs this worker holds finish for up to timeout,
-// still serving their workflow tasks and their steps on its own queue. Then
-// it stops, and steps still running are cancelled (their agents stopped,
-// their logs flushed).
+// take them — and lets the runs this worker holds go on, still serving their
+// workflow tasks and their steps on its own queue, until they finish or only
+// the stop window is left of timeout (see package drain). Then the steps
+// still running are told to stop (the host worker's stop channel): each stops
+// its agent with its grace, flushes its log and reports that its worker
+// stopped, and the run goes on on another worker. Drain returns by timeout, or
+// after the stop window when timeout is shorter.
 func (w *Worker) Drain(timeout time.Duration) {
 	w.acts.Slots.Close()
-	deadline := time.Now().Add(timeout)
-	for w.acts.Slots.InUse() > 0 && time.Now().Before(deadline) {
+	budget := w.drain
+	budget.Timeout = timeout
+	began := time.Now()
+	deadline, stopAt := began.Add(max(timeout, budget.StopWindow())), began.Add(budget.StopAfter())
+	for w.acts.Slots.InUse() > 0 && time.Now().Before(stopAt) {
 		time.Sleep(200 * time.Millisecond)
 	}
+	w.host.Stop()
 	// A run leaves this host before its last workflow task (the terminal
-	// PATCH) runs; give that a moment here rather than hand it to another
-	// worker, or leave it waiting when there is none.
+	// PATCH, or the move to another worker) runs; give that a moment here
+	// rather than hand it to another worker, or leave it waiting when there
+	// is none.
 	time.Sleep(min(drainTail, time.Until(deadline)))
 	w.Stop()
 }
@@ -298,6 +324,7 @@ func newAPI(cfg Config, userAgent string, m *metrics.Metrics) *tasksapi.Client {
 func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) *dispatch.Dispatcher {
 	cfg.applyDefaults()
 	return &dispatch.Dispatcher{
+		Reaper:   newReaper(c, cfg, redact.New(cfg.Secrets()...), logger, m, "dispatcher"),
 		API:      newAPI(cfg, "taskworker-dispatch/"+Version, m),
 		Metrics:  m,
 		Temporal: c,
@@ -307,10 +334,23 @@ func NewDispatcher(c client.Client, cfg Config, logger *zap.Logger, m *metrics.M
 				Repository: cfg.DispatchRepository, Organization: cfg.DispatchOrganization, OriginProduct: cfg.DispatchOriginProduct,
 			},
 			PageSize: cfg.DispatchPageSize, MaxPages: cfg.DispatchMaxPages, PollInterval: cfg.DispatchInterval,
-			TaskQueue: cfg.TaskQueue, Pool: cfg.DispatchPool,
+			TaskQueue: cfg.TaskQueue, Pool: cfg.DispatchPool, ReapInterval: cfg.ReapInterval,
 			// Past the run's own deadline, with room for its terminal PATCH.
 			ExecutionTimeout: cfg.RunTimeout + time.Hour,
 		},
+	}
+}
+
+// newReaper builds the reaper of the runs whose workflow will never finish
+// them; by names it in their message.
+func newReaper(c client.Client, cfg Config, redactor *redact.Redactor, logger *zap.Logger, m *metrics.Metrics, by string) *reaper.Reaper {
+	return &reaper.Reaper{
+		API:      newAPI(cfg, "taskworker-"+by+"/"+Version, m),
+		Temporal: c,
+		Redactor: redactor,
+		Logger:   logger.With(zap.String("component", by)),
+		Metrics:  m,
+		Config:   reaper.Config{Namespace: cfg.TemporalNamespace, Interval: cfg.ReapInterval, By: by},
 	}
 }
 

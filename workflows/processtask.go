@@ -159,8 +159,12 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 }
 
 // hostLost reports a host step that timed out waiting for its worker: no
-// heartbeat, or no worker polling its queue. The host is gone.
+// heartbeat, or no worker polling its queue. The host is gone. So is one that
+// stopped the step itself on its way out (a drain that ran out of time).
 func hostLost(err error) bool {
+	if errorType(err) == activities.ErrWorkerStopped {
+		return true
+	}
 	var timeoutErr *temporal.TimeoutError
 	if !errors.As(err, &timeoutErr) {
 		return false

@@ -19,6 +19,7 @@ import (
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/metrics"
+	"github.com/taskworker/taskworker/internal/reaper"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -42,6 +43,9 @@ type Config struct {
 	// Pool names the workers that take the runs, in the entry each run gets.
 	Pool             string
 	ExecutionTimeout time.Duration
+	// ReapInterval is how often a cycle also looks at the in-progress local
+	// runs it sees (see Dispatcher.Reaper); 0 is every cycle.
+	ReapInterval time.Duration
 }
 
 // Stats is what one cycle did.
@@ -57,6 +61,9 @@ type Stats struct {
 	// Failed counts the tasks whose runs couldn't be listed and the runs that
 	// couldn't be handled; each is logged, and the cycle goes on without it.
 	Failed int
+	// Reaped counts the in-progress runs ended failed because their workflow
+	// will never finish them (terminated, timed out, or lost).
+	Reaped int
 }
 
 // Temporal is the part of the Temporal client the dispatcher uses.
@@ -73,7 +80,19 @@ type Dispatcher struct {
 	Logger   *zap.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
+	// Reaper, when set, ends the in-progress local runs whose workflow will
+	// never finish them: closed without finishing the run, or — for a run
+	// this pool dispatched (its state says so) — gone from Temporal.
+	Reaper *reaper.Reaper
+
+	lastReap time.Time
 }
+
+// DispatchedKey is the key of a run's state that says a dispatcher started
+// its workflow on this pool's Temporal: a run that has it and no workflow
+// there lost its workflow, while a local run without it may be driven by
+// another client entirely.
+const DispatchedKey = "taskworker_dispatch"
 
 // Run dispatches every PollInterval until ctx ends. A failed cycle is logged
 // and retried at the next tick; the API client has already honoured
@@ -86,10 +105,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.Metrics.DispatchCycle(stats.Requests, stats.Started, stats.AlreadyStarted, stats.Orphaned)
 		fields := []zap.Field{zap.Int("api_requests", stats.Requests), zap.Int("queued", stats.Queued),
 			zap.Int("started", stats.Started), zap.Int("already_started", stats.AlreadyStarted), zap.Int("orphaned", stats.Orphaned),
-			zap.Int("not_local", stats.NotLocal), zap.Int("failed", stats.Failed)}
+			zap.Int("not_local", stats.NotLocal), zap.Int("failed", stats.Failed), zap.Int("reaped", stats.Reaped)}
 		if err != nil && ctx.Err() == nil {
 			d.Logger.Warn("dispatch cycle failed", append(fields, zap.Error(err))...)
-		} else if stats.Started+stats.Orphaned+stats.Failed > 0 {
+		} else if stats.Started+stats.Orphaned+stats.Failed+stats.Reaped > 0 {
 			d.Logger.Info("dispatch cycle", fields...)
 		}
 		select {
@@ -107,6 +126,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // error is a task page that couldn't be read, which ends the cycle.
 func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
 	var stats Stats
+	reap := d.reapDue()
 	offset := 0
 	for page := 0; page < d.Config.MaxPages; page++ {
 		tasks, err := d.API.ListTasks(ctx, d.Config.Filter, d.Config.PageSize, offset)
@@ -118,6 +138,10 @@ func (d *Dispatcher) Cycle(ctx context.Context) (Stats, error) {
 		for _, task := range tasks.Results {
 			if ctx.Err() != nil {
 				return stats, ctx.Err()
+			}
+			if reap && task.LatestRun != nil && task.LatestRun.Status == tasksapi.StatusInProgress && ours(*task.LatestRun) {
+				d.reap(ctx, task.ID, *task.LatestRun, &stats)
+				continue
 			}
 			// A run is queued as the task's latest; only then are its
 			// other runs worth a look.
@@ -197,6 +221,7 @@ func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stat
 	switch {
 	case err == nil:
 		stats.Started++
+		d.markDispatched(ctx, taskID, runID, id, stats)
 		d.note(ctx, taskID, runID, fmt.Sprintf("dispatched to worker pool %s (task queue %s)", d.Config.Pool, d.Config.TaskQueue), stats)
 		return "", nil
 	case errors.As(err, &already):
@@ -247,5 +272,49 @@ func (d *Dispatcher) note(ctx context.Context, taskID, runID, message string, st
 	stats.Requests++
 	if err := d.API.AppendLog(ctx, taskID, runID, []json.RawMessage{raw}); err != nil {
 		d.Logger.Warn("dispatch note not written", zap.String("run_id", runID), zap.Error(err))
+	}
+}
+
+// markDispatched records in the run's state that its workflow was started on
+// this pool's Temporal (see DispatchedKey). Without it the run is still
+// ended if its workflow closes unfinished, not if the workflow is lost.
+func (d *Dispatcher) markDispatched(ctx context.Context, taskID, runID, workflowID string, stats *Stats) {
+	stats.Requests++
+	mark := map[string]any{DispatchedKey: map[string]any{"pool": d.Config.Pool, "task_queue": d.Config.TaskQueue, "workflow_id": workflowID}}
+	if _, err := d.API.UpdateRun(ctx, taskID, runID, tasksapi.RunUpdate{State: mark}); err != nil {
+		d.Logger.Warn("dispatched run not marked; a loss of its workflow would go unnoticed", zap.String("run_id", runID), zap.Error(err))
+	}
+}
+
+// dispatched reports a run whose state says a dispatcher started its workflow.
+func dispatched(run tasksapi.TaskRun) bool {
+	_, ok := run.State[DispatchedKey]
+	return ok
+}
+
+// reapDue reports whether this cycle looks at the in-progress runs.
+func (d *Dispatcher) reapDue() bool {
+	if d.Reaper == nil {
+		return false
+	}
+	now := time.Now()
+	if d.Config.ReapInterval > 0 && now.Sub(d.lastReap) < d.Config.ReapInterval {
+		return false
+	}
+	d.lastReap = now
+	return true
+}
+
+// reap ends an in-progress local run whose workflow will never finish it:
+// closed, or absent when this pool dispatched it.
+func (d *Dispatcher) reap(ctx context.Context, taskID string, run tasksapi.TaskRun, stats *Stats) {
+	res, err := d.Reaper.Check(ctx, taskID, run.ID, dispatched(run))
+	stats.Requests += res.Requests
+	if err != nil {
+		d.failed(ctx, stats, "reap", taskID, run.ID, err)
+		return
+	}
+	if res.Outcome == reaper.Ended {
+		stats.Reaped++
 	}
 }

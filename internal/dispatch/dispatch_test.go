@@ -180,5 +180,5 @@ func TestOnlyLocalRunsAreDispatched(t *testing.T) {
 	require.Equal(t, []string{kickoff.WorkflowID("mixed", "m2")}, temporal.started)
 	require.Equal(t, 3, stats.NotLocal)
 	require.Equal(t, 1, stats.Queued)
-	require.Equal(t, 3, stats.Requests, "no run listing for a task whose latest run isn't ours: one page, one listing, one note")
+	require.Equal(t, 4, stats.Requests, "no run listing for a task whose latest run isn't ours: one page, one listing, one mark, one note")
 }

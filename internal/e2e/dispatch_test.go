@@ -124,8 +124,8 @@ func TestFiveHundredQueuedRunsAcrossSixPagesAreDispatchedOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 500, first.Queued)
 	require.Equal(t, 500, first.Started)
-	// 6 task pages, one run listing per queued task, one log entry per start.
-	require.Equal(t, 6+500+500, first.Requests)
+	// 6 task pages, one run listing per queued task, one mark and one log entry per start.
+	require.Equal(t, 6+500+500+500, first.Requests)
 
 	second, err := d.Cycle(context.Background())
 	require.NoError(t, err)

@@ -88,6 +88,7 @@ func runWithStack(m *testing.M) (int, error) {
 		StopGrace:         2 * time.Second,
 		StatusCheckEvery:  200 * time.Millisecond,
 		GitHubToken:       githubTokenCanary,
+		ReapInterval:      500 * time.Millisecond,
 	}})
 	if err != nil {
 		return 0, err

@@ -29,7 +29,20 @@ func WorkflowID(taskID, runID string) string { return idPrefix + taskID + "-" + 
 // UUIDPattern matches a UUID.
 const UUIDPattern = `[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`
 
-var workflowIDRe = regexp.MustCompile(`^` + idPrefix + `(` + UUIDPattern + `)-`)
+var (
+	workflowIDRe = regexp.MustCompile(`^` + idPrefix + `(` + UUIDPattern + `)-`)
+	runIDRe      = regexp.MustCompile(`^` + idPrefix + `(` + UUIDPattern + `)-(` + UUIDPattern + `)$`)
+)
+
+// RunOf is the task and run a workflow ID names, lower case, when it is
+// PostHog's task-processing-{task_id}-{run_id}.
+func RunOf(workflowID string) (taskID, runID string, ok bool) {
+	m := runIDRe.FindStringSubmatch(workflowID)
+	if m == nil {
+		return "", "", false
+	}
+	return strings.ToLower(m[1]), strings.ToLower(m[2]), true
+}
 
 // TaskOf is the task ID in a workflow ID, lower case; "" when the ID is not
 // PostHog's.

@@ -38,6 +38,7 @@ type Metrics struct {
 	dispatchedRuns *prometheus.CounterVec
 	dispatchFailed *prometheus.CounterVec
 	egressDenied   *prometheus.CounterVec
+	reapedRuns     *prometheus.CounterVec
 }
 
 // New registers every metric, Go's runtime collectors and build info.
@@ -70,6 +71,7 @@ func New(version string) *Metrics {
 		dispatchedRuns: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_runs_total", Help: "Queued runs the dispatcher handled: started, already_started, orphaned."}, []string{"result"})).(*prometheus.CounterVec),
 		dispatchFailed: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_failures_total", Help: "What the dispatcher could not do, by step: list_tasks, list_runs, start, describe, read_run, fail_orphan; each is tried again next cycle."}, []string{"step"})).(*prometheus.CounterVec),
 		egressDenied:   f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_egress_denied_total", Help: "Connections the egress proxy refused an isolated run, by reason: not_allowed, special_address (private, loopback, metadata)."}, []string{"reason"})).(*prometheus.CounterVec),
+		reapedRuns:     f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_reaped_runs_total", Help: "Runs the reaper ended failed because their workflow will never finish them, by what became of the workflow: terminated, timed_out, absent, ..."}, []string{"workflow"})).(*prometheus.CounterVec),
 	}
 }
 
@@ -234,5 +236,12 @@ func (m *Metrics) DispatchFailure(step string) {
 func (m *Metrics) EgressDenied(reason string) {
 	if m != nil {
 		m.egressDenied.WithLabelValues(reason).Inc()
+	}
+}
+
+// RunReaped counts a run the reaper ended, by what became of its workflow.
+func (m *Metrics) RunReaped(workflow string) {
+	if m != nil {
+		m.reapedRuns.WithLabelValues(workflow).Inc()
 	}
 }

@@ -31,6 +31,20 @@ once)
 		exec sleep 300
 	fi
 	;;
+stopped)
+	# Works until its worker stops it on its first attempt, and answers
+	# SIGTERM with its last lines; prints its lines on the next attempt.
+	if [ -e "$TASK_DESCRIPTION/stopped-once" ]; then
+		i=1
+		while [ "$i" -le "$2" ]; do echo "line $i"; i=$((i + 1)); done
+		printf 'run %s\n' "$RUN_ID" >> CHANGES.md
+	else
+		touch "$TASK_DESCRIPTION/stopped-once"
+		trap 'echo "got SIGTERM: saving my work"; echo "saved, exiting"; exit 143' TERM
+		echo "working until stopped"
+		while :; do sleep 0.1; done
+	fi
+	;;
 missing)
 	exec /nonexistent/agent-binary --work
 	;;
