@@ -334,10 +334,10 @@ func (a *Activities) CleanupWorkspace(ctx context.Context, ref RunRef) error {
 	_ = os.RemoveAll(a.spillDir(ref))
 	ws := a.workspaceFor(ref)
 	if rel, err := filepath.Rel(a.Config.WorkspaceDir, ws.Root); err != nil || rel == "." || filepath.IsAbs(rel) || rel[0] == '.' {
-		return a.classify(fmt.Errorf("refusing to remove %s: not inside the workspace dir %s", ws.Root, a.Config.WorkspaceDir))
+		return a.temporalError(fmt.Errorf("refusing to remove %s: not inside the workspace dir %s", ws.Root, a.Config.WorkspaceDir))
 	}
 	if err := os.RemoveAll(ws.Root); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return a.classify(fmt.Errorf("remove workspace %s: %w", ws.Root, err))
+		return a.temporalError(fmt.Errorf("remove workspace %s: %w", ws.Root, err))
 	}
 	a.forgetClaim(ref.RunID)
 	return nil
@@ -358,7 +358,7 @@ func (a *Activities) Note(ctx context.Context, in NoteInput) error {
 	log := a.stream(ctx, in.RunRef, NoteName+"/"+in.Key, true)
 	log.Console(in.Level, in.Message)
 	_, err := a.closeStream(ctx, in.RunRef, log, 0)
-	return a.classify(err)
+	return a.temporalError(err)
 }
 
 // ClaimHost takes one of this worker's run slots and returns the worker's own

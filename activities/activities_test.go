@@ -42,14 +42,14 @@ func TestClassifyDecidesWhatIsRetried(t *testing.T) {
 		{&agent.ExitError{Agent: "command", Result: process.Result{ExitCode: 3}}, ErrAgentFailed, false},
 		{&agent.ResultError{Agent: "claude", Kind: "error_max_turns", Turns: 200, Message: "max turns"}, ErrAgentFailed, false},
 		{&agentTimeoutError{after: "1h0m0s"}, ErrAgentTimeout, false},
-		{invalidInput("task %s has no repository", "t"), ErrInvalidInput, false},
+		{permanent("task %s has no repository", "t"), ErrInvalidInput, false},
 		{alreadyEnded(tasksapi.StatusCancelled), ErrRunAlreadyEnded, false},
 		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 422, Message: "Validation Failed"}), branch: "b"}, ErrPullRequest, false},
 		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 502, Message: "Bad Gateway"}), branch: "b"}, ErrPullRequest, true},
 		{fmt.Errorf("wrapped: %w", errors.New("disk full")), "Error", true},
 	}
 	for _, tc := range cases {
-		err := a.classify(fmt.Errorf("step: %w", tc.err))
+		err := a.temporalError(fmt.Errorf("step: %w", tc.err))
 		var appErr *temporal.ApplicationError
 		require.ErrorAs(t, err, &appErr, "%v", tc.err)
 		require.Equal(t, tc.errType, appErr.Type(), "%v", tc.err)
@@ -88,7 +88,7 @@ func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 			require.ErrorContains(t, err, "HTTP 422")
 			require.ErrorContains(t, err, "the branch posthog/task-1 is pushed")
 			var appErr *temporal.ApplicationError
-			require.ErrorAs(t, a.classify(err), &appErr)
+			require.ErrorAs(t, a.temporalError(err), &appErr)
 			require.Equal(t, ErrPullRequest, appErr.Type())
 			require.True(t, appErr.NonRetryable(), "GitHub's refusal is final: Publish is not tried six times")
 			continue

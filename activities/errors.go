@@ -18,27 +18,31 @@ import (
 
 // Error types the workflow sees in ApplicationError.Type().
 const (
-	ErrInvalidInput      = "InvalidInput"
-	ErrTasksAPI          = "TasksAPIError"
-	ErrTasksAPIResponse  = "TasksAPIInvalidResponse"
-	ErrGit               = "GitError"
-	ErrAgentNotStarted   = "AgentNotStarted"
-	ErrAgentFailed       = "AgentFailed"
-	ErrAgentTimeout      = "AgentTimeout"
-	ErrRunAlreadyEnded   = "RunAlreadyEnded"
-	ErrWorkerBusy        = "WorkerBusy"
-	ErrPullRequest       = "PullRequestError"
-	ErrAttemptFenced     = "AttemptFenced"
-	errInternalRetryable = "Error"
+	// ErrInvalidInput is any failure no retry fixes (permanent): bad
+	// input, a spent budget. The name stays, as recorded histories carry it.
+	ErrInvalidInput     = "InvalidInput"
+	ErrTasksAPI         = "TasksAPIError"
+	ErrTasksAPIResponse = "TasksAPIInvalidResponse"
+	ErrGit              = "GitError"
+	ErrAgentNotStarted  = "AgentNotStarted"
+	ErrAgentFailed      = "AgentFailed"
+	ErrAgentTimeout     = "AgentTimeout"
+	ErrRunAlreadyEnded  = "RunAlreadyEnded"
+	ErrWorkerBusy       = "WorkerBusy"
+	ErrPullRequest      = "PullRequestError"
+	ErrAttemptFenced    = "AttemptFenced"
+	// errTransient is every other failure: retried, as it may be passing.
+	errTransient = "Error"
 )
 
-// inputError is bad input that no retry will fix.
-type inputError struct{ msg string }
+// permanentError is a failure no retry will fix: bad input, a spent
+// budget, a result that breaks the task's schema.
+type permanentError struct{ msg string }
 
-func (e *inputError) Error() string { return e.msg }
+func (e *permanentError) Error() string { return e.msg }
 
-func invalidInput(format string, args ...any) error {
-	return &inputError{msg: fmt.Sprintf(format, args...)}
+func permanent(format string, args ...any) error {
+	return &permanentError{msg: fmt.Sprintf(format, args...)}
 }
 
 // pullRequestError is a pull request that couldn't be opened, with
@@ -62,8 +66,8 @@ func (e *agentTimeoutError) Error() string {
 	return "agent did not finish within " + e.after + " and was stopped; raise TASKWORKER_AGENT_TIMEOUT or narrow the task"
 }
 
-// LogDroppedOf is how many log entries the step that failed with err lost.
-func LogDroppedOf(err error) int {
+// EntriesLost is how many log entries the step that failed with err lost.
+func EntriesLost(err error) int {
 	var dropped int
 	var appErr *temporal.ApplicationError
 	var canceled *temporal.CanceledError
@@ -76,29 +80,29 @@ func LogDroppedOf(err error) int {
 	return dropped
 }
 
-// classifyReporting is classify, with the count of lost log entries attached
-// for the workflow to add up.
-func (a *Activities) classifyReporting(err error, dropped int) error {
+// temporalError turns an error of internal/ into the error Temporal sees:
+// its message redacted, its type the kind of failure, and retryable only when
+// a retry may succeed. The cause is not attached, so no unredacted text
+// reaches the workflow history. lost, when given, is how many log entries the
+// step lost, for the workflow to add up (EntriesLost).
+func (a *Activities) temporalError(err error, lost ...int) error {
 	if err == nil {
 		return nil
 	}
+	var details []any
+	for _, n := range lost {
+		details = append(details, n)
+	}
 	if errors.Is(err, context.Canceled) {
-		return temporal.NewCanceledError(dropped)
+		if len(details) == 0 {
+			return err
+		}
+		return temporal.NewCanceledError(details...)
 	}
-	return a.classifyWith(err, dropped)
+	return a.kindOf(err, details)
 }
 
-// classify turns an error of internal/ into the error Temporal sees: its
-// message redacted, and retryable only when a retry may succeed. The cause is
-// not attached, so no unredacted text reaches the workflow history.
-func (a *Activities) classify(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return err
-	}
-	return a.classifyWith(err)
-}
-
-func (a *Activities) classifyWith(err error, details ...any) error {
+func (a *Activities) kindOf(err error, details []any) error {
 	var (
 		apiErr     *tasksapi.APIError
 		decodeErr  *tasksapi.DecodeError
@@ -108,7 +112,7 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 		resultErr  *agent.ResultError
 		prErr      *pullRequestError
 		ghErr      *github.Error
-		inErr      *inputError
+		inErr      *permanentError
 		endedErr   *runEndedError
 		timeoutErr *agentTimeoutError
 		stoppedErr *workerStoppedError
@@ -117,7 +121,7 @@ func (a *Activities) classifyWith(err error, details ...any) error {
 	if errors.As(err, &appErr) {
 		return err
 	}
-	errType, final := errInternalRetryable, false
+	errType, final := errTransient, false
 	switch {
 	case errors.As(err, &endedErr):
 		errType, final = ErrRunAlreadyEnded, true

@@ -39,7 +39,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 		// One that refuses the run for good still ends it.
 		if err := a.setStage(ctx, ref, step); err != nil {
 			if !tasksapi.IsRetryable(err) {
-				return prior, a.classifyReporting(err, prior)
+				return prior, a.temporalError(err, prior)
 			}
 			a.logger(ref).Warn("stage not recorded", zap.String("stage", step), zap.String("error", a.redactError(err)))
 		}
@@ -62,7 +62,7 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	if err == nil && logErr != nil {
 		err = logErr
 	}
-	return prior + dropped, a.classifyReporting(err, prior+dropped)
+	return prior + dropped, a.temporalError(err, prior+dropped)
 }
 
 func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *logstream.Stream) (Workspace, error) {
@@ -94,13 +94,13 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		var unborn *gitrepo.UnbornHeadError
 		switch {
 		case errors.As(err, &unborn) && unborn.NoBranches:
-			return ws, invalidInput("clone %s: %v: push a commit to it and run the task again", run.Repository, err)
+			return ws, permanent("clone %s: %v: push a commit to it and run the task again", run.Repository, err)
 		case errors.As(err, &unborn):
-			return ws, invalidInput("clone %s: %v: push a commit to it, make a branch that has commits the default, or name the base branch (the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH), and run the task again", run.Repository, err)
+			return ws, permanent("clone %s: %v: push a commit to it, make a branch that has commits the default, or name the base branch (the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH), and run the task again", run.Repository, err)
 		case errors.As(err, &gitErr) && gitErr.NotFound():
 			return ws, fmt.Errorf("clone %s: the repository does not exist or this worker can't read it (check the task's repository and TASKWORKER_GITHUB_TOKEN): %w", run.Repository, err)
 		case errors.As(err, &gitErr) && gitErr.RemoteBranchMissing():
-			return ws, invalidInput("clone %s: base branch %q does not exist (it comes from the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH)", run.Repository, base)
+			return ws, permanent("clone %s: base branch %q does not exist (it comes from the run's state.pr_base_branch or TASKWORKER_BASE_BRANCH)", run.Repository, base)
 		}
 		return ws, fmt.Errorf("clone %s: %w", run.Repository, err)
 	}
@@ -146,7 +146,7 @@ func (a *Activities) prepareWorkspace(ctx context.Context, run RunContext, log *
 		log.Console(acp.LevelInfo, fmt.Sprintf("branch %s exists from an earlier run (at %s); this run continues on it", ws.Branch, short(ws.BranchSHA)))
 	}
 	if ws.BaseSHA, err = repo.Head(ctx); err != nil {
-		return ws, invalidInput("clone %s: %v", run.Repository, err)
+		return ws, permanent("clone %s: %v", run.Repository, err)
 	}
 	return ws, nil
 }
@@ -268,7 +268,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			err = worker.err()
 		case stopAtBudget() != "":
 			log.Console(acp.LevelWarn, "agent stopped: the run's "+stopAtBudget())
-			err = invalidInput("%s", stopAtBudget())
+			err = permanent("%s", stopAtBudget())
 		case watch.ended() != "":
 			log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", watch.ended()))
 			err = alreadyEnded(tasksapi.Status(watch.ended()))
@@ -314,14 +314,14 @@ func (a *Activities) recordUsage(ctx context.Context, ref RunRef, res agent.Resu
 func (a *Activities) agentResult(schema json.RawMessage, res agent.Result, outputFile artifacts.Path, log *logstream.Stream) (json.RawMessage, error) {
 	compiled, err := structured.Compile(schema)
 	if err != nil {
-		return nil, invalidInput("%v", err)
+		return nil, permanent("%v", err)
 	}
 	result, source, err := structured.Find(res.Structured, outputFile, res.Summary)
 	if err != nil {
-		return nil, invalidInput("%s", a.Redactor.String(err.Error()))
+		return nil, permanent("%s", a.Redactor.String(err.Error()))
 	}
 	if err := compiled.Validate(result); err != nil {
-		return nil, invalidInput("%s (from %s)", a.Redactor.String(err.Error()), source)
+		return nil, permanent("%s (from %s)", a.Redactor.String(err.Error()), source)
 	}
 	log.Console(acp.LevelInfo, fmt.Sprintf("the agent's result (from %s) matches the task's json_schema", source))
 	return json.RawMessage(a.Redactor.String(string(result))), nil
@@ -385,7 +385,7 @@ func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutpu
 	defer release()
 	var out PublishOutput
 	if err := a.holdsRun(ctx, in.Run); err != nil {
-		return out, a.classify(err)
+		return out, a.temporalError(err)
 	}
 	dropped, err := a.runStep(ctx, in.Run.RunRef, StepPublish, "", 0, func(log *logstream.Stream) (string, error) {
 		var err error
@@ -417,7 +417,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	}
 	out := PublishOutput{BaseSHA: ws.BaseSHA, Branch: branch}
 	if ws.GitDir == "" {
-		return out, invalidInput("the workspace has no git dir of the worker's (it was made by an older worker); run the task again")
+		return out, permanent("the workspace has no git dir of the worker's (it was made by an older worker); run the task again")
 	}
 	repo := a.Git.Open(ws.RepoDir, ws.GitDir)
 	a.keepAgentCommits(ctx, repo, ws, log)
@@ -451,7 +451,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	if err := a.Cache.Push(ctx, in.Run.Repository, url, repo, branch, ws.BranchSHA); err != nil {
 		var gitErr *gitrepo.Error
 		if errors.As(err, &gitErr) && strings.Contains(gitErr.Stderr, "stale info") {
-			return out, invalidInput("push %s: the branch changed on the remote while this run worked; nothing was overwritten, run the task again to build on it", branch)
+			return out, permanent("push %s: the branch changed on the remote while this run worked; nothing was overwritten, run the task again to build on it", branch)
 		}
 		return out, fmt.Errorf("push %s: %w", branch, err)
 	}
@@ -517,7 +517,7 @@ func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub Publi
 	if err != nil {
 		msg := a.Redactor.String(err.Error())
 		if a.Config.PRStrict {
-			return &pullRequestError{err: err, branch: pub.Branch} // classify redacts it
+			return &pullRequestError{err: err, branch: pub.Branch} // temporalError redacts it
 		}
 		output["pr_error"] = msg
 		log.Console(acp.LevelWarn, "no pull request: "+msg+"; the branch is pushed")

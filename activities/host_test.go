@@ -160,14 +160,14 @@ func TestARunOnAnEmptyRepositorySaysWhatToDo(t *testing.T) {
 	_, _, err := h.prepare(t, run)
 	require.ErrorContains(t, err, "clone acme/app: the repository has no branches (it is empty): push a commit to it and run the task again")
 	var appErr *temporal.ApplicationError
-	require.True(t, errors.As(h.a.classify(err), &appErr) && appErr.NonRetryable(), "no retry fills a repository: %v", err)
+	require.True(t, errors.As(h.a.temporalError(err), &appErr) && appErr.NonRetryable(), "no retry fills a repository: %v", err)
 
 	// Pushed, but not to the branch HEAD names.
 	h.push(t, origin, "", "feature", "a.txt")
 	run.RunID = "r2"
 	_, _, err = h.prepare(t, run)
 	require.ErrorContains(t, err, `clone acme/app: the repository's default branch "main" has no commits: push a commit to it, make a branch that has commits the default, or name the base branch`)
-	require.True(t, errors.As(h.a.classify(err), &appErr) && appErr.NonRetryable(), "%v", err)
+	require.True(t, errors.As(h.a.temporalError(err), &appErr) && appErr.NonRetryable(), "%v", err)
 
 	run.RunID, run.BaseBranch = "r3", "feature"
 	ws, _, err := h.prepare(t, run)

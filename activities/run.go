@@ -19,21 +19,21 @@ import (
 // marks the run in_progress.
 func (a *Activities) StartRun(ctx context.Context, ref RunRef) (RunContext, error) {
 	run, err := a.startRun(ctx, ref)
-	return run, a.classify(err)
+	return run, a.temporalError(err)
 }
 
 func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, error) {
 	task, err := a.API.GetTask(ctx, ref.TaskID)
 	if err != nil {
 		if tasksapi.IsNotFound(err) {
-			return RunContext{}, invalidInput("task %s not found in this project (was it deleted?): %v", ref.TaskID, err)
+			return RunContext{}, permanent("task %s not found in this project (was it deleted?): %v", ref.TaskID, err)
 		}
 		return RunContext{}, fmt.Errorf("load task %s: %w", ref.TaskID, err)
 	}
 	run, err := a.API.GetRun(ctx, ref.TaskID, ref.RunID)
 	if err != nil {
 		if tasksapi.IsNotFound(err) {
-			return RunContext{}, invalidInput("run %s of task %s not found: %v", ref.RunID, ref.TaskID, err)
+			return RunContext{}, permanent("run %s of task %s not found: %v", ref.RunID, ref.TaskID, err)
 		}
 		return RunContext{}, fmt.Errorf("load run %s: %w", ref.RunID, err)
 	}
@@ -42,10 +42,10 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	}
 	repo := task.RepositoryName()
 	if repo == "" {
-		return RunContext{}, invalidInput("task %s has no repository: set its repository to \"org/repo\" and run it again", ref.TaskID)
+		return RunContext{}, permanent("task %s has no repository: set its repository to \"org/repo\" and run it again", ref.TaskID)
 	}
 	if err := gitrepo.ValidateRepository(repo); err != nil {
-		return RunContext{}, invalidInput("task %s: %v", ref.TaskID, err)
+		return RunContext{}, permanent("task %s: %v", ref.TaskID, err)
 	}
 	rc := RunContext{
 		RunRef: ref, Title: task.Title, Description: task.Description, Repository: repo,
@@ -66,13 +66,13 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	}
 	if schema := bytes.TrimSpace(task.JSONSchema); len(schema) > 0 && string(schema) != "null" {
 		if _, err := structured.Compile(schema); err != nil {
-			return RunContext{}, invalidInput("task %s: %v; fix the task's json_schema and run it again", ref.TaskID, err)
+			return RunContext{}, permanent("task %s: %v; fix the task's json_schema and run it again", ref.TaskID, err)
 		}
 		rc.JSONSchema = schema
 	}
 	rc.Branch = BranchName(a.Config.BranchTemplate, rc)
 	if !a.Git.ValidBranchName(ctx, rc.Branch) {
-		return RunContext{}, invalidInput("branch name %q (from TASKWORKER_BRANCH_TEMPLATE %q) is not a valid git branch name", rc.Branch, a.Config.BranchTemplate)
+		return RunContext{}, permanent("branch name %q (from TASKWORKER_BRANCH_TEMPLATE %q) is not a valid git branch name", rc.Branch, a.Config.BranchTemplate)
 	}
 	if legacy := legacyBranchName(a.Config.BranchTemplate, rc); legacy != rc.Branch {
 		rc.LegacyBranch = legacy
@@ -151,7 +151,7 @@ func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
 	}
 	run, err := a.API.UpdateRun(ctx, in.TaskID, in.RunID, update)
 	if err != nil {
-		return a.classify(fmt.Errorf("set run %s: %w", in.Status, err))
+		return a.temporalError(fmt.Errorf("set run %s: %w", in.Status, err))
 	}
 	var took time.Duration
 	if run.CompletedAt != nil {

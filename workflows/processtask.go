@@ -106,10 +106,10 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	if err != nil {
 		if errorType(err) == activities.ErrRunAlreadyEnded {
 			// Someone else ended it (cancelled from the UI, say): leave its status alone.
-			logger.Info("run already ended", "reason", describe(err))
-			return Result{ErrorMessage: describe(err)}, nil
+			logger.Info("run already ended", "reason", errorMessage(err))
+			return Result{ErrorMessage: errorMessage(err)}, nil
 		}
-		return finish(ctx, ref, Result{LogDropped: activities.LogDroppedOf(err)}, err)
+		return finish(ctx, ref, Result{LogDropped: activities.EntriesLost(err)}, err)
 	}
 	run.CreatePR = in.CreatePR
 
@@ -140,7 +140,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		// The worker holding the workspace is gone: start the host phase
 		// over on another one, and say so in the run's log.
 		note(ctx, ref, fmt.Sprintf("host-lost-%d", attempt), acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
-			describe(err), attempt+1, attempts))
+			errorMessage(err), attempt+1, attempts))
 	}
 	res.LogDropped = dropped
 	cancelTimer()
@@ -152,7 +152,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	if errorType(err) == activities.ErrRunAlreadyEnded {
 		// Ended elsewhere (cancelled from the UI): the agent was stopped,
 		// and the status someone else set stays.
-		workflow.GetLogger(ctx).Info("run ended elsewhere", "reason", describe(err))
+		workflow.GetLogger(ctx).Info("run ended elsewhere", "reason", errorMessage(err))
 		return res, nil
 	}
 	return finish(ctx, ref, res, err)
@@ -206,7 +206,7 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 	step := func(ctx workflow.Context, activity, in, out any, dropped func() int) error {
 		err := workflow.ExecuteActivity(ctx, activity, in).Get(ctx, out)
 		if err != nil {
-			res.LogDropped += activities.LogDroppedOf(err)
+			res.LogDropped += activities.EntriesLost(err)
 			return err
 		}
 		res.LogDropped += dropped()
@@ -283,7 +283,7 @@ func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error
 		in.Status = tasksapi.StatusCancelled
 	default:
 		in.Status = tasksapi.StatusFailed
-		in.ErrorMessage = describe(cause)
+		in.ErrorMessage = errorMessage(cause)
 	}
 	res.Status, res.ErrorMessage = in.Status, in.ErrorMessage
 
@@ -299,7 +299,7 @@ func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error
 			reason += ": " + in.ErrorMessage
 		}
 		return res, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("run ended %s; its status could not be recorded: %s", reason, describe(err)), ErrRunFailed, nil)
+			fmt.Sprintf("run ended %s; its status could not be recorded: %s", reason, errorMessage(err)), ErrRunFailed, nil)
 	}
 	switch in.Status {
 	case tasksapi.StatusCancelled:
@@ -310,9 +310,9 @@ func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error
 	return res, nil
 }
 
-// describe turns a step's error into the run's error_message: the message of
+// errorMessage turns a step's error into the run's error_message: the message of
 // the step's own error, or which step timed out.
-func describe(err error) string {
+func errorMessage(err error) string {
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) {
 		return appErr.Message()

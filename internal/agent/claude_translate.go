@@ -26,7 +26,7 @@ type claudeStream struct {
 func (s *claudeStream) line(line string) verdict {
 	if !strings.HasPrefix(strings.TrimSpace(line), "{") {
 		s.sink.Emit(acp.Console(acp.LevelInfo, line))
-		return goOn
+		return keepReading
 	}
 	var ev claudeEvent
 	if err := json.Unmarshal([]byte(line), &ev); err != nil {
@@ -35,7 +35,7 @@ func (s *claudeStream) line(line string) verdict {
 		} else {
 			s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude: unreadable event (%v): %s", err, clipText(line, 2000))))
 		}
-		return goOn
+		return keepReading
 	}
 	switch ev.Type {
 	case "system":
@@ -50,7 +50,7 @@ func (s *claudeStream) line(line string) verdict {
 	default:
 		s.sink.Emit(acp.Console(acp.LevelInfo, fmt.Sprintf("claude %s event: %s", ev.Type, clipText(line, 2000))))
 	}
-	return goOn
+	return keepReading
 }
 
 func (s *claudeStream) system(ev claudeEvent, line string) verdict {
@@ -65,17 +65,17 @@ func (s *claudeStream) system(ev claudeEvent, line string) verdict {
 		}
 		_ = json.Unmarshal([]byte(line), &d)
 		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude was not allowed to use %s: %s", d.ToolName, d.Message)))
-		return goOn
+		return keepReading
 	default:
 		s.sink.Emit(acp.Console(acp.LevelDebug, fmt.Sprintf("claude system/%s: %s", ev.Subtype, clipText(line, 2000))))
-		return goOn
+		return keepReading
 	}
 	s.mu.Lock()
 	s.model = ev.Model
 	s.mu.Unlock()
 	s.sink.Emit(acp.Console(acp.LevelInfo, fmt.Sprintf("Claude Code %s started: model %s, permission mode %s, session %s",
 		ev.Version, ev.Model, ev.PermissionMode, ev.SessionID)))
-	return goOn
+	return keepReading
 }
 
 // apiRetry reports a failed API call Claude Code will retry. Rejected
@@ -97,7 +97,7 @@ func (s *claudeStream) apiRetry(line string) verdict {
 	}
 	s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("claude: API call failed (HTTP %d, %s); retry %d of %d in %d ms",
 		r.Status, r.Error, r.Attempt, r.MaxRetries, r.DelayMS)))
-	return goOn
+	return keepReading
 }
 
 // blocks turns a message's content into entries: the assistant's text,

@@ -156,12 +156,12 @@ type codexItem struct {
 func (s *codexStream) line(line string) verdict {
 	if !strings.HasPrefix(strings.TrimSpace(line), "{") {
 		s.sink.Emit(acp.Console(acp.LevelInfo, line))
-		return goOn
+		return keepReading
 	}
 	var ev codexEvent
 	if err := json.Unmarshal([]byte(line), &ev); err != nil {
 		s.sink.Emit(acp.Console(acp.LevelWarn, fmt.Sprintf("codex: unreadable event (%v): %s", err, clipText(line, 2000))))
-		return goOn
+		return keepReading
 	}
 	switch ev.Type {
 	case "thread.started":
@@ -193,7 +193,7 @@ func (s *codexStream) line(line string) verdict {
 	default:
 		s.sink.Emit(acp.Console(acp.LevelInfo, fmt.Sprintf("codex %s event: %s", ev.Type, clipText(line, 2000))))
 	}
-	return goOn
+	return keepReading
 }
 
 func (s *codexStream) item(it codexItem, completed bool) {

@@ -45,7 +45,7 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 			Isolation:    req.Isolation,
 		},
 		opts:     c.Options,
-		onStdout: func(line string) verdict { proto.line(line); return goOn },
+		onStdout: func(line string) verdict { proto.line(line); return keepReading },
 	}.run(ctx, sink)
 	if err != nil {
 		return Result{}, err

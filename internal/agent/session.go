@@ -28,7 +28,7 @@ type session struct {
 type verdict int
 
 const (
-	goOn verdict = iota
+	keepReading verdict = iota
 	finalResult
 	fatal
 )
@@ -64,7 +64,7 @@ func (s session) run(ctx context.Context, sink Sink) (sessionEnd, error) {
 			return
 		}
 		switch s.onStdout(line) {
-		case goOn:
+		case keepReading:
 			return
 		case fatal:
 			stop()

@@ -140,7 +140,6 @@ func (q *queue) refill() error {
 	return nil
 }
 
-// closeSpill removes the spill file; it is the queue's alone.
 // readLine reads the next spilled entry. A bufio.Reader that met the end of
 // the file once reports it again before it looks for data written since, so
 // an EOF is retried: every line counted in spilled has been flushed whole.
@@ -159,6 +158,7 @@ func (q *queue) readLine() ([]byte, error) {
 	return nil, fmt.Errorf("%d entries are missing from the file", q.spilled)
 }
 
+// closeSpill removes the spill file; it is the queue's alone.
 func (q *queue) closeSpill() {
 	if q.file != nil {
 		q.file.Close()
