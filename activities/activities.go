@@ -6,18 +6,12 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"time"
 
-	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
-	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/broker"
 	"github.com/taskworker/taskworker/internal/egress"
@@ -26,6 +20,7 @@ import (
 	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/metrics"
+	"github.com/taskworker/taskworker/internal/publish"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/slots"
@@ -108,6 +103,11 @@ type RunRef struct {
 	RunID  string `json:"run_id"`
 }
 
+// published is what the run's branch, commit and pull request are named from.
+func (r RunContext) published() publish.Run {
+	return publish.Run{TaskID: r.TaskID, RunID: r.RunID, Title: r.Title, Description: r.Description, Slug: r.Slug}
+}
+
 // RunContext is what the workflow knows about a run after StartRun. The
 // worker's timeouts travel in it so the workflow reads them from its history.
 type RunContext struct {
@@ -145,35 +145,6 @@ type RunContext struct {
 // Budget is what the run may spend: its own limits, else the worker's.
 func (r RunContext) Budget(c Config) broker.Budget {
 	return broker.Budget{MaxCostUSD: cmp.Or(r.MaxCostUSD, c.MaxCostUSD), MaxTokens: cmp.Or(r.MaxTokens, c.MaxTokens)}
-}
-
-// Workspace is a run's folder on the host that claimed it.
-type Workspace struct {
-	Root         string `json:"root"`
-	RepoDir      string `json:"repo_dir"`
-	ArtifactsDir string `json:"artifacts_dir"`
-	// HomeDir is the agent's HOME: with the clone, the artifacts and OutDir,
-	// the only folders the agent can write.
-	HomeDir string `json:"home_dir,omitempty"`
-	// WorkerDir is the worker's own part of the workspace (output buffers),
-	// out of the agent's reach.
-	WorkerDir  string `json:"worker_dir,omitempty"`
-	BaseBranch string `json:"base_branch"`
-	BaseSHA    string `json:"base_sha"`
-	// BranchSHA is where the run's branch was on the remote when the run
-	// started ("" when new): the push may only move it from there.
-	BranchSHA  string `json:"branch_sha,omitempty"`
-	CacheHit   bool   `json:"cache_hit"`
-	LogDropped int    `json:"log_dropped,omitempty"`
-	// Branch is the branch the run pushes: the run's, or the legacy name of
-	// it that an earlier run pushed.
-	Branch string `json:"branch,omitempty"`
-	// OutDir is where the agent's side of the run leaves files for the
-	// worker to read as untrusted data (TASK_OUTPUT_FILE, commits.bundle).
-	OutDir string `json:"out_dir,omitempty"`
-	// GitDir is the worker's own git dir of the run, in a folder only the
-	// worker may read or write: the agent never sees it.
-	GitDir string `json:"git_dir,omitempty"`
 }
 
 // Activity names. The workflow schedules each step by its name and the
@@ -225,75 +196,6 @@ func (a *Activities) logger(ref RunRef) *zap.Logger {
 		zap.String("workflow_id", kickoff.WorkflowID(ref.TaskID, ref.RunID)))
 }
 
-// stream opens the log of one step of a run. Its entries' event_ids are
-// derived from the run, the workflow execution, the step and their place in
-// the step's stream, so that an entry written again is known as the same
-// entry. A step whose entries are a function of its input (StartRun, Note,
-// FinishRun: sameOnRetry) writes the same entries again when it is retried,
-// so its step names the call alone (the SDK may give a retried local activity
-// a new activity ID); a step that does its work again (the host steps) writes
-// new entries on each attempt, so its activity and attempt are in their IDs.
-func (a *Activities) stream(ctx context.Context, ref RunRef, step string, sameOnRetry bool) *logstream.Stream {
-	cfg := a.Config.Log
-	cfg.SpillDir = a.spillDir(ref)
-	cfg.EventIDScope = eventIDScope(ctx, ref, step, sameOnRetry)
-	return logstream.New(a.API, ref.TaskID, ref.RunID, a.Redactor, cfg)
-}
-
-// eventIDScope names a step's stream for its event IDs; outside an activity
-// (a test calling a step directly) there is none, and IDs are random.
-func eventIDScope(ctx context.Context, ref RunRef, step string, sameOnRetry bool) string {
-	if !activity.IsActivity(ctx) {
-		return ""
-	}
-	info := activity.GetInfo(ctx)
-	if sameOnRetry {
-		return fmt.Sprintf("%s/%s/%s", ref.RunID, info.WorkflowExecution.RunID, step)
-	}
-	return fmt.Sprintf("%s/%s/%s/%s/%d", ref.RunID, info.WorkflowExecution.RunID, step, info.ActivityID, info.Attempt)
-}
-
-// spillDir holds a run's log entries that wait for the API on disk. It is
-// beside the workspace, not in it, so a retried clone can't remove it.
-func (a *Activities) spillDir(ref RunRef) string {
-	return filepath.Join(a.Config.WorkspaceDir, ".logspill", ref.RunID)
-}
-
-// flushMargin is how long before its step's deadline a flush gives up, so
-// the step still returns in time for its result to count.
-const flushMargin = 2 * time.Second
-
-// closeStream flushes a step's log on a context of its own, so a cancelled or
-// failed step still delivers what it wrote. The flush ends by the step's own
-// deadline (less flushMargin, and reserve for what the step does after it):
-// a step that outlived it would be retried while it still wrote; and, once
-// the worker is stopping, in time for the step to report. It returns
-// how many entries were lost, and the API's answer if it refused the log for
-// good (401/403/404).
-func (a *Activities) closeStream(ctx context.Context, ref RunRef, s *logstream.Stream, reserve time.Duration) (int, error) {
-	timeout := a.Config.FlushTimeout
-	if timeout <= 0 {
-		timeout = defaultFlushTimeout
-	}
-	if deadline, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(deadline)-flushMargin-reserve)
-	}
-	if deadline, ok := flushDeadlineOf(ctx); ok {
-		timeout = min(timeout, time.Until(deadline))
-	}
-	fctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	stats, err := s.Close(fctx)
-	a.Metrics.Log(stats.Sent, stats.Rejected, stats.Dropped, stats.CutEntries, stats.Redacted, stats.SpilledBytes)
-	if err != nil || stats.Dropped > 0 {
-		a.logger(ref).Warn("log entries not delivered", zap.Int("dropped", stats.Dropped), zap.String("error", a.redactError(err)))
-	}
-	if stats.SpilledBytes > 0 {
-		a.logger(ref).Info("log entries waited on disk", zap.Int64("spilled_bytes", stats.SpilledBytes))
-	}
-	return stats.Dropped, err
-}
-
 func (a *Activities) redactError(err error) string {
 	if err == nil {
 		return ""
@@ -313,77 +215,4 @@ func (a *Activities) setStage(ctx context.Context, ref RunRef, stage string) err
 // jittered is d give or take a fifth, at random.
 func jittered(d time.Duration) time.Duration {
 	return d - d/5 + rand.N(2*d/5+1)
-}
-
-func (a *Activities) workspaceFor(ref RunRef) Workspace {
-	root := filepath.Join(a.Config.WorkspaceDir, ref.RunID)
-	return Workspace{Root: root, RepoDir: filepath.Join(root, "repo"), ArtifactsDir: filepath.Join(root, "artifacts"),
-		HomeDir: filepath.Join(root, "home"), OutDir: filepath.Join(root, "out"), WorkerDir: filepath.Join(root, "worker"),
-		GitDir: filepath.Join(root, "worker", "git")}
-}
-
-// agentDirs are the folders of a workspace the agent may write.
-func (ws Workspace) agentDirs() []string {
-	return []string{ws.RepoDir, ws.ArtifactsDir, ws.HomeDir, ws.OutDir}
-}
-
-// CleanupWorkspace removes a run's folder. It runs after success, failure and
-// cancel, also when the clone failed half-way.
-func (a *Activities) CleanupWorkspace(ctx context.Context, ref RunRef) error {
-	defer a.Slots.Release(ref.RunID)
-	_ = os.RemoveAll(a.spillDir(ref))
-	ws := a.workspaceFor(ref)
-	if rel, err := filepath.Rel(a.Config.WorkspaceDir, ws.Root); err != nil || rel == "." || filepath.IsAbs(rel) || rel[0] == '.' {
-		return a.temporalError(fmt.Errorf("refusing to remove %s: not inside the workspace dir %s", ws.Root, a.Config.WorkspaceDir))
-	}
-	if err := os.RemoveAll(ws.Root); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return a.temporalError(fmt.Errorf("remove workspace %s: %w", ws.Root, err))
-	}
-	a.forgetClaim(ref.RunID)
-	return nil
-}
-
-// NoteInput is a console entry for a run's log.
-type NoteInput struct {
-	RunRef
-	Level   string `json:"level"`
-	Message string `json:"message"`
-	// Key names the note among the run's notes, so a retried attempt writes
-	// it under the same event_id.
-	Key string `json:"key,omitempty"`
-}
-
-// Note writes one console entry in a run's log.
-func (a *Activities) Note(ctx context.Context, in NoteInput) error {
-	log := a.stream(ctx, in.RunRef, NoteName+"/"+in.Key, true)
-	log.Console(in.Level, in.Message)
-	_, err := a.closeStream(ctx, in.RunRef, log, 0)
-	return a.temporalError(err)
-}
-
-// ClaimHost takes one of this worker's run slots and returns the worker's own
-// queue, where the workflow schedules the steps that use the workspace. A
-// worker at capacity declines, and the claim is retried (by any worker) soon.
-func (a *Activities) ClaimHost(ctx context.Context, run RunContext) (string, error) {
-	ttl := run.RunTimeout + claimMargin
-	if !a.Slots.Acquire(run.RunID, ttl) {
-		return "", temporal.NewApplicationErrorWithOptions(
-			fmt.Sprintf("worker %s is running its maximum of runs", a.Config.HostQueue), ErrWorkerBusy,
-			temporal.ApplicationErrorOptions{NextRetryDelay: busyRetryDelay})
-	}
-	// On disk too, so that this worker started again keeps the workspace
-	// (see SweepWorkspaces); without it the run only loses that.
-	if err := a.recordClaim(run, ttl); err != nil {
-		a.logger(run.RunRef).Warn("claim not recorded on disk", zap.Error(err))
-	}
-	return a.Config.HostQueue, nil
-}
-
-// progress emits a step's progress entry.
-func progress(s *logstream.Stream, step, status, detail string) {
-	labels := map[string]string{
-		StepClone: "Cloning repository", StepAgent: "Running agent",
-		StepPublish: "Publishing changes", StepArtifacts: "Uploading artifacts",
-	}
-	s.Emit(acp.Progress(step, status, labels[step], detail))
 }

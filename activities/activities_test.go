@@ -58,15 +58,6 @@ func TestClassifyDecidesWhatIsRetried(t *testing.T) {
 	}
 }
 
-func TestBranchName(t *testing.T) {
-	run := RunContext{RunRef: RunRef{TaskID: "t-1", RunID: "r-1"}, Slug: "ABC 12/x"}
-	require.Equal(t, "posthog/task-ABC-12/x", BranchName("posthog/task-{slug}", run), "the slug as PostHog's runner writes it")
-	require.Equal(t, "posthog/task-abc-12/x", legacyBranchName("posthog/task-{slug}", run))
-	require.Equal(t, "agents/t-1/r-1", BranchName("agents/{task_id}/{run_id}", run))
-	run.Slug = ""
-	require.Equal(t, "posthog/task-t-1", BranchName("posthog/task-{slug}", run))
-}
-
 func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 	srv := githubtest.NewServer("ghs_token_123456")
 	defer srv.Close()

@@ -24,6 +24,7 @@ import (
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/internal/process"
+	"github.com/taskworker/taskworker/internal/publish"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -119,7 +120,7 @@ func (h *fenceHost) newRun(t *testing.T, title string, attempt int) activities.R
 	require.NoError(t, err)
 	rc := activities.RunContext{RunRef: activities.RunRef{TaskID: task.ID, RunID: run.ID}, Title: title,
 		Description: h.marks, Repository: repository, Slug: task.Slug, AgentTimeout: time.Hour, HostAttempt: attempt}
-	rc.Branch = activities.BranchName(h.acts.Config.BranchTemplate, rc)
+	rc.Branch = publish.Branch(h.acts.Config.BranchTemplate, publish.Run{TaskID: rc.TaskID, RunID: rc.RunID, Slug: rc.Slug})
 	return rc
 }
 

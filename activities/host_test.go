@@ -21,6 +21,7 @@ import (
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/logstream"
+	"github.com/taskworker/taskworker/internal/publish"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
@@ -207,8 +208,8 @@ func TestABranchPushedUnderTheLowerCaseNameIsContinued(t *testing.T) {
 	origin := h.origin(t, "acme/app")
 	h.push(t, origin, "", "main", "a.txt")
 	run := RunContext{RunRef: RunRef{TaskID: "t", RunID: "r1"}, Repository: "acme/app", Slug: "ABC-12", Title: "Go on"}
-	run.Branch = BranchName(h.a.Config.BranchTemplate, run)
-	run.LegacyBranch = legacyBranchName(h.a.Config.BranchTemplate, run)
+	run.Branch = publish.Branch(h.a.Config.BranchTemplate, run.published())
+	run.LegacyBranch = publish.LegacyBranch(h.a.Config.BranchTemplate, run.published())
 	require.Equal(t, "posthog/task-ABC-12", run.Branch)
 	earlier := h.push(t, origin, "main", "posthog/task-abc-12", "earlier.txt")
 

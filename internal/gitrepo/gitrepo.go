@@ -84,6 +84,10 @@ func (e *Error) RemoteBranchMissing() bool {
 	return strings.Contains(e.Stderr, "Remote branch") && strings.Contains(e.Stderr, "not found in upstream")
 }
 
+// RemoteMoved reports a push refused because the remote's branch is no
+// longer where the push expected it (a lease gone stale).
+func (e *Error) RemoteMoved() bool { return strings.Contains(e.Stderr, "stale info") }
+
 var repositoryPart = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // ValidateRepository checks an "org/repo" name before it gets near a git command.
