@@ -33,8 +33,8 @@ type PublishOutput struct {
 	Insertions   int    `json:"insertions"`
 	Deletions    int    `json:"deletions"`
 	// Artifacts names what was uploaded.
-	Artifacts  []string `json:"artifacts,omitempty"`
-	LogDropped int      `json:"log_dropped,omitempty"`
+	Artifacts []string `json:"artifacts,omitempty"`
+	LogLoss
 	// Cleaned is true when the step removed the workspace after itself.
 	Cleaned bool `json:"cleaned,omitempty"`
 }

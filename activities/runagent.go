@@ -25,9 +25,9 @@ type AgentInput struct {
 
 // AgentOutput is the workspace the agent worked in and what it said.
 type AgentOutput struct {
-	Workspace  Workspace `json:"workspace"`
-	Summary    string    `json:"summary,omitempty"`
-	LogDropped int       `json:"log_dropped,omitempty"`
+	Workspace Workspace `json:"workspace"`
+	Summary   string    `json:"summary,omitempty"`
+	LogLoss
 	// Result is the agent's JSON result, valid against the task's json_schema.
 	Result json.RawMessage `json:"result,omitempty"`
 }

@@ -133,3 +133,13 @@ func progress(s *logstream.Stream, step, status, detail string) {
 	}
 	s.Emit(acp.Progress(step, status, labels[step], detail))
 }
+
+// LogLoss is how many log entries a step lost (0 in every normal case). The
+// outputs of the steps embed it; the workflow adds it up, with EntriesLost
+// for a step that failed, and FinishRun records the sum.
+type LogLoss struct {
+	LogDropped int `json:"log_dropped,omitempty"`
+}
+
+// Lost is the count, for the workflow.
+func (l LogLoss) Lost() int { return l.LogDropped }

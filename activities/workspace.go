@@ -126,9 +126,8 @@ type Workspace struct {
 	BaseSHA    string `json:"base_sha"`
 	// BranchSHA is where the run's branch was on the remote when the run
 	// started ("" when new): the push may only move it from there.
-	BranchSHA  string `json:"branch_sha,omitempty"`
-	CacheHit   bool   `json:"cache_hit"`
-	LogDropped int    `json:"log_dropped,omitempty"`
+	BranchSHA string `json:"branch_sha,omitempty"`
+	CacheHit  bool   `json:"cache_hit"`
 	// Branch is the branch the run pushes: the run's, or the legacy name of
 	// it that an earlier run pushed.
 	Branch string `json:"branch,omitempty"`

@@ -203,13 +203,13 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 	}()
 
 	// Every step reports the log entries it lost, also when it fails.
-	step := func(ctx workflow.Context, activity, in, out any, dropped func() int) error {
+	step := func(ctx workflow.Context, activity, in any, out interface{ Lost() int }) error {
 		err := workflow.ExecuteActivity(ctx, activity, in).Get(ctx, out)
 		if err != nil {
 			res.LogDropped += activities.EntriesLost(err)
 			return err
 		}
-		res.LogDropped += dropped()
+		res.LogDropped += out.Lost()
 		return nil
 	}
 
@@ -221,7 +221,7 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 	agentOpts.RetryPolicy.MaximumAttempts = 1
 	var agentOut activities.AgentOutput
 	if err = step(workflow.WithActivityOptions(ctx, agentOpts), activities.RunAgentName,
-		activities.AgentInput{Run: run}, &agentOut, func() int { return agentOut.LogDropped }); err != nil {
+		activities.AgentInput{Run: run}, &agentOut); err != nil {
 		return res, err
 	}
 
@@ -233,7 +233,7 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 	}
 	var pub activities.PublishOutput
 	if err = step(workflow.WithActivityOptions(ctx, pubOpts), activities.PublishName, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
-		&pub, func() int { return pub.LogDropped }); err != nil {
+		&pub); err != nil {
 		return res, err
 	}
 	res.Branch, res.CommitSHA, res.Artifacts = pub.Branch, pub.CommitSHA, pub.Artifacts
