@@ -48,6 +48,16 @@ func probeHost() host {
 	return h
 }
 
+// networkErr is why a run of the mode can't have a network namespace of its
+// own, nil when it can: a host may allow user namespaces and refuse network
+// ones, so it is asked where it matters.
+func networkErr(mode Mode) error {
+	if err := tryNamespacesWith(mode.ownUID(), true); err != nil {
+		return fmt.Errorf("this host can't give a run a network namespace of its own: %v", err)
+	}
+	return nil
+}
+
 // provides says why mode can't run here, nil when it can.
 func (h host) provides(mode Mode) error {
 	switch mode {
@@ -96,7 +106,9 @@ func effectiveCaps() uint64 {
 
 // tryNamespaces starts the sandbox's init in probe mode in the namespaces a
 // run gets: it makes its mounts private, a tmpfs and a /proc, and exits.
-func tryNamespaces(ownUID bool) error {
+func tryNamespaces(ownUID bool) error { return tryNamespacesWith(ownUID, false) }
+
+func tryNamespacesWith(ownUID, network bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the worker's own binary: %w", err)
@@ -110,7 +122,7 @@ func tryNamespaces(ownUID bool) error {
 		// nobody's ids, which nothing of the worker's owns.
 		hostUID, hostGID = 65534, 65534
 	}
-	cmd.SysProcAttr = namespaceAttrs(hostUID, hostGID, false)
+	cmd.SysProcAttr = namespaceAttrs(hostUID, hostGID, network)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

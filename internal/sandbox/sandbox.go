@@ -146,6 +146,15 @@ func New(cfg Config) (*Sandbox, error) {
 			s.cfg.Network = NetworkIsolated
 		}
 	}
+	if s.cfg.Mode.namespaced() && s.cfg.Network == NetworkIsolated {
+		if err := networkErr(s.cfg.Mode); err != nil {
+			if cfg.Mode != Auto {
+				return nil, fmt.Errorf("TASKWORKER_SANDBOX_NETWORK=isolated (the default of %s): %v; set TASKWORKER_SANDBOX_NETWORK=host to give runs the worker's network, without the egress policy", s.cfg.Mode, err)
+			}
+			s.cfg.Network = NetworkHost
+			s.why += "; network host: " + err.Error()
+		}
+	}
 	if s.cfg.Mode == Off && s.cfg.Network == NetworkIsolated {
 		return nil, errors.New("TASKWORKER_SANDBOX_NETWORK=isolated needs a namespaced sandbox (TASKWORKER_SANDBOX=namespaces or userns)")
 	}
