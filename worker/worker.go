@@ -168,6 +168,11 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		WorkerStopTimeout: budget.StopWindow(),
 	})
 	register(shared, host, acts)
+	unknown := newUnknownTypes(logger, m)
+	unknown.register(shared, true)
+	// No workflow runs on the host queue: a dynamic workflow there would
+	// only add a poller.
+	unknown.register(host, false)
 	// Before any run is taken: the workspaces a crashed worker left.
 	if removed := acts.SweepWorkspaces(context.Background()); len(removed) > 0 {
 		logger.Info("removed leftover workspaces", zap.Int("count", len(removed)))

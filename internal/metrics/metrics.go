@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,10 @@ type Metrics struct {
 	dispatchFailed *prometheus.CounterVec
 	egressDenied   *prometheus.CounterVec
 	reapedRuns     *prometheus.CounterVec
+	unknownTypes   *prometheus.CounterVec
+
+	unknownMu    sync.Mutex
+	unknownNames map[string]bool
 }
 
 // New registers every metric, Go's runtime collectors and build info.
@@ -72,6 +77,8 @@ func New(version string) *Metrics {
 		dispatchFailed: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dispatch_failures_total", Help: "What the dispatcher could not do, by step: list_tasks, list_runs, start, describe, read_run, fail_orphan; each is tried again next cycle."}, []string{"step"})).(*prometheus.CounterVec),
 		egressDenied:   f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_egress_denied_total", Help: "Connections the egress proxy refused an isolated run, by reason: not_allowed, special_address (private, loopback, metadata)."}, []string{"reason"})).(*prometheus.CounterVec),
 		reapedRuns:     f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_reaped_runs_total", Help: "Runs the reaper ended failed because their workflow will never finish them, by what became of the workflow: terminated, timed_out, absent, ..."}, []string{"workflow"})).(*prometheus.CounterVec),
+		unknownTypes:   f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_unknown_task_types_total", Help: "Workflow and activity tasks of types this worker does not serve, by kind (workflow, activity) and type: another worker shares its task queue (see the README's \"Beside a self-hosted PostHog\")."}, []string{"kind", "type"})).(*prometheus.CounterVec),
+		unknownNames:   map[string]bool{},
 	}
 }
 
@@ -244,4 +251,26 @@ func (m *Metrics) RunReaped(workflow string) {
 	if m != nil {
 		m.reapedRuns.WithLabelValues(workflow).Inc()
 	}
+}
+
+// maxUnknownTypes bounds the type label: the names come from whoever starts
+// workflows on the queue.
+const maxUnknownTypes = 100
+
+// UnknownTaskType counts a task of a type this worker does not serve; kind is
+// workflow or activity. Past maxUnknownTypes names, the type is "other".
+func (m *Metrics) UnknownTaskType(kind, typ string) {
+	if m == nil {
+		return
+	}
+	m.unknownMu.Lock()
+	if !m.unknownNames[kind+"/"+typ] {
+		if len(m.unknownNames) >= maxUnknownTypes {
+			typ = "other"
+		} else {
+			m.unknownNames[kind+"/"+typ] = true
+		}
+	}
+	m.unknownMu.Unlock()
+	m.unknownTypes.WithLabelValues(kind, typ).Inc()
 }
