@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -141,4 +142,17 @@ func (c *conversation) endedOutside(ctx workflow.Context, res Result) (Result, e
 	note(dctx, c.ref, "ended-outside", acp.LevelWarn, msg+"; its steps were stopped")
 	workflow.GetLogger(ctx).Info("run ended from outside", "status", c.ended.Status)
 	return res, nil
+}
+
+// settle ends the workflow task that recorded the run's last step before the
+// workflow closes. A signal that arrives while that step runs (the echo of
+// its terminal PATCH, a heartbeat of its log append) makes Temporal refuse a
+// task that closes the workflow, and with it the step's result: the step
+// would run again and write its log entries twice.
+func (c *conversation) settle(ctx workflow.Context) {
+	if !c.acts {
+		return
+	}
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	_ = workflow.Sleep(dctx, time.Millisecond)
 }

@@ -107,6 +107,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	defer conv.settle(ctx)
 
 	var run activities.RunContext
 	err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, localOptions()), activities.StartRunName, ref).Get(ctx, &run)
