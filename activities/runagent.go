@@ -128,7 +128,13 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			err = fence.Cause(ctx)
 			log.Console(acp.LevelWarn, "agent stopped: "+err.Error())
 		case ctx.Err() != nil:
-			log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
+			// A run ended from outside (complete_task) is stopped by a
+			// cancel too: say which it was.
+			if status := a.endedStatus(ctx, ref); status != "" {
+				log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", status))
+			} else {
+				log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
+			}
 			err = ctx.Err()
 		case worker.stopped():
 			log.Console(acp.LevelWarn, "agent stopped: this worker is shutting down and its drain timeout ran out")
@@ -210,4 +216,15 @@ func withResult(output map[string]any, result json.RawMessage, log *logstream.St
 // back safely: the workspace dir is the worker's, all below it the agent's.
 func (a *Activities) agentWrote(path string) (artifacts.Path, error) {
 	return artifacts.Beneath(a.Config.WorkspaceDir, path)
+}
+
+// endedStatus is the run's status when the API holds it terminal, "" when it
+// does not or cannot be read within a moment.
+func (a *Activities) endedStatus(ctx context.Context, ref RunRef) tasksapi.Status {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if run, err := a.API.GetRun(ctx, ref.TaskID, ref.RunID); err == nil && run.Status.Terminal() {
+		return run.Status
+	}
+	return ""
 }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskworker/taskworker/internal/metrics"
+	"github.com/taskworker/taskworker/internal/signals"
 )
 
 // usesTLS reports a connection to Temporal over TLS: asked for, or implied
@@ -89,6 +90,8 @@ func clientOptions(cfg Config, logger *zap.Logger, m *metrics.Metrics) (client.O
 		Logger:            NewTemporalLogger(logger),
 		MetricsHandler:    m.TemporalHandler(),
 		ConnectionOptions: client.ConnectionOptions{TLS: tlsCfg},
+		// PostHog's signals carry several arguments; the workflow reads them all through it.
+		DataConverter: signals.DataConverter(nil),
 	}
 	if cfg.TemporalAPIKey != "" {
 		opts.Credentials = client.NewAPIKeyStaticCredentials(cfg.TemporalAPIKey)

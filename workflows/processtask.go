@@ -44,6 +44,9 @@ const (
 const (
 	// Publish waits for its cancellation before the workspace is removed.
 	publishWaitsForCancellation = "publish-waits-for-cancellation"
+	// PostHog's signals are acted on: complete_task stops the run, a
+	// message is noted in the run's log.
+	handlesSignals = "handles-signals"
 )
 
 var nonRetryable = []string{
@@ -100,6 +103,11 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		return Result{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrInvalidInput, nil)
 	}
 	ref := activities.RunRef{TaskID: taskID, RunID: runID}
+	conv, err := listen(ctx, ref)
+	if err != nil {
+		return Result{}, err
+	}
+	defer conv.settle(ctx)
 
 	var run activities.RunContext
 	err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, localOptions()), activities.StartRunName, ref).Get(ctx, &run)
@@ -109,6 +117,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 			logger.Info("run already ended", "reason", errorMessage(err))
 			return Result{ErrorMessage: errorMessage(err)}, nil
 		}
+		conv.finishing = true
 		return finish(ctx, ref, Result{LogDropped: activities.EntriesLost(err)}, err)
 	}
 	run.CreatePR = in.CreatePR
@@ -116,6 +125,11 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	// The run's own deadline, inside the workflow, so that a run that takes
 	// too long still gets its terminal PATCH.
 	workCtx, cancelWork := workflow.WithCancel(ctx)
+	conv.stopWork = cancelWork
+	if conv.ended != nil {
+		// Ended from outside while it was being started.
+		cancelWork()
+	}
 	timerCtx, cancelTimer := workflow.WithCancel(ctx)
 	timedOut := false
 	workflow.Go(timerCtx, func(c workflow.Context) {
@@ -144,6 +158,10 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	}
 	res.LogDropped = dropped
 	cancelTimer()
+	if conv.ended != nil {
+		// The API holds the status it was ended with: the workflow writes none over it.
+		return conv.endedOutside(ctx, res)
+	}
 	if err != nil && timedOut && ctx.Err() == nil {
 		err = temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("run did not finish within %s and was stopped; raise TASKWORKER_RUN_TIMEOUT or narrow the task", run.RunTimeout),
@@ -155,6 +173,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		workflow.GetLogger(ctx).Info("run ended elsewhere", "reason", errorMessage(err))
 		return res, nil
 	}
+	conv.finishing = true
 	return finish(ctx, ref, res, err)
 }
 

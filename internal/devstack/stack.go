@@ -17,6 +17,7 @@ import (
 	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/internal/sandbox"
+	"github.com/taskworker/taskworker/internal/signals"
 	"github.com/taskworker/taskworker/worker"
 )
 
@@ -122,11 +123,13 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		apiDir = filepath.Join(opts.DataDir, "tasks")
 	}
 	var starter localapi.Starter = kickoff.Starter{Temporal: s.Client, TaskQueue: wcfg.TaskQueue, ExecutionTimeout: wcfg.RunTimeout + time.Hour}
+	var signaller localapi.Signaller = kickoff.Signaller{Temporal: s.Client, Identity: "local Tasks API"}
 	if opts.NoKickoff {
 		starter = nil
 	}
 	s.API, err = localapi.New(localapi.Config{
 		DataDir: apiDir, APIKey: opts.APIKey, ProjectID: opts.ProjectID, Logger: opts.Logger, Starter: starter, Faults: opts.Faults,
+		Signaller: signaller,
 	})
 	if err != nil {
 		listener.Close()
@@ -182,7 +185,8 @@ func orDefault(v, def string) string {
 func dialWithRetry(ctx context.Context, hostPort string, logger *zap.Logger) (client.Client, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := client.Dial(client.Options{HostPort: hostPort, Logger: worker.NewTemporalLogger(logger)})
+		c, err := client.Dial(client.Options{HostPort: hostPort, Logger: worker.NewTemporalLogger(logger),
+			DataConverter: signals.DataConverter(nil)})
 		if err == nil {
 			return c, nil
 		}

@@ -164,7 +164,11 @@ func (s *Server) patchRun(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	run, err := s.store.patchRun(r.Context(), r.PathValue("task"), r.PathValue("run"), p)
-	return http.StatusOK, s.decorateRun(r, run), err
+	if err != nil {
+		return 0, nil, err
+	}
+	s.signalPatched(r.Context(), run, p)
+	return http.StatusOK, s.decorateRun(r, run), nil
 }
 
 func (s *Server) appendLog(r *http.Request) (int, any, error) {
@@ -183,6 +187,7 @@ func (s *Server) appendLog(r *http.Request) (int, any, error) {
 	if err := s.store.appendLog(r.Context(), runID, entries); err != nil {
 		return 0, nil, err
 	}
+	s.heartbeat(r.Context(), taskID, runID)
 	run, err := s.store.getRun(r.Context(), taskID, runID)
 	return http.StatusOK, s.decorateRun(r, run), err
 }

@@ -31,6 +31,8 @@ type Config struct {
 	ProjectID string
 	// Starter may be nil: runs are then created queued and nothing starts them.
 	Starter Starter
+	// Signaller may be nil: runs' workflows are then never signalled.
+	Signaller Signaller
 	// Faults, when set, make the API misbehave (tests).
 	Faults *Faults
 	Logger *zap.Logger
@@ -43,6 +45,7 @@ type Server struct {
 	artifactsDir string
 	mux          *http.ServeMux
 	handler      http.Handler
+	beats        heartbeats
 }
 
 const (
@@ -123,6 +126,8 @@ func (s *Server) routes() {
 	handle("POST "+p+"/tasks/{task}/runs/{run}/append_log/{$}", s.appendLog)
 	handle("POST "+p+"/tasks/{task}/runs/{run}/artifacts/{$}", s.uploadArtifacts)
 	handle("GET "+p+"/tasks/{task}/runs/{run}/logs/{$}", s.logs)
+	handle("POST "+p+"/tasks/{task}/runs/{run}/cancel/{$}", s.cancelRun)
+	handle("POST "+p+"/tasks/{task}/runs/{run}/command/{$}", s.command)
 	// Not part of PostHog's API: a run's status history, for whoever watches the local stack.
 	handle("GET "+p+"/tasks/{task}/runs/{run}/status_history/{$}", s.statusHistory)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
