@@ -84,7 +84,7 @@ func TestTheCommandProtocolGivesARichLogArtifactsAndASummary(t *testing.T) {
 	require.Contains(t, lines, `warn: agent protocol: tool_result line: "id" is missing: it names the tool_call this result ends: {"type":"tool_result","status":"completed"}`)
 	require.Contains(t, lines, "info: artifact run-notes.md saved for upload")
 
-	notes, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "run-notes.md"))
+	notes, err := os.ReadFile(h.Stack.API.ArtifactPath(run.ID, "run-notes.md"))
 	require.NoError(t, err)
 	require.Equal(t, "notes of the run\n", string(notes))
 }
@@ -94,9 +94,9 @@ const findingSchema = `{"type":"object","required":["severity","files"],"propert
 func runWithSchema(t *testing.T, title, description, schema string) tasksapi.TaskRun {
 	t.Helper()
 	ctx := context.Background()
-	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: description, Repository: repo, JSONSchema: json.RawMessage(schema)})
+	task, err := h.API.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: description, Repository: repo, JSONSchema: json.RawMessage(schema)})
 	require.NoError(t, err)
-	kicked, err := h.api.RunTask(ctx, task.ID)
+	kicked, err := h.API.RunTask(ctx, task.ID)
 	require.NoError(t, err)
 	return waitForEnd(t, task.ID, kicked.LatestRun.ID)
 }
@@ -345,7 +345,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 
 		branch := "posthog/task-" + task.Slug
 		require.Equal(t, branch, *run.Branch)
-		bare := filepath.Join(own.dir, "git", repo+".git")
+		bare := filepath.Join(own.Dir, "git", repo+".git")
 		require.Equal(t, "hello from claude", gitOut(t, bare, "show", branch+":greeting.txt"))
 
 		entries := logOfRun(run)
@@ -403,7 +403,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		_, run := runToEnd(t, stack, client, "Dump what you can reach", "", 2*time.Minute)
 		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
 		// What the agent found, as it pushed it: no redaction on the way.
-		found := gitOut(t, filepath.Join(own.dir, "git", repo+".git"), "show", *run.Branch+":found.txt")
+		found := gitOut(t, filepath.Join(own.Dir, "git", repo+".git"), "show", *run.Branch+":found.txt")
 		require.NotContains(t, found, key, "the provider's key was in the agent's reach")
 		var token, baseURL string
 		for _, line := range strings.Split(found, "\n") {
@@ -576,7 +576,7 @@ func TestCodexRunsEndToEnd(t *testing.T) {
 	require.Equal(t, "Added greeting.txt.", run.Output["summary"])
 	require.Equal(t, "codex", run.Output["usage"].(map[string]any)["agent"])
 	require.NotEmpty(t, run.State["agent_session"])
-	bare := filepath.Join(own.dir, "git", repo+".git")
+	bare := filepath.Join(own.Dir, "git", repo+".git")
 	require.Equal(t, "hello from codex", gitOut(t, bare, "show", "posthog/task-"+task.Slug+":greeting.txt"))
 	require.Equal(t, []string{"agent_message", "tool_call:in_progress", "tool_call_update:completed", "agent_message"},
 		kinds(sessionUpdates(logWithout(t, client, run, key))))

@@ -37,7 +37,7 @@ func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
 	title := `change the README from the dashboard <b>bold</b>`
 	row := `//tr[contains(., "from the dashboard")]`
 	require.NoError(t, chromedp.Do(ctx,
-		chromedp.Navigate(h.stack.APIURL+"/"),
+		chromedp.Navigate(h.Stack.APIURL+"/"),
 		chromedp.WaitVisible(`#create`),
 		chromedp.SendKeys(`#create input[name=title]`, title),
 		chromedp.SendKeys(`#create input[name=repository]`, repo),

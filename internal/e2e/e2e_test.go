@@ -21,96 +21,53 @@ import (
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/stacktest"
 	"github.com/taskworker/taskworker/internal/testkit/standin/githubtest"
 	"github.com/taskworker/taskworker/worker"
 )
 
-const repo = "acme/app"
+const repo = stacktest.Repository
 
 // githubTokenCanary is the worker's GitHub token; it has characters JSON escapes.
 const githubTokenCanary = `gh"canary<&>token-77`
 
-type harness struct {
-	stack   *devstack.Stack
-	api     *tasksapi.Client
-	gitRoot string
-	github  *githubtest.Server
-}
-
 // One stack serves every test: the agent script picks its behaviour from the
 // task title.
-var h *harness
+var h *stacktest.Suite
 
 func TestMain(m *testing.M) {
-	code, err := runWithStack(m)
+	suite, stop, err := stacktest.Start(context.Background(), "e2e", stacktest.Options{
+		Files:       map[string]string{"README.md": "# app\n", "main.go": "package main\n"},
+		Agent:       "testdata/agent.sh",
+		GitHubToken: githubTokenCanary,
+		Stack: devstack.Options{Worker: worker.Config{
+			Agent:             "command",
+			RunURLTemplate:    "https://posthog.example/tasks/{task_id}/runs/{run_id}",
+			MaxConcurrentRuns: 8,
+			AgentTimeout:      2 * time.Minute,
+			RunTimeout:        5 * time.Minute,
+			StopGrace:         2 * time.Second,
+			StatusCheckEvery:  200 * time.Millisecond,
+			ReapInterval:      500 * time.Millisecond,
+		}},
+	})
 	if err != nil {
 		println("e2e:", err.Error())
 		os.Exit(1)
 	}
+	h = suite
+	code := m.Run()
+	stop()
 	os.Exit(code)
-}
-
-func runWithStack(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "taskworker-e2e-")
-	if err == nil {
-		err = os.Chmod(dir, 0o711)
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	ctx := context.Background()
-	gitRoot := filepath.Join(dir, "git")
-	if _, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n", "main.go": "package main\n"}); err != nil {
-		return 0, err
-	}
-	agent, err := filepath.Abs("testdata/agent.sh")
-	if err != nil {
-		return 0, err
-	}
-	gh := githubtest.NewServer(githubTokenCanary)
-	defer gh.Close()
-	gh.BranchExists = func(owner, repo, branch string) bool {
-		return exec.Command("git", "--git-dir", filepath.Join(gitRoot, owner, repo+".git"), "rev-parse", "--verify", "--quiet", "refs/heads/"+branch).Run() == nil
-	}
-	stack, err := devstack.Start(ctx, devstack.Options{Worker: worker.Config{
-		Sandbox:           agenttest.SuiteSandbox(),
-		Agent:             "command",
-		AgentCommand:      "sh " + agent,
-		RepoURLTemplate:   devstack.RepoURLTemplate(gitRoot),
-		WorkspaceDir:      filepath.Join(dir, "workspaces"),
-		CacheDir:          filepath.Join(dir, "cache"),
-		GitHubAPIURL:      gh.URL,
-		RunURLTemplate:    "https://posthog.example/tasks/{task_id}/runs/{run_id}",
-		MaxConcurrentRuns: 8,
-		AgentTimeout:      2 * time.Minute,
-		RunTimeout:        5 * time.Minute,
-		StopGrace:         2 * time.Second,
-		StatusCheckEvery:  200 * time.Millisecond,
-		GitHubToken:       githubTokenCanary,
-		ReapInterval:      500 * time.Millisecond,
-	}})
-	if err != nil {
-		return 0, err
-	}
-	defer stack.Stop()
-	cfg := stack.WorkerConfig
-	h = &harness{
-		stack:   stack,
-		api:     tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID}),
-		gitRoot: gitRoot,
-		github:  gh,
-	}
-	return m.Run(), nil
 }
 
 // startRun creates a task and kicks off a run the way PostHog's UI does.
 func startRun(t *testing.T, title, description, repository string) (tasksapi.Task, tasksapi.TaskRun) {
 	t.Helper()
 	ctx := context.Background()
-	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: description, Repository: repository})
+	task, err := h.API.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: description, Repository: repository})
 	require.NoError(t, err)
-	kicked, err := h.api.RunTask(ctx, task.ID)
+	kicked, err := h.API.RunTask(ctx, task.ID)
 	require.NoError(t, err)
 	require.NotNil(t, kicked.LatestRun)
 	require.Equal(t, tasksapi.StatusQueued, kicked.LatestRun.Status)
@@ -123,19 +80,19 @@ func waitForEnd(t *testing.T, taskID, runID string) tasksapi.TaskRun {
 	var run tasksapi.TaskRun
 	require.Eventually(t, func() bool {
 		var err error
-		run, err = h.api.GetRun(context.Background(), taskID, runID)
+		run, err = h.API.GetRun(context.Background(), taskID, runID)
 		require.NoError(t, err)
 		return run.Status.Terminal()
 	}, 2*time.Minute, 50*time.Millisecond, "run %s did not end", runID)
 	// The workflow has returned once Temporal says so: nothing may follow.
-	wf := h.stack.Client.GetWorkflow(context.Background(), kickoff.WorkflowID(taskID, runID), "")
+	wf := h.Stack.Client.GetWorkflow(context.Background(), kickoff.WorkflowID(taskID, runID), "")
 	_ = wf.Get(context.Background(), nil)
 	return run
 }
 
 func statusHistory(t *testing.T, runID string) []tasksapi.Status {
 	t.Helper()
-	history, err := h.stack.API.StatusHistory(context.Background(), runID)
+	history, err := h.Stack.API.StatusHistory(context.Background(), runID)
 	require.NoError(t, err)
 	return history
 }
@@ -154,7 +111,7 @@ type entry struct {
 // logOf reads the run's log and checks the envelope of every entry.
 func logOf(t *testing.T, taskID, runID string) []entry {
 	t.Helper()
-	raw, err := h.api.Logs(context.Background(), taskID, runID)
+	raw, err := h.API.Logs(context.Background(), taskID, runID)
 	require.NoError(t, err)
 	seen := map[string]bool{}
 	var entries []entry
@@ -217,7 +174,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	branch := "posthog/task-" + task.Slug
 	require.NotNil(t, run.Branch)
 	require.Equal(t, branch, *run.Branch)
-	bare := filepath.Join(h.gitRoot, repo+".git")
+	bare := filepath.Join(h.GitRoot, repo+".git")
 	require.Equal(t, run.Output["commit_sha"], gitOut(t, bare, "rev-parse", "refs/heads/"+branch))
 	require.Contains(t, gitOut(t, bare, "show", branch+":README.md"), "changed by run "+run.ID)
 	require.Equal(t, gitOut(t, bare, "rev-parse", "main"), run.Output["base_sha"])
@@ -237,7 +194,7 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	prURL, _ := run.Output["pr_url"].(string)
 	require.NotEmpty(t, prURL, "output: %v", run.Output)
 	var pr *githubtest.PullRequest
-	for _, p := range h.github.Pulls() {
+	for _, p := range h.GitHub.Pulls() {
 		if p.Head == branch {
 			pr = &p
 		}
@@ -283,21 +240,21 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 	require.Equal(t, tasksapi.ArtifactPlan, byName["plan.md"].Type)
 	require.Equal(t, tasksapi.ArtifactGeneric, byName["blob.bin"].Type)
 	require.Equal(t, tasksapi.ArtifactOutput, byName["changes.patch"].Type)
-	plan, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "plan.md"))
+	plan, err := os.ReadFile(h.Stack.API.ArtifactPath(run.ID, "plan.md"))
 	require.NoError(t, err)
 	require.Equal(t, "# Plan\n\n1. Edit README.md\n", string(plan))
-	blob, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "blob.bin"))
+	blob, err := os.ReadFile(h.Stack.API.ArtifactPath(run.ID, "blob.bin"))
 	require.NoError(t, err)
 	require.Equal(t, "\x01\x02binary", string(blob))
-	patch, err := os.ReadFile(h.stack.API.ArtifactPath(run.ID, "changes.patch"))
+	patch, err := os.ReadFile(h.Stack.API.ArtifactPath(run.ID, "changes.patch"))
 	require.NoError(t, err)
 	require.Contains(t, string(patch), "+changed by run "+run.ID)
 	require.Contains(t, string(patch), "src/new.go")
 
 	// The workspace is gone.
-	_, err = os.Stat(filepath.Join(h.stack.WorkerConfig.WorkspaceDir, run.ID))
+	_, err = os.Stat(filepath.Join(h.Stack.WorkerConfig.WorkspaceDir, run.ID))
 	require.True(t, os.IsNotExist(err), "workspace left behind: %v", err)
-	keepHistory(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID), "completed")
+	keepHistory(t, h.Stack.Client, kickoff.WorkflowID(task.ID, run.ID), "completed")
 }
 
 func TestRunWithoutChangesCompletesWithoutABranch(t *testing.T) {
@@ -326,7 +283,7 @@ func TestAgentExitingNonZeroFailsTheRunWithItsExitCodeAndStderr(t *testing.T) {
 	require.Equal(t, "_posthog/error", last.Notification.Method)
 	require.Contains(t, last.Notification.Params["message"], "exited with code 3")
 	require.Contains(t, methods(entries), "_posthog/progress:agent:failed")
-	keepHistory(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID), "failed")
+	keepHistory(t, h.Stack.Client, kickoff.WorkflowID(task.ID, run.ID), "failed")
 }
 
 func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
@@ -338,7 +295,7 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 		require.True(t, process.Alive(pid), "pid %d should be running before the cancel", pid)
 	}
 
-	require.NoError(t, h.stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, run.ID), ""))
+	require.NoError(t, h.Stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, run.ID), ""))
 	run = waitForEnd(t, task.ID, run.ID)
 
 	require.Equal(t, tasksapi.StatusCancelled, run.Status)
@@ -352,10 +309,10 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	require.Contains(t, lines, "warn: run cancelled")
 	// The agent was stopped before its workspace was removed and the run
 	// marked cancelled: the workflow waited for RunAgent's cancellation.
-	events := stepEvents(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID))
+	events := stepEvents(t, h.Stack.Client, kickoff.WorkflowID(task.ID, run.ID))
 	requireBefore(t, events, "RunAgent canceled", "CleanupWorkspace scheduled")
 	requireBefore(t, events, "RunAgent canceled", "FinishRun ran")
-	keepHistory(t, h.stack.Client, kickoff.WorkflowID(task.ID, run.ID), "cancelled")
+	keepHistory(t, h.Stack.Client, kickoff.WorkflowID(task.ID, run.ID), "cancelled")
 }
 
 // waitForAgent reads the PIDs the "hang" agent writes once it runs.
@@ -383,9 +340,9 @@ func TestARunCancelledFromTheUIStopsItsAgentAndKeepsItsStatus(t *testing.T) {
 	pids := waitForAgent(t, pidFile)
 
 	// What PostHog's UI does: set the run's status itself.
-	_, err := h.api.UpdateRun(context.Background(), task.ID, run.ID, tasksapi.RunUpdate{Status: tasksapi.StatusCancelled})
+	_, err := h.API.UpdateRun(context.Background(), task.ID, run.ID, tasksapi.RunUpdate{Status: tasksapi.StatusCancelled})
 	require.NoError(t, err)
-	wf := h.stack.Client.GetWorkflow(context.Background(), kickoff.WorkflowID(task.ID, run.ID), "")
+	wf := h.Stack.Client.GetWorkflow(context.Background(), kickoff.WorkflowID(task.ID, run.ID), "")
 	require.NoError(t, wf.Get(context.Background(), nil), "the workflow ends without error")
 
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
@@ -427,7 +384,7 @@ func TestSecretsNeverReachTheLogOrTheRun(t *testing.T) {
 	run = waitForEnd(t, task.ID, run.ID)
 	require.Equal(t, tasksapi.StatusFailed, run.Status)
 
-	raw, err := h.api.Logs(context.Background(), task.ID, run.ID)
+	raw, err := h.API.Logs(context.Background(), task.ID, run.ID)
 	require.NoError(t, err)
 	var all strings.Builder
 	for _, r := range raw {
@@ -453,11 +410,11 @@ func TestSecretsNeverReachTheLogOrTheRun(t *testing.T) {
 
 func TestASecondRunContinuesTheBranchAndItsPullRequest(t *testing.T) {
 	ctx := context.Background()
-	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "change the README again", Repository: repo})
+	task, err := h.API.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "change the README again", Repository: repo})
 	require.NoError(t, err)
 	var runs []tasksapi.TaskRun
 	for range 2 {
-		kicked, err := h.api.RunTask(ctx, task.ID)
+		kicked, err := h.API.RunTask(ctx, task.ID)
 		require.NoError(t, err)
 		run := waitForEnd(t, task.ID, kicked.LatestRun.ID)
 		require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
@@ -466,7 +423,7 @@ func TestASecondRunContinuesTheBranchAndItsPullRequest(t *testing.T) {
 	first, second := runs[0], runs[1]
 	branch := *first.Branch
 	require.Equal(t, branch, *second.Branch)
-	bare := filepath.Join(h.gitRoot, repo+".git")
+	bare := filepath.Join(h.GitRoot, repo+".git")
 	require.Equal(t, second.Output["commit_sha"], gitOut(t, bare, "rev-parse", "refs/heads/"+branch))
 	require.Equal(t, first.Output["commit_sha"], gitOut(t, bare, "rev-parse", branch+"^"),
 		"the second run's commit sits on the first's: no force push")
@@ -492,9 +449,9 @@ func TestASecondRunContinuesTheBranchAndItsPullRequest(t *testing.T) {
 // that branch, not on a second one.
 func TestARunGoesOnOnTheBranchAnOlderWorkerNamed(t *testing.T) {
 	ctx := context.Background()
-	task, err := h.api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "change the README", Repository: repo})
+	task, err := h.API.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "change the README", Repository: repo})
 	require.NoError(t, err)
-	bare := filepath.Join(h.gitRoot, repo+".git")
+	bare := filepath.Join(h.GitRoot, repo+".git")
 	legacy := "posthog/task-" + strings.ToLower(task.Slug)
 	require.NotEqual(t, "posthog/task-"+task.Slug, legacy, "the slug has upper case: %s", task.Slug)
 	work := t.TempDir()
@@ -508,7 +465,7 @@ func TestARunGoesOnOnTheBranchAnOlderWorkerNamed(t *testing.T) {
 	}
 	earlier := gitOut(t, bare, "rev-parse", "refs/heads/"+legacy)
 
-	kicked, err := h.api.RunTask(ctx, task.ID)
+	kicked, err := h.API.RunTask(ctx, task.ID)
 	require.NoError(t, err)
 	run := waitForEnd(t, task.ID, kicked.LatestRun.ID)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
@@ -532,7 +489,7 @@ func TestTheAgentsOwnCommitsAreKept(t *testing.T) {
 	task, run := startRun(t, "commit some work", "", repo)
 	run = waitForEnd(t, task.ID, run.ID)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
-	bare := filepath.Join(h.gitRoot, repo+".git")
+	bare := filepath.Join(h.GitRoot, repo+".git")
 	log := gitOut(t, bare, "log", "--format=%an: %s", run.Output["base_sha"].(string)+".."+*run.Branch)
 	require.Equal(t, "PostHog Tasks: commit some work\nAgent: Agent's own commit", log)
 	require.EqualValues(t, 2, run.Output["files_changed"])

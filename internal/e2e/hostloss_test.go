@@ -37,7 +37,7 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 		cmd := exec.Command(bin)
 		cmd.Env = stack.DaemonEnv("TASKWORKER_WORKER_ID="+id,
 			"TASKWORKER_AGENT_COMMAND="+cfg.AgentCommand, "TASKWORKER_REPO_URL_TEMPLATE="+cfg.RepoURLTemplate,
-			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(own.dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(own.dir, id, "cache"),
+			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(own.Dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(own.Dir, id, "cache"),
 			"TASKWORKER_HEARTBEAT_TIMEOUT=3s", "TASKWORKER_HTTP_ADDR=", "TASKWORKER_LOG_LEVEL=error")
 		require.NoError(t, cmd.Start())
 		daemons[cmd.Process.Pid] = cmd
@@ -113,7 +113,7 @@ func startPartitionedDaemons(t *testing.T, own *ownStack, stack *devstack.Stack,
 		cmd := exec.Command(bin)
 		cmd.Env = stack.DaemonEnv("TEMPORAL_ADDRESS="+link.Addr(), "TASKWORKER_WORKER_ID="+id,
 			"TASKWORKER_AGENT_COMMAND="+cfg.AgentCommand, "TASKWORKER_REPO_URL_TEMPLATE="+cfg.RepoURLTemplate,
-			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(own.dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(own.dir, id, "cache"),
+			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(own.Dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(own.Dir, id, "cache"),
 			"TASKWORKER_HEARTBEAT_TIMEOUT="+heartbeatTimeout, "TASKWORKER_HTTP_ADDR=", "TASKWORKER_LOG_LEVEL=error")
 		require.NoError(t, cmd.Start())
 		daemons[cmd.Process.Pid] = partitionedDaemon{cmd: cmd, link: link}
@@ -211,7 +211,7 @@ func TestAWorkerCutOffFromTemporalStopsItsAgent(t *testing.T) {
 	require.True(t, lastOfFirst.Before(firstOfSecond), "the first agent's last line (%s) comes before the second agent's first (%s)",
 		lastOfFirst.Format(time.RFC3339Nano), firstOfSecond.Format(time.RFC3339Nano))
 
-	bare := filepath.Join(own.dir, "git", repo+".git")
+	bare := filepath.Join(own.Dir, "git", repo+".git")
 	require.Equal(t, run.Output["base_sha"], gitOut(t, bare, "rev-parse", *run.Branch+"^"), "one commit on the branch: the second attempt's")
 	require.Contains(t, gitOut(t, bare, "show", *run.Branch+":README.md"), "finished on attempt 2")
 	keepHistory(t, stack.Client, kickoff.WorkflowID(task.ID, run.ID), "lost-host")

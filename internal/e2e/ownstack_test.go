@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,40 +11,29 @@ import (
 	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/stacktest"
 )
 
 // ownStack is a stack of a test's own (the shared one won't do: the test
 // restarts it or changes how it kicks runs off), with the test agent and a
-// seeded acme/app under dir. opts.Worker's agent, repositories, workspace and
-// cache are filled in. Call start for each (re)start; the caller stops it.
-type ownStack struct {
-	dir  string
-	opts devstack.Options
-}
+// seeded acme/app under Dir. Call start for each (re)start; the caller stops
+// it.
+type ownStack struct{ *stacktest.Setup }
 
 func newOwnStack(t *testing.T, opts devstack.Options) *ownStack {
 	dir := t.TempDir()
 	agenttest.Reachable(t, dir)
-	if opts.Worker.Sandbox == "" {
-		opts.Worker.Sandbox = agenttest.SuiteSandbox()
-	}
-	gitRoot := filepath.Join(dir, "git")
-	_, err := devstack.SeedRepository(context.Background(), gitRoot, repo, map[string]string{"README.md": "# app\n"})
+	setup, err := stacktest.Prepare(context.Background(), dir, stacktest.Options{
+		Files: map[string]string{"README.md": "# app\n"}, Agent: "testdata/agent.sh", Stack: opts,
+	})
 	require.NoError(t, err)
-	agent, err := filepath.Abs("testdata/agent.sh")
-	require.NoError(t, err)
-	opts.Worker.AgentCommand = "sh " + agent
-	opts.Worker.RepoURLTemplate = devstack.RepoURLTemplate(gitRoot)
-	opts.Worker.WorkspaceDir = filepath.Join(dir, "workspaces")
-	opts.Worker.CacheDir = filepath.Join(dir, "cache")
-	return &ownStack{dir: dir, opts: opts}
+	return &ownStack{setup}
 }
 
 func (o *ownStack) start(t *testing.T) (*devstack.Stack, *tasksapi.Client) {
-	stack, err := devstack.Start(context.Background(), o.opts)
+	stack, api, err := o.Start(context.Background())
 	require.NoError(t, err)
-	cfg := stack.WorkerConfig
-	return stack, tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID})
+	return stack, api
 }
 
 // runToEnd creates a task, runs it, and waits (up to within) for the run to

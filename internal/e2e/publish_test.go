@@ -45,7 +45,7 @@ exit 1
 func TestACancelDuringThePushWaitsForPublishToStop(t *testing.T) {
 	ctx := context.Background()
 	const held = "acme/held"
-	bare, err := devstack.SeedRepository(ctx, h.gitRoot, held, map[string]string{"README.md": "# held\n"})
+	bare, err := devstack.SeedRepository(ctx, h.GitRoot, held, map[string]string{"README.md": "# held\n"})
 	require.NoError(t, err)
 	dir := t.TempDir()
 	require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "release"), 0o600))
@@ -77,32 +77,32 @@ func TestACancelDuringThePushWaitsForPublishToStop(t *testing.T) {
 	}
 	require.NotZero(t, push, "the worker's git push is among the hook's ancestors: %s", pushers)
 
-	require.NoError(t, h.stack.Client.CancelWorkflow(ctx, workflowID, ""))
+	require.NoError(t, h.Stack.Client.CancelWorkflow(ctx, workflowID, ""))
 	require.Eventually(t, func() bool { return !process.Alive(push) }, 30*time.Second, 20*time.Millisecond,
 		"the cancel reaches Publish, which kills its push")
 
 	// Publish has not returned: its git still waits for the remote's hook.
-	events := stepEvents(t, h.stack.Client, workflowID)
+	events := stepEvents(t, h.Stack.Client, workflowID)
 	require.Contains(t, events, "Publish cancel requested")
 	require.NotContains(t, events, "Publish canceled", "the hook holds Publish: %q", events)
 	require.NotContains(t, events, "CleanupWorkspace scheduled", "the workspace is not removed while Publish runs")
 	require.NotContains(t, events, "FinishRun ran", "the run is not finished while Publish runs")
-	workspace := filepath.Join(h.stack.WorkerConfig.WorkspaceDir, run.ID)
+	workspace := filepath.Join(h.Stack.WorkerConfig.WorkspaceDir, run.ID)
 	_, err = os.Stat(filepath.Join(workspace, "repo", "README.md"))
 	require.NoError(t, err, "the workspace is there while Publish runs")
-	now, err := h.api.GetRun(ctx, task.ID, run.ID)
+	now, err := h.API.GetRun(ctx, task.ID, run.ID)
 	require.NoError(t, err)
 	require.Equal(t, tasksapi.StatusInProgress, now.Status)
 
 	release()
 	run = waitForEnd(t, task.ID, run.ID)
 	require.Equal(t, tasksapi.StatusCancelled, run.Status, "error: %v", deref(run.ErrorMessage))
-	events = stepEvents(t, h.stack.Client, workflowID)
+	events = stepEvents(t, h.Stack.Client, workflowID)
 	requireBefore(t, events, "Publish canceled", "CleanupWorkspace scheduled")
 	requireBefore(t, events, "Publish canceled", "FinishRun ran")
 	_, err = os.Stat(workspace)
 	require.True(t, os.IsNotExist(err), "the workspace is removed once Publish stopped: %v", err)
 	require.Nil(t, run.Branch)
 	require.Empty(t, gitOut(t, bare, "branch", "--list", "posthog/task-"+task.Slug), "nothing was pushed")
-	keepHistory(t, h.stack.Client, workflowID, "cancelled-while-publishing")
+	keepHistory(t, h.Stack.Client, workflowID, "cancelled-while-publishing")
 }

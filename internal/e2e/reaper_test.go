@@ -23,11 +23,11 @@ func TestATerminatedWorkflowsRunIsEndedFailedByTheWorkersReaper(t *testing.T) {
 	pidFile := filepath.Join(agenttest.SharedDir(t), "pids")
 	task, run := startRun(t, "hang around", pidFile, repo)
 	pids := waitForAgent(t, pidFile)
-	require.NoError(t, h.stack.Client.TerminateWorkflow(ctx, kickoff.WorkflowID(task.ID, run.ID), "", "stuck, replaced by hand"))
+	require.NoError(t, h.Stack.Client.TerminateWorkflow(ctx, kickoff.WorkflowID(task.ID, run.ID), "", "stuck, replaced by hand"))
 
 	require.Eventually(t, func() bool {
 		var err error
-		run, err = h.api.GetRun(ctx, task.ID, run.ID)
+		run, err = h.API.GetRun(ctx, task.ID, run.ID)
 		require.NoError(t, err)
 		return run.Status.Terminal()
 	}, 30*time.Second, 100*time.Millisecond, "the run was never ended")

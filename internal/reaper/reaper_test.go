@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"slices"
 	"sync"
@@ -15,57 +14,36 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/localapi"
 	"github.com/taskworker/taskworker/internal/reaper"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testkit/stacktest"
 )
 
 // The tests share a real embedded Temporal server, on whose queue no worker
 // polls (a workflow stays running until it is terminated or times out), and
-// the local Tasks API.
+// the local Tasks API, which starts no workflow of its own.
 var (
 	temporal client.Client
 	local    *localapi.Server
 	api      *tasksapi.Client
 )
 
-const apiKey = "reaper-test-key"
-
 func TestMain(m *testing.M) {
-	code, err := withStack(m)
+	suite, stop, err := stacktest.Start(context.Background(), "reaper", stacktest.Options{
+		Stack: devstack.Options{NoWorker: true, NoKickoff: true},
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "reaper:", err)
 		os.Exit(1)
 	}
+	temporal, local, api = suite.Stack.Client, suite.Stack.API, suite.API
+	code := m.Run()
+	stop()
 	os.Exit(code)
-}
-
-func withStack(m *testing.M) (int, error) {
-	srv, err := devstack.StartTemporal(devstack.TemporalOptions{LogLevel: zapcore.ErrorLevel})
-	if err != nil {
-		return 0, err
-	}
-	defer srv.Stop()
-	deadline := time.Now().Add(30 * time.Second)
-	for temporal, err = client.Dial(client.Options{HostPort: srv.HostPort()}); err != nil; temporal, err = client.Dial(client.Options{HostPort: srv.HostPort()}) {
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("connect to the embedded Temporal server: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond) // the server is still starting; nothing to poll yet
-	}
-	defer temporal.Close()
-	if local, err = localapi.New(localapi.Config{APIKey: apiKey, ProjectID: "1"}); err != nil {
-		return 0, err
-	}
-	defer local.Close()
-	httpSrv := httptest.NewServer(local)
-	defer httpSrv.Close()
-	api = tasksapi.New(tasksapi.Config{BaseURL: httpSrv.URL, APIKey: apiKey, ProjectID: "1"})
-	return m.Run(), nil
 }
 
 func newReaper(cfg reaper.Config) *reaper.Reaper {

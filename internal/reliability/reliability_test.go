@@ -29,11 +29,11 @@ import (
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
-	"github.com/taskworker/taskworker/worker"
+	"github.com/taskworker/taskworker/internal/testkit/stacktest"
 )
 
 const (
-	repo = "acme/app"
+	repo = stacktest.Repository
 	// heartbeatTimeout is the daemons' TASKWORKER_HEARTBEAT_TIMEOUT.
 	heartbeatTimeout = 10 * time.Second
 	// Canaries: secrets the worker holds, which must appear nowhere.
@@ -75,40 +75,28 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "taskworker-reliability-")
-	if err == nil {
-		err = os.Chmod(dir, 0o711)
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	ctx := context.Background()
-	gitRoot := filepath.Join(dir, "git")
-	if _, err := devstack.SeedRepository(ctx, gitRoot, repo, map[string]string{"README.md": "# app\n"}); err != nil {
-		return 0, err
-	}
-	if err := bigRepository(filepath.Join(gitRoot, "acme", "big.git"), 30000); err != nil {
-		return 0, err
-	}
 	faults := localapi.NewFaults(42)
-	stack, err := devstack.Start(ctx, devstack.Options{NoWorker: true, Faults: faults,
-		Worker: worker.Config{Sandbox: agenttest.SuiteSandbox()}})
+	shared, stop, err := stacktest.Start(context.Background(), "reliability", stacktest.Options{
+		Files:     map[string]string{"README.md": "# app\n"},
+		Agent:     "testdata/agent.sh",
+		UserAgent: localapi.ControlUserAgent + "/suite",
+		Stack:     devstack.Options{NoWorker: true, Faults: faults},
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer stack.Stop()
-	cfg := stack.WorkerConfig
-	s = &suite{stack: stack, faults: faults, dir: dir,
-		control: tasksapi.New(tasksapi.Config{BaseURL: stack.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID,
-			UserAgent: localapi.ControlUserAgent + "/suite"})}
-
-	if s.bin, err = devstack.BuildDaemon(dir); err != nil {
+	defer stop()
+	if err := bigRepository(filepath.Join(shared.GitRoot, "acme", "big.git"), 30000); err != nil {
 		return 0, err
 	}
-	agent, _ := filepath.Abs("testdata/agent.sh")
-	s.env = stack.DaemonEnv(
-		"TASKWORKER_AGENT_COMMAND=sh "+agent, "TASKWORKER_REPO_URL_TEMPLATE="+devstack.RepoURLTemplate(gitRoot),
+	s = &suite{stack: shared.Stack, faults: faults, dir: shared.Dir, control: shared.API}
+
+	if s.bin, err = devstack.BuildDaemon(s.dir); err != nil {
+		return 0, err
+	}
+	cfg := s.stack.WorkerConfig
+	s.env = s.stack.DaemonEnv(
+		"TASKWORKER_AGENT_COMMAND="+cfg.AgentCommand, "TASKWORKER_REPO_URL_TEMPLATE="+cfg.RepoURLTemplate,
 		"TASKWORKER_MAX_CONCURRENT_RUNS=20", "TASKWORKER_HEARTBEAT_TIMEOUT="+heartbeatTimeout.String(), "TASKWORKER_HTTP_ADDR=",
 		"TASKWORKER_DRAIN_TIMEOUT=2m", "TASKWORKER_AGENT_STOP_GRACE=2s",
 		"TASKWORKER_GITHUB_TOKEN="+githubTokenCanary, "ANTHROPIC_API_KEY="+agentKeyCanary,
