@@ -45,7 +45,12 @@ func TestClassifyDecidesWhatIsRetried(t *testing.T) {
 		{permanent("task %s has no repository", "t"), ErrInvalidInput, false},
 		{alreadyEnded(tasksapi.StatusCancelled), ErrRunAlreadyEnded, false},
 		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 422, Message: "Validation Failed"}), branch: "b"}, ErrPullRequest, false},
-		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 502, Message: "Bad Gateway"}), branch: "b"}, ErrPullRequest, true},
+		// GitHub's client retried it already: Publish is not run again for it.
+		{&pullRequestError{err: fmt.Errorf("open: %w", &github.Error{StatusCode: 502, Message: "Bad Gateway"}), branch: "b"}, ErrPullRequest, false},
+		// A call the Tasks API client retried had its level of retries.
+		{&tasksapi.APIError{StatusCode: 503, Attempts: 7}, ErrTasksAPI, false},
+		{&tasksapi.NetworkError{Attempts: 7, Err: errors.New("connection refused")}, "Error", false},
+		{&tasksapi.NetworkError{Attempts: 1, Err: errors.New("connection refused")}, "Error", true},
 		{fmt.Errorf("wrapped: %w", errors.New("disk full")), "Error", true},
 	}
 	for _, tc := range cases {
@@ -55,6 +60,25 @@ func TestClassifyDecidesWhatIsRetried(t *testing.T) {
 		require.Equal(t, tc.errType, appErr.Type(), "%v", tc.err)
 		require.Equal(t, !tc.retryable, appErr.NonRetryable(), "%v", tc.err)
 		require.NotContains(t, appErr.Message(), "phx_secret_value")
+	}
+}
+
+// A Tasks API answer sent once leaves its retry to the step's policy, no
+// sooner than the API asked; a final one asks for no delay.
+func TestTheAPIsRetryAfterIsTheStepsNextRetryDelay(t *testing.T) {
+	a := &Activities{Redactor: redact.New()}
+	for _, tc := range []struct {
+		err  *tasksapi.APIError
+		want time.Duration
+	}{
+		{&tasksapi.APIError{StatusCode: 429, Attempts: 1, RetryAfter: 5 * time.Second}, 5 * time.Second},
+		{&tasksapi.APIError{StatusCode: 503, Attempts: 1}, 0},
+		{&tasksapi.APIError{StatusCode: 429, Attempts: 5, RetryAfter: 5 * time.Second}, 0},
+		{&tasksapi.APIError{StatusCode: 400, Attempts: 1, RetryAfter: 5 * time.Second}, 0},
+	} {
+		var appErr *temporal.ApplicationError
+		require.ErrorAs(t, a.temporalError(fmt.Errorf("step: %w", tc.err)), &appErr)
+		require.Equal(t, tc.want, appErr.NextRetryDelay(), "%v", tc.err)
 	}
 }
 

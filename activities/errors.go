@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/taskworker/taskworker/internal/agent"
 	"github.com/taskworker/taskworker/internal/fence"
-	"github.com/taskworker/taskworker/internal/github"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -85,6 +87,13 @@ func EntriesLost(err error) int {
 // a retry may succeed. The cause is not attached, so no unredacted text
 // reaches the workflow history. lost, when given, is how many log entries the
 // step lost, for the workflow to add up (EntriesLost).
+//
+// A call is retried at one level. A Tasks API call the client sent once is
+// the step's policy's to retry, its next attempt no sooner than the API's
+// Retry-After (RetryNoSoonerThanPolicy keeps it no sooner than the policy's
+// own backoff either); one the client already retried (a host step's, whose
+// step is not retried for it) is final, and so is a pull request GitHub's
+// client gave up on.
 func (a *Activities) temporalError(err error, lost ...int) error {
 	if err == nil {
 		return nil
@@ -111,17 +120,17 @@ func (a *Activities) kindOf(err error, details []any) error {
 		exitErr    *agent.ExitError
 		resultErr  *agent.ResultError
 		prErr      *pullRequestError
-		ghErr      *github.Error
 		inErr      *permanentError
 		endedErr   *runEndedError
 		timeoutErr *agentTimeoutError
 		stoppedErr *workerStoppedError
+		netErr     *tasksapi.NetworkError
 		appErr     *temporal.ApplicationError
 	)
 	if errors.As(err, &appErr) {
 		return err
 	}
-	errType, final := errTransient, false
+	errType, final, after := errTransient, false, time.Duration(0)
 	switch {
 	case errors.As(err, &endedErr):
 		errType, final = ErrRunAlreadyEnded, true
@@ -130,7 +139,9 @@ func (a *Activities) kindOf(err error, details []any) error {
 	case errors.As(err, &inErr):
 		errType, final = ErrInvalidInput, true
 	case errors.As(err, &apiErr):
-		errType, final = ErrTasksAPI, !apiErr.Retryable()
+		errType, final, after = ErrTasksAPI, !apiErr.Retryable() || apiErr.Attempts > 1, apiErr.RetryAfter
+	case errors.As(err, &netErr):
+		final = netErr.Attempts > 1
 	case errors.As(err, &decodeErr):
 		errType, final = ErrTasksAPIResponse, true
 	case errors.As(err, &startErr):
@@ -145,12 +156,50 @@ func (a *Activities) kindOf(err error, details []any) error {
 		// Final here: the workflow starts the host phase over elsewhere.
 		errType, final = ErrWorkerStopped, true
 	case errors.As(err, &prErr):
-		errType, final = ErrPullRequest, errors.As(err, &ghErr) && ghErr.Permanent()
+		// GitHub's client retried what a retry may fix (see package github):
+		// running Publish again would push and ask GitHub all over.
+		errType, final = ErrPullRequest, true
 	case errors.As(err, &gitErr):
 		errType, final = ErrGit, gitErr.NotFound()
 	}
+	if final {
+		after = 0
+	}
 	return temporal.NewApplicationErrorWithOptions(a.Redactor.String(err.Error()), errType,
-		temporal.ApplicationErrorOptions{NonRetryable: final, Details: details})
+		temporal.ApplicationErrorOptions{NonRetryable: final, Details: details, NextRetryDelay: after})
+}
+
+// RetryNoSoonerThanPolicy is a step's error with its next attempt no sooner
+// than its retry policy's backoff. The SDK waits a NextRetryDelay instead of
+// that backoff, also when it is shorter: a Tasks API that answers
+// "Retry-After: 1" through an outage would spend the step's attempts in as
+// many seconds. ctx is the step's; other errors are returned as they are.
+func RetryNoSoonerThanPolicy(ctx context.Context, err error) error {
+	appErr, ok := err.(*temporal.ApplicationError)
+	if !ok || appErr.Type() != ErrTasksAPI || appErr.NextRetryDelay() == 0 || !activity.IsActivity(ctx) {
+		return err
+	}
+	info := activity.GetInfo(ctx)
+	if info.RetryPolicy == nil || appErr.NextRetryDelay() >= policyBackoff(info.RetryPolicy, info.Attempt) {
+		return err
+	}
+	var details []any
+	var lost int
+	if appErr.HasDetails() && appErr.Details(&lost) == nil {
+		details = []any{lost}
+	}
+	return temporal.NewApplicationErrorWithOptions(appErr.Message(), appErr.Type(),
+		temporal.ApplicationErrorOptions{NonRetryable: appErr.NonRetryable(), Details: details})
+}
+
+// policyBackoff is the wait p sets after attempt, as the SDK and the server
+// compute it.
+func policyBackoff(p *temporal.RetryPolicy, attempt int32) time.Duration {
+	d := time.Duration(float64(p.InitialInterval) * math.Pow(max(p.BackoffCoefficient, 1), float64(attempt-1)))
+	if p.MaximumInterval > 0 && (d > p.MaximumInterval || d <= 0) {
+		d = p.MaximumInterval
+	}
+	return d
 }
 
 // refusedForGood reports an answer of the Tasks API that no retry changes

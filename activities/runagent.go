@@ -34,6 +34,8 @@ type AgentOutput struct {
 
 // cloneAttempts bounds the retries of a clone that could not reach the
 // remote: RunAgent as a whole is never retried, as its agent must not run twice.
+// This is the one level of retries of git's network in RunAgent. Worst case:
+// 3 clones, 2 s and 4 s apart, within the step's own deadline.
 const cloneAttempts = 3
 
 // RunAgent clones the repository into a fresh workspace and runs the coding

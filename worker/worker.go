@@ -10,6 +10,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	tworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"go.uber.org/zap"
@@ -146,6 +147,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 	sharedOpts := tworker.Options{
 		Identity:                     cfg.WorkerID,
 		MaxHeartbeatThrottleInterval: heartbeatThrottle,
+		Interceptors:                 []interceptor.WorkerInterceptor{&stepRetries{}},
 	}
 	if cfg.DeploymentName != "" {
 		// A run stays on the build that started it (pinned), so a rolling
@@ -166,6 +168,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 		// Once stopped, its steps stop their agents, flush and report
 		// within this (see RunAgent); past it the SDK cancels them.
 		WorkerStopTimeout: budget.StopWindow(),
+		Interceptors:      []interceptor.WorkerInterceptor{&stepRetries{}},
 	})
 	register(shared, host, acts)
 	unknown := newUnknownTypes(logger, m)
@@ -314,9 +317,12 @@ func newAgent(cfg Config, extraEnv []string) agent.Agent {
 	})
 }
 
-// newAPI is the Tasks API client, its requests counted in m (which may be nil).
+// newAPI is the Tasks API client, its requests counted in m (which may be
+// nil). It sends each call once but where a context asks for retries (see
+// hostCallRetries): its callers retry (see stepRetries).
 func newAPI(cfg Config, userAgent string, m *metrics.Metrics) *tasksapi.Client {
-	apiCfg := tasksapi.Config{BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: userAgent}
+	apiCfg := tasksapi.Config{BaseURL: cfg.APIURL, APIKey: cfg.APIKey, ProjectID: cfg.ProjectID, UserAgent: userAgent,
+		Retries: tasksapi.NoRetries, RetryWait: apiRetryWait, RetryMaxWait: apiRetryMaxWait}
 	if m != nil {
 		apiCfg.Observe = func(method, path string, code int, took time.Duration) {
 			m.APIRequest(metrics.Endpoint(method, path), code, took)

@@ -31,7 +31,14 @@ const ErrRunFailed = "RunFailed"
 // Timeouts and retries of the steps. The agent is never retried: a second
 // attempt would act on a half-changed tree and repeat its side effects.
 const (
-	apiStepTimeout      = time.Minute
+	apiStepTimeout = time.Minute
+	// apiRetryWindow bounds an API step's attempts together. A local
+	// activity's is its StartToCloseTimeout unless set: one minute of
+	// retries in all, whatever its policy says.
+	apiRetryWindow = 5 * time.Minute
+	// finishRetryWindow is FinishRun's: a Tasks API down for a day still
+	// gets the run's terminal PATCH once it is back.
+	finishRetryWindow   = 24 * time.Hour
 	hostStepTimeout     = 15 * time.Minute
 	heartbeatTimeout    = 60 * time.Second
 	hostScheduleToStart = 2 * time.Minute
@@ -55,12 +62,23 @@ var nonRetryable = []string{
 	activities.ErrAttemptFenced,
 }
 
+// apiOptions are StartRun's (and the base of the claim's, Note's and
+// FinishRun's). The policy is the one level of retries of the step's Tasks
+// API calls: the client sends each once, and a retry of the step sends its
+// three idempotent calls again (its entry under the same event_id). The
+// next attempt waits the policy's backoff, or the API's Retry-After when
+// longer. Worst case: 20 attempts of up to a minute, 1 s doubling to 10 s
+// apart (a Retry-After up to a minute), all within apiRetryWindow: about 3
+// minutes of an API that is down and says nothing; 20 requests in such an
+// outage, else 3 an attempt and the appends of its entry. Enough
+// attempts that three calls that each fail one time in four (the
+// reliability suite's faults) get through: 1 in 80,000 runs fails.
 func apiOptions() workflow.ActivityOptions {
 	return workflow.ActivityOptions{
 		StartToCloseTimeout: apiStepTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
-			MaximumAttempts: 10, NonRetryableErrorTypes: nonRetryable,
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second,
+			MaximumAttempts: 20, NonRetryableErrorTypes: nonRetryable,
 		},
 	}
 }
@@ -70,7 +88,8 @@ func apiOptions() workflow.ActivityOptions {
 // the critical path from kick-off to agent cost more than the calls.
 func localOptions() workflow.LocalActivityOptions {
 	api := apiOptions()
-	return workflow.LocalActivityOptions{StartToCloseTimeout: api.StartToCloseTimeout, RetryPolicy: api.RetryPolicy}
+	return workflow.LocalActivityOptions{StartToCloseTimeout: api.StartToCloseTimeout,
+		ScheduleToCloseTimeout: apiRetryWindow, RetryPolicy: api.RetryPolicy}
 }
 
 func hostOptions(queue string, run activities.RunContext) workflow.ActivityOptions {
@@ -85,7 +104,13 @@ func hostOptions(queue string, run activities.RunContext) workflow.ActivityOptio
 		ScheduleToStartTimeout: start,
 		StartToCloseTimeout:    hostStepTimeout,
 		HeartbeatTimeout:       beat,
-		// Enough attempts to ride out a few minutes of Tasks API outage.
+		// The one level of retries of what fails a host step but its Tasks
+		// API calls (the client retries those, see the worker) and its pull
+		// request (GitHub's client): git's network (the push), a transient
+		// error of the worker's, a step that timed out. Publish's attempt does
+		// all its work again, its push counted as done when already on the
+		// remote. Worst case: 6 attempts of up to hostStepTimeout, 1 s
+		// doubling to 16 s apart (31 s of waits in all).
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute,
 			MaximumAttempts: 6, NonRetryableErrorTypes: nonRetryable,
@@ -199,6 +224,9 @@ func hostLost(err error) bool {
 // logged, never fatal. key tells it from the run's other notes.
 func note(ctx workflow.Context, ref activities.RunRef, key, level, message string) {
 	opts := localOptions()
+	// Its append is retried by its log stream, until 2 s before its
+	// deadline; the policy retries the rest (a lost worker, say): 3
+	// attempts of up to a minute, 1 s and 2 s apart.
 	opts.RetryPolicy.MaximumAttempts = 3
 	if err := workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, opts), activities.NoteName,
 		activities.NoteInput{RunRef: ref, Level: level, Message: message, Key: key}).Get(ctx, nil); err != nil {
@@ -308,6 +336,13 @@ func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error
 
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	opts := localOptions()
+	// The one level of retries of FinishRun's calls, as StartRun's, but for
+	// as long as finishRetryWindow: attempts of up to a minute (its entry's
+	// flush then its terminal PATCH), 1 s doubling to a minute apart (a
+	// Retry-After up to a minute); through a day of outage, an attempt
+	// about every minute and a half, each 2 requests and its entry's
+	// appends. Only the API's refusal (401/403/404) ends them sooner.
+	opts.ScheduleToCloseTimeout = finishRetryWindow
 	opts.RetryPolicy.MaximumAttempts = 0
 	opts.RetryPolicy.MaximumInterval = time.Minute
 	opts.RetryPolicy.NonRetryableErrorTypes = nil

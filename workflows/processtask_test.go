@@ -338,6 +338,22 @@ func (s *workflowSuite) TestUnauthorizedAPIIsNotRetriedAndEndsTheWorkflow() {
 	s.Len(s.finished, 1, "the terminal PATCH is tried, and not retried on 401")
 }
 
+// The terminal PATCH is retried for as long as the API is down, not for
+// the minute a local activity's retries last unless told otherwise.
+func (s *workflowSuite) TestTheTerminalPATCHIsRetriedPastAMinute() {
+	calls := 0
+	s.steps(map[string][]any{"FinishRun": {func(ctx context.Context, in activities.FinishInput) error {
+		if calls++; calls < 10 { // 1+2+4+8+16+32+60+60+60 s of backoff
+			return temporal.NewApplicationError("PATCH: HTTP 503", activities.ErrTasksAPI)
+		}
+		return s.recordFinish(ctx, in)
+	}}})
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().NoError(s.env.GetWorkflowError())
+	s.Equal(10, calls)
+	s.requireOneFinish(tasksapi.StatusCompleted)
+}
+
 func (s *workflowSuite) TestRunAlreadyEndedIsLeftAlone() {
 	s.steps(map[string][]any{"StartRun": {activities.RunContext{},
 		temporal.NewNonRetryableApplicationError("run is already cancelled", activities.ErrRunAlreadyEnded, nil)}})

@@ -94,13 +94,18 @@ type Dispatcher struct {
 // another client entirely.
 const DispatchedKey = "taskworker_dispatch"
 
-// Run dispatches every PollInterval until ctx ends. A failed cycle is logged
-// and retried at the next tick; the API client has already honoured
-// Retry-After within the cycle.
+// Run dispatches every PollInterval until ctx ends. The next cycle is the
+// one level of retries of what a cycle could not do (the API client sends
+// each call once, but those of afterStart): a failed cycle is logged, and
+// the next one comes PollInterval after it began, or once the API's
+// Retry-After has passed when it ended on one that asks for longer (a minute
+// at most). Worst case: one cycle's requests (MaxPages pages, and the runs
+// of what they list) per PollInterval, for as long as the failures last.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	t := time.NewTicker(d.Config.PollInterval)
+	t := time.NewTimer(d.Config.PollInterval)
 	defer t.Stop()
 	for {
+		began := time.Now()
 		stats, err := d.Cycle(ctx)
 		d.Metrics.DispatchCycle(stats.Requests, stats.Started, stats.AlreadyStarted, stats.Orphaned)
 		fields := []zap.Field{zap.Int("api_requests", stats.Requests), zap.Int("queued", stats.Queued),
@@ -111,6 +116,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		} else if stats.Started+stats.Orphaned+stats.Failed+stats.Reaped > 0 {
 			d.Logger.Info("dispatch cycle", fields...)
 		}
+		t.Reset(max(d.Config.PollInterval-time.Since(began), tasksapi.RetryAfter(err)))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -118,6 +124,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// afterStart is how often the client sends the calls a cycle makes after it
+// started a run's workflow again, as the next cycle, which finds the run
+// taken, makes them no more: its mark (markDispatched) and its console
+// entry (note). Worst case of each: 4 requests of up to 30 s, apart by the
+// client's backoff (the worker's: 1 s doubling, jittered down to half) or by
+// the API's Retry-After when longer (a minute at most): 3.5 to 7 s of the
+// API down, 5 min at the very most.
+const afterStart = 3
 
 // Cycle looks at every task page once and starts the queued runs' workflows.
 // Each task and each run is handled on its own: one whose runs can't be
@@ -270,7 +285,7 @@ func (d *Dispatcher) note(ctx context.Context, taskID, runID, message string, st
 	e.Stamp(time.Now())
 	raw, _ := json.Marshal(e)
 	stats.Requests++
-	if err := d.API.AppendLog(ctx, taskID, runID, []json.RawMessage{raw}); err != nil {
+	if err := d.API.AppendLog(tasksapi.WithRetries(ctx, afterStart), taskID, runID, []json.RawMessage{raw}); err != nil {
 		d.Logger.Warn("dispatch note not written", zap.String("run_id", runID), zap.Error(err))
 	}
 }
@@ -281,7 +296,7 @@ func (d *Dispatcher) note(ctx context.Context, taskID, runID, message string, st
 func (d *Dispatcher) markDispatched(ctx context.Context, taskID, runID, workflowID string, stats *Stats) {
 	stats.Requests++
 	mark := map[string]any{DispatchedKey: map[string]any{"pool": d.Config.Pool, "task_queue": d.Config.TaskQueue, "workflow_id": workflowID}}
-	if _, err := d.API.UpdateRun(ctx, taskID, runID, tasksapi.RunUpdate{State: mark}); err != nil {
+	if _, err := d.API.UpdateRun(tasksapi.WithRetries(ctx, afterStart), taskID, runID, tasksapi.RunUpdate{State: mark}); err != nil {
 		d.Logger.Warn("dispatched run not marked; a loss of its workflow would go unnoticed", zap.String("run_id", runID), zap.Error(err))
 	}
 }

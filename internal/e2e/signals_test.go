@@ -21,8 +21,8 @@ import (
 // PostHog's UI does.
 func apiPost(t *testing.T, taskID, runID, path, body string) (int, map[string]any) {
 	t.Helper()
-	cfg := h.stack.WorkerConfig
-	url := h.stack.APIURL + "/api/projects/" + cfg.ProjectID + "/tasks/" + taskID + "/runs/" + runID + "/" + path + "/"
+	cfg := h.Stack.WorkerConfig
+	url := h.Stack.APIURL + "/api/projects/" + cfg.ProjectID + "/tasks/" + taskID + "/runs/" + runID + "/" + path + "/"
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
@@ -52,7 +52,7 @@ func workflowEnds(t *testing.T, taskID, runID string) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return h.stack.Client.GetWorkflow(ctx, kickoff.WorkflowID(taskID, runID), "").Get(ctx, nil)
+	return h.Stack.Client.GetWorkflow(ctx, kickoff.WorkflowID(taskID, runID), "").Get(ctx, nil)
 }
 
 func TestACancelFromTheAPIStopsTheAgentAndKeepsTheAPIsOneTerminalStatus(t *testing.T) {
@@ -66,7 +66,7 @@ func TestACancelFromTheAPIStopsTheAgentAndKeepsTheAPIsOneTerminalStatus(t *testi
 	requireGone(t, pids, 10*time.Second)
 	require.NoError(t, workflowEnds(t, task.ID, run.ID), "the workflow completes")
 
-	got, err := h.api.GetRun(context.Background(), task.ID, run.ID)
+	got, err := h.API.GetRun(context.Background(), task.ID, run.ID)
 	require.NoError(t, err)
 	require.Equal(t, tasksapi.StatusCancelled, got.Status)
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
@@ -84,12 +84,12 @@ func TestAFailedPatchFromOutsideEndsTheWorkflowWithoutASecondPatch(t *testing.T)
 	pids := waitForAgent(t, pidFile)
 
 	msg := "stopped by an operator"
-	_, err := h.api.UpdateRun(context.Background(), task.ID, run.ID, tasksapi.RunUpdate{Status: tasksapi.StatusFailed, ErrorMessage: &msg})
+	_, err := h.API.UpdateRun(context.Background(), task.ID, run.ID, tasksapi.RunUpdate{Status: tasksapi.StatusFailed, ErrorMessage: &msg})
 	require.NoError(t, err)
 	requireGone(t, pids, 10*time.Second)
 	require.NoError(t, workflowEnds(t, task.ID, run.ID))
 
-	got, err := h.api.GetRun(context.Background(), task.ID, run.ID)
+	got, err := h.API.GetRun(context.Background(), task.ID, run.ID)
 	require.NoError(t, err)
 	require.Equal(t, tasksapi.StatusFailed, got.Status)
 	require.Equal(t, msg, deref(got.ErrorMessage))

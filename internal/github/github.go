@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +22,22 @@ type Client struct {
 	http *resty.Client
 }
 
+// The client is the one level of retries of a call to GitHub: Publish, which
+// makes them, is not run again for a pull request (running it again would
+// push and ask GitHub all over), and without TASKWORKER_PR_STRICT a failed
+// one is only recorded. Worst case of one call: 1+retries requests of up to
+// requestTimeout each, apart by 1 s doubling to 30 s (jittered down to half)
+// or by GitHub's Retry-After when longer, up to maxRetryAfter: 7 requests
+// over half a minute to a minute of GitHub down, 4.5 min when each request
+// times out, 9.5 min at the very most. OpenOrFind makes two such calls.
+const (
+	retries        = 6
+	retryWait      = time.Second
+	retryMaxWait   = 30 * time.Second
+	maxRetryAfter  = time.Minute
+	requestTimeout = 30 * time.Second
+)
+
 // New returns a client for the API at baseURL (https://api.github.com for github.com).
 func New(baseURL, token string) *Client {
 	h := resty.New().
@@ -28,15 +46,37 @@ func New(baseURL, token string) *Client {
 		SetHeader("Accept", "application/vnd.github+json").
 		SetHeader("X-GitHub-Api-Version", "2022-11-28").
 		SetHeader("User-Agent", "taskworker").
-		SetTimeout(30 * time.Second).
-		SetRetryCount(3).
-		SetRetryWaitTime(500 * time.Millisecond).
-		SetRetryMaxWaitTime(5 * time.Second).
+		SetTimeout(requestTimeout).
+		SetRetryCount(retries).
+		// resty clamps every wait to these; backoff computes the rest.
+		SetRetryWaitTime(retryWait / 2).
+		SetRetryMaxWaitTime(maxRetryAfter).
+		SetRetryAfter(backoff).
 		AddRetryCondition(func(r *resty.Response, err error) bool {
-			return err != nil || r.StatusCode() >= 500 || r.StatusCode() == http.StatusTooManyRequests
+			if err != nil {
+				return r == nil || r.Request == nil || r.Request.Context().Err() == nil
+			}
+			return r.IsError() && !errorOf(r).Permanent()
 		})
 	h.SetLogger(silent{})
 	return &Client{http: h}
+}
+
+// backoff waits GitHub's Retry-After (its secondary rate limits send one)
+// when longer than an exponential backoff from retryWait to retryMaxWait.
+func backoff(_ *resty.Client, r *resty.Response) (time.Duration, error) {
+	attempt := 1
+	if r != nil && r.Request != nil {
+		attempt = max(r.Request.Attempt, 1)
+	}
+	d := min(retryWait<<min(attempt-1, 20), retryMaxWait)
+	d = d/2 + rand.N(d/2+1)
+	if r != nil {
+		if secs, err := strconv.Atoi(strings.TrimSpace(r.Header().Get("Retry-After"))); err == nil && secs > 0 {
+			d = max(d, min(time.Duration(secs)*time.Second, maxRetryAfter))
+		}
+	}
+	return d, nil
 }
 
 // NewPullRequest is what to open.
@@ -124,25 +164,30 @@ func (c *Client) do(req *resty.Request, method, path string, out any) error {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.IsError() {
-		var body struct {
-			Message string `json:"message"`
-			Errors  []struct {
-				Message string `json:"message"`
-				Field   string `json:"field"`
-				Code    string `json:"code"`
-			} `json:"errors"`
-		}
-		_ = json.Unmarshal(resp.Body(), &body)
-		e := &Error{StatusCode: resp.StatusCode(), Message: body.Message}
-		for _, d := range body.Errors {
-			e.Details = append(e.Details, strings.Join(strings.Fields(d.Message+" "+d.Field+" "+d.Code), " "))
-		}
-		return e
+		return errorOf(resp)
 	}
 	if err := json.Unmarshal(resp.Body(), out); err != nil {
 		return fmt.Errorf("%s %s: GitHub answered a body that is not what its API documents: %w", method, path, err)
 	}
 	return nil
+}
+
+// errorOf reads an error answer.
+func errorOf(resp *resty.Response) *Error {
+	var body struct {
+		Message string `json:"message"`
+		Errors  []struct {
+			Message string `json:"message"`
+			Field   string `json:"field"`
+			Code    string `json:"code"`
+		} `json:"errors"`
+	}
+	_ = json.Unmarshal(resp.Body(), &body)
+	e := &Error{StatusCode: resp.StatusCode(), Message: body.Message}
+	for _, d := range body.Errors {
+		e.Details = append(e.Details, strings.Join(strings.Fields(d.Message+" "+d.Field+" "+d.Code), " "))
+	}
+	return e
 }
 
 type silent struct{}

@@ -30,7 +30,8 @@ type Config struct {
 	MaxBatchEntries int
 	MaxBatchBytes   int
 	FlushDelay      time.Duration
-	// RetryWait is the first backoff after a failed append; it doubles up to RetryMaxWait.
+	// RetryWait is the first backoff after a failed append; it doubles up to
+	// RetryMaxWait, and a longer Retry-After of the API's is waited instead.
 	RetryWait    time.Duration
 	RetryMaxWait time.Duration
 	// MemoryBytes is how much may wait in memory; the rest waits in a file in SpillDir.
@@ -325,7 +326,9 @@ func (s *Stream) nextBatch() ([]json.RawMessage, bool) {
 }
 
 // send delivers a batch, retrying transient failures until the sender is
-// cancelled, and then takes it off the queue.
+// cancelled, and then takes it off the queue. This loop is the one level of
+// retries of an append: the client it is given sends each call once (the
+// worker's does), or each failed try here would cost the client's retries too.
 func (s *Stream) send(batch []json.RawMessage) {
 	sent, rejected, err := s.deliver(batch)
 	s.mu.Lock()
@@ -362,9 +365,15 @@ func (s *Stream) deliver(batch []json.RawMessage) (sent, rejected int, err error
 		if !tasksapi.IsRetryable(err) {
 			return 0, 0, fmt.Errorf("append log entries: %w", err)
 		}
-		jittered := wait/2 + rand.N(wait/2+1)
+		// Worst case, for as long as the failures last: one request per
+		// wait, each wait RetryWait doubling to RetryMaxWait (0.5 s to 15 s
+		// by default, jittered down to half) or the API's Retry-After when
+		// longer (at most a minute); 6 requests in the first 8 s, then at
+		// most 8 a minute. The sender stops at the step's flush deadline
+		// (Close), what it could not send counted as dropped.
+		pause := max(wait/2+rand.N(wait/2+1), tasksapi.RetryAfter(err))
 		select {
-		case <-time.After(jittered):
+		case <-time.After(pause):
 		case <-s.sendCtx.Done():
 			return 0, 0, s.sendCtx.Err()
 		}

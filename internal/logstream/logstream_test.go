@@ -286,3 +286,35 @@ func TestEmitNeverBlocksWhileTheAPIIsDown(t *testing.T) {
 	require.Equal(t, entries, stats.Sent)
 	require.Equal(t, want, srv.messages())
 }
+
+// The stream's loop is an append's one level of retries, and it waits what
+// the API's Retry-After asks for when that is longer than its own backoff.
+func TestAFailedAppendWaitsTheAPIsRetryAfter(t *testing.T) {
+	var mu sync.Mutex
+	var sent []time.Time
+	httpSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sent = append(sent, time.Now())
+		first := len(sent) == 1
+		mu.Unlock()
+		if first {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"detail":"contended"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	defer httpSrv.Close()
+	api := tasksapi.New(tasksapi.Config{BaseURL: httpSrv.URL, APIKey: "k", ProjectID: "1", Retries: tasksapi.NoRetries})
+	s := New(api, "task", "run", redact.New(), Config{RetryWait: time.Millisecond, RetryMaxWait: 2 * time.Millisecond})
+	s.Console(acp.LevelInfo, "a")
+	stats := closeStream(t, s)
+	require.Equal(t, 1, stats.Sent)
+	require.Equal(t, 2, stats.Requests)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, sent, 2, "each try of the stream is one request")
+	// Its own backoff is 2 ms at most here: a second is the API's.
+	require.GreaterOrEqual(t, sent[1].Sub(sent[0]), 900*time.Millisecond)
+}

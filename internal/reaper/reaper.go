@@ -138,7 +138,12 @@ func (r *Reaper) config() Config {
 }
 
 // Run looks every Interval until ctx ends; a failed cycle is logged and the
-// next one tries again.
+// next one tries again. The next cycle is the one level of retries of the
+// reaper's Tasks API calls (the worker's client sends each once): a run that
+// could not be checked or ended is looked at again then, and its entry and
+// PATCH are the same each time. Worst case: 3 requests per workflow a cycle
+// examines (MaxPerCycle, 100 by default) every Interval (a minute by
+// default), for as long as the failures last.
 func (r *Reaper) Run(ctx context.Context) {
 	t := time.NewTicker(r.config().Interval)
 	defer t.Stop()

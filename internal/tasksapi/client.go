@@ -1,5 +1,7 @@
 // Package tasksapi is a typed client of PostHog's Tasks API: tasks, runs, log
 // entries and artifacts, with bearer auth and retries that honour Retry-After.
+// A caller with retries of its own (a Temporal step's policy, a loop) sends
+// each call once (NoRetries) and finds the API's Retry-After in the error.
 package tasksapi
 
 import (
@@ -21,10 +23,12 @@ type Config struct {
 	BaseURL   string // e.g. https://us.posthog.com
 	APIKey    string // personal API key with task:read and task:write
 	ProjectID string
-	// Retries is how many times a transient failure is retried in one call.
+	// Retries is how many times the client sends a call again after a
+	// transient failure (see IsRetryable): 0 takes the default, 4; NoRetries
+	// sends each call once. WithRetries overrides it for one context's calls.
 	Retries int
-	// RetryWait and RetryMaxWait bound the jittered exponential backoff used
-	// when the API does not say how long to wait.
+	// RetryWait and RetryMaxWait bound the jittered exponential backoff
+	// between retries; a longer Retry-After of the API's is waited instead.
 	RetryWait    time.Duration
 	RetryMaxWait time.Duration
 	// RequestTimeout bounds one HTTP attempt.
@@ -35,13 +39,27 @@ type Config struct {
 	Observe func(method, path string, code int, took time.Duration)
 }
 
+// NoRetries, as Config.Retries or to WithRetries, sends each call once.
+const NoRetries = -1
+
 // maxRetryAfter caps a Retry-After the API sends, so one answer can't park a
 // call for longer than the activity that made it is willing to wait.
 const maxRetryAfter = 60 * time.Second
 
 // Client calls the Tasks API of one project.
 type Client struct {
-	http *resty.Client
+	http          *resty.Client
+	retries       int
+	wait, maxWait time.Duration
+}
+
+type retriesKey struct{}
+
+// WithRetries returns a context whose calls the client sends again up to n
+// times after a transient failure, whatever its Config.Retries; n of 0 or
+// NoRetries sends them once.
+func WithRetries(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, retriesKey{}, max(n, 0))
 }
 
 // New returns a client; zero retry settings get defaults that ride out a
@@ -68,46 +86,57 @@ func New(cfg Config) *Client {
 		SetAuthToken(cfg.APIKey).
 		SetHeader("Accept", "application/json").
 		SetHeader("User-Agent", cfg.UserAgent).
-		SetTimeout(cfg.RequestTimeout).
-		SetRetryCount(cfg.Retries).
-		// resty caps every wait by its max; the cap is maxRetryAfter so the
-		// API's own Retry-After is honoured, and backoff applies cfg's bounds itself.
-		SetRetryWaitTime(cfg.RetryWait).
-		SetRetryMaxWaitTime(maxRetryAfter).
-		SetRetryAfter(backoff(cfg.RetryWait, cfg.RetryMaxWait)).
-		AddRetryCondition(shouldRetry)
+		SetTimeout(cfg.RequestTimeout)
 	// resty logs request failures on its own; the callers wrap and report them.
 	h.SetLogger(silentLogger{})
 	if cfg.Observe != nil {
 		h.SetTransport(observed{next: http.DefaultTransport, observe: cfg.Observe})
 	}
-	return &Client{http: h}
+	return &Client{http: h, retries: max(cfg.Retries, 0), wait: cfg.RetryWait, maxWait: cfg.RetryMaxWait}
 }
 
-func shouldRetry(resp *resty.Response, err error) bool {
-	if err != nil {
-		return resp == nil || resp.Request == nil || resp.Request.Context().Err() == nil
+// send makes a call, retrying a transient failure as often as ctx's or the
+// client's retries allow. Its worst case is 1+retries requests of up to
+// RequestTimeout each, apart by RetryMaxWait at most, or by the API's
+// Retry-After when longer (up to maxRetryAfter).
+func (c *Client) send(ctx context.Context, method, path string, body any) (*resty.Response, error) {
+	retries := c.retries
+	if n, ok := ctx.Value(retriesKey{}).(int); ok {
+		retries = n
 	}
-	code := resp.StatusCode()
-	return code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500
-}
-
-// backoff waits what the API's Retry-After says, else an exponential
-// backoff from wait up to maxWait with full jitter on its upper half.
-func backoff(wait, maxWait time.Duration) resty.RetryAfterFunc {
-	return func(_ *resty.Client, resp *resty.Response) (time.Duration, error) {
-		attempt := 1
-		if resp != nil {
-			if d := ParseRetryAfter(resp.Header().Get("Retry-After"), time.Now()); d > 0 {
-				return d, nil
-			}
-			if resp.Request != nil {
-				attempt = max(resp.Request.Attempt, 1)
-			}
+	for attempt := 1; ; attempt++ {
+		req := c.http.R().SetContext(ctx)
+		if body != nil {
+			req.SetHeader("Content-Type", "application/json").SetBody(body)
 		}
-		d := min(wait<<min(attempt-1, 20), maxWait)
-		return d/2 + rand.N(d/2+1), nil
+		resp, err := req.Execute(method, path)
+		var failure error
+		switch {
+		case err != nil:
+			failure = &NetworkError{Method: method, Path: path, Attempts: attempt, Err: err}
+		case resp.IsError():
+			failure = newAPIError(method, path, resp, attempt)
+		default:
+			return resp, nil
+		}
+		if attempt > retries || ctx.Err() != nil || !IsRetryable(failure) {
+			return resp, failure
+		}
+		t := time.NewTimer(max(c.backoff(attempt), RetryAfter(failure)))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return resp, &NetworkError{Method: method, Path: path, Attempts: attempt, Err: ctx.Err()}
+		}
 	}
+}
+
+// backoff is the wait before retry number attempt: exponential from wait up
+// to maxWait, with full jitter on its upper half.
+func (c *Client) backoff(attempt int) time.Duration {
+	d := min(c.wait<<min(attempt-1, 20), c.maxWait)
+	return d/2 + rand.N(d/2+1)
 }
 
 // ParseRetryAfter reads a Retry-After value (seconds or an HTTP date); 0 when absent or invalid.
@@ -129,16 +158,9 @@ func ParseRetryAfter(value string, now time.Time) time.Duration {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	req := c.http.R().SetContext(ctx)
-	if body != nil {
-		req.SetHeader("Content-Type", "application/json").SetBody(body)
-	}
-	resp, err := req.Execute(method, path)
+	resp, err := c.send(ctx, method, path, body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.IsError() {
-		return newAPIError(method, path, resp)
+		return err
 	}
 	if out == nil || resp.StatusCode() == http.StatusNoContent {
 		return nil
@@ -149,8 +171,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
-func newAPIError(method, path string, resp *resty.Response) *APIError {
-	e := &APIError{Method: method, Path: path, StatusCode: resp.StatusCode()}
+func newAPIError(method, path string, resp *resty.Response, attempts int) *APIError {
+	e := &APIError{Method: method, Path: path, StatusCode: resp.StatusCode(), Attempts: attempts,
+		RetryAfter: ParseRetryAfter(resp.Header().Get("Retry-After"), time.Now())}
 	var body struct {
 		Detail any    `json:"detail"`
 		Code   string `json:"code"`
@@ -251,12 +274,9 @@ func (c *Client) UploadArtifacts(ctx context.Context, taskID, runID string, arti
 // Logs returns a run's log entries as raw JSON objects, in stored order.
 func (c *Client) Logs(ctx context.Context, taskID, runID string) ([]json.RawMessage, error) {
 	path := runPath(taskID, runID) + "logs/"
-	resp, err := c.http.R().SetContext(ctx).Execute(http.MethodGet, path)
+	resp, err := c.send(ctx, http.MethodGet, path, nil)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", path, err)
-	}
-	if resp.IsError() {
-		return nil, newAPIError(http.MethodGet, path, resp)
+		return nil, err
 	}
 	var entries []json.RawMessage
 	for _, line := range strings.Split(string(resp.Body()), "\n") {

@@ -145,3 +145,65 @@ func TestParseRetryAfter(t *testing.T) {
 	require.Zero(t, ParseRetryAfter("soon", now))
 	require.Zero(t, ParseRetryAfter("-3", now))
 }
+
+// A caller that retries on its own sends each call once and learns from the
+// error how long the API asked it to wait.
+func TestACallSentOnceCarriesTheAPIsRetryAfter(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"detail":"Request was throttled."}`))
+	}))
+	defer srv.Close()
+	c := New(Config{BaseURL: srv.URL, APIKey: "k", ProjectID: "1", Retries: NoRetries})
+	_, err := c.GetRun(context.Background(), "t1", "r1")
+	var apiErr *APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.EqualValues(t, 1, calls.Load(), "sent once")
+	require.Equal(t, 1, Attempts(err))
+	require.Equal(t, 7*time.Second, RetryAfter(err))
+	require.True(t, IsRetryable(err), "the caller's own retry may succeed")
+}
+
+// A context's retries override the client's, either way.
+func TestAContextsRetriesOverrideTheClients(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	once := New(Config{BaseURL: srv.URL, APIKey: "k", ProjectID: "1", Retries: NoRetries, RetryWait: time.Millisecond, RetryMaxWait: time.Millisecond})
+	retrying := New(Config{BaseURL: srv.URL, APIKey: "k", ProjectID: "1", RetryWait: time.Millisecond, RetryMaxWait: time.Millisecond})
+	for _, tc := range []struct {
+		c    *Client
+		ctx  context.Context
+		want int
+	}{
+		{once, context.Background(), 1},
+		{once, WithRetries(context.Background(), 2), 3},
+		{retrying, context.Background(), 5},
+		{retrying, WithRetries(context.Background(), NoRetries), 1},
+	} {
+		calls.Store(0)
+		_, err := tc.c.GetTask(tc.ctx, "t1")
+		require.Error(t, err)
+		require.EqualValues(t, tc.want, calls.Load())
+		require.Equal(t, tc.want, Attempts(err))
+	}
+}
+
+// A call that got no answer says how often it was sent, too.
+func TestANetworkErrorCountsItsAttempts(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	c := New(Config{BaseURL: url, APIKey: "k", ProjectID: "1", Retries: 1, RetryWait: time.Millisecond, RetryMaxWait: time.Millisecond})
+	_, err := c.GetTask(context.Background(), "t1")
+	var netErr *NetworkError
+	require.ErrorAs(t, err, &netErr)
+	require.Equal(t, 2, Attempts(err))
+	require.Contains(t, err.Error(), "GET /tasks/t1/: ")
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // APIError is an error answer of the Tasks API.
@@ -14,6 +15,12 @@ type APIError struct {
 	Detail     string
 	Code       string
 	Attr       string
+	// RetryAfter is how long the API asked to wait before the call is sent
+	// again (its Retry-After, at most a minute); 0 when it didn't say.
+	RetryAfter time.Duration
+	// Attempts is how many times the client sent the call: more than 1 when
+	// it retried it itself.
+	Attempts int
 }
 
 func (e *APIError) Error() string {
@@ -64,6 +71,30 @@ func IsRetryable(err error) bool {
 	return !errors.As(err, &decodeErr)
 }
 
+// RetryAfter is how long the API asked to wait before the call that failed
+// with err is sent again; 0 when it didn't say.
+func RetryAfter(err error) time.Duration {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.RetryAfter
+	}
+	return 0
+}
+
+// Attempts is how many times the client sent the call that failed with err;
+// 0 when err is no call's answer (a body it couldn't decode, say).
+func Attempts(err error) int {
+	var apiErr *APIError
+	var netErr *NetworkError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr.Attempts
+	case errors.As(err, &netErr):
+		return netErr.Attempts
+	}
+	return 0
+}
+
 func statusOf(err error) int {
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
@@ -83,3 +114,16 @@ func (e *DecodeError) Error() string {
 }
 
 func (e *DecodeError) Unwrap() error { return e.Err }
+
+// NetworkError is a call that got no answer: the API could not be reached,
+// the request timed out, or its context ended.
+type NetworkError struct {
+	Method, Path string
+	// Attempts is how many times the client sent the call.
+	Attempts int
+	Err      error
+}
+
+func (e *NetworkError) Error() string { return fmt.Sprintf("%s %s: %v", e.Method, e.Path, e.Err) }
+
+func (e *NetworkError) Unwrap() error { return e.Err }
