@@ -22,6 +22,7 @@ import (
 	"github.com/taskworker/taskworker/internal/metrics"
 	"github.com/taskworker/taskworker/internal/publish"
 	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
@@ -140,7 +141,13 @@ type RunContext struct {
 	// given up for lost, ...); 0 from a workflow that did not number them,
 	// and never fenced.
 	HostAttempt int `json:"host_attempt,omitempty"`
+	// Settings are the run's own, from its state: its mode, its inactivity
+	// timeout, its choice of model and of publishing.
+	Settings runstate.Settings `json:"settings,omitempty"`
 }
+
+// Interactive reports a run that waits for its user's next message after each turn.
+func (r RunContext) Interactive() bool { return r.Settings.Interactive() }
 
 // Budget is what the run may spend: its own limits, else the worker's.
 func (r RunContext) Budget(c Config) broker.Budget {
@@ -157,6 +164,7 @@ const (
 	NoteName             = "Note"
 	FinishRunName        = "FinishRun"
 	RunAgentName         = "RunAgent"
+	RunTurnName          = "RunTurn"
 	PublishName          = "Publish"
 	CleanupWorkspaceName = "CleanupWorkspace"
 )
@@ -171,7 +179,7 @@ func SharedActivities(a *Activities) map[string]any {
 // HostActivities are the steps of a worker's own queue, by name: those that
 // use the run's workspace on its disk.
 func HostActivities(a *Activities) map[string]any {
-	return map[string]any{RunAgentName: a.RunAgent, PublishName: a.Publish, CleanupWorkspaceName: a.CleanupWorkspace}
+	return map[string]any{RunAgentName: a.RunAgent, RunTurnName: a.RunTurn, PublishName: a.Publish, CleanupWorkspaceName: a.CleanupWorkspace}
 }
 
 // Step names: the run's stage while they run, and their progress entries.

@@ -33,6 +33,9 @@ const (
 	ErrWorkerBusy       = "WorkerBusy"
 	ErrPullRequest      = "PullRequestError"
 	ErrAttemptFenced    = "AttemptFenced"
+	// ErrHostLost ends an interactive run whose worker was lost after a
+	// turn: its conversation was on that worker.
+	ErrHostLost = "HostLost"
 	// errTransient is every other failure: retried, as it may be passing.
 	errTransient = "Error"
 )

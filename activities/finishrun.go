@@ -17,6 +17,8 @@ type FinishInput struct {
 	Status       tasksapi.Status `json:"status"`
 	ErrorMessage string          `json:"error_message,omitempty"`
 	Output       map[string]any  `json:"output,omitempty"`
+	// State is merged into the run's state with the terminal status.
+	State map[string]any `json:"state,omitempty"`
 	// LogDropped is how many log entries the run's earlier steps lost.
 	LogDropped int `json:"log_dropped"`
 }
@@ -53,7 +55,7 @@ func (a *Activities) FinishRun(ctx context.Context, in FinishInput) error {
 	for k, v := range in.Output {
 		output[k] = v
 	}
-	update := tasksapi.RunUpdate{Status: in.Status, Output: output}
+	update := tasksapi.RunUpdate{Status: in.Status, Output: output, State: in.State}
 	if in.Status == tasksapi.StatusFailed {
 		msg := a.Redactor.String(in.ErrorMessage)
 		if r := []rune(msg); len(r) > maxErrorMessage {

@@ -21,6 +21,8 @@ type PublishInput struct {
 	Run       RunContext  `json:"run"`
 	Workspace Workspace   `json:"workspace"`
 	Agent     AgentOutput `json:"agent"`
+	// Turn is the turn whose changes are published (0 and 1: the task's own).
+	Turn int `json:"turn,omitempty"`
 }
 
 // PublishOutput says what was pushed.
@@ -68,7 +70,8 @@ func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutpu
 		out.Artifacts, err = a.uploadArtifacts(ctx, in, out, log)
 		return fmt.Sprintf("%d uploaded", len(out.Artifacts)), err
 	})
-	if err == nil {
+	if err == nil && !in.Run.Interactive() {
+		// An interactive run keeps its workspace for the next turn.
 		out.Cleaned = a.CleanupWorkspace(ctx, in.Run.RunRef) == nil
 	}
 	return out, err
@@ -85,7 +88,12 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, permanent("the workspace has no git dir of the worker's (it was made by an older worker); run the task again")
 	}
 	repo := a.Git.Open(ws.RepoDir, ws.GitDir)
-	a.keepAgentCommits(ctx, repo, ws, log)
+	if in.Turn <= 1 {
+		// A follow-up's own commits sit on the agent's clone, which never
+		// had the worker's commit of the turn before: they can't go on top
+		// of it, and the turn's tree is committed as one commit.
+		a.keepAgentCommits(ctx, repo, ws, log)
+	}
 	if _, err := repo.CommitAll(ctx, publish.CommitMessage(in.Run.published()), a.Config.Author); err != nil {
 		return out, err
 	}
@@ -94,16 +102,24 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, err
 	}
 	output := map[string]any{"base_sha": ws.BaseSHA, "changed": false}
+	if ws.PublishedSHA != "" {
+		// What an earlier turn published stays the run's output.
+		output = map[string]any{}
+		out.Changed, out.CommitSHA = true, ws.PublishedSHA
+	}
 	if in.Agent.Summary != "" {
 		output["summary"] = in.Agent.Summary
 	}
-	if head == ws.BaseSHA {
-		log.Console(acp.LevelInfo, "the agent changed nothing; no branch pushed")
+	if head == ws.turnBase() {
+		log.Console(acp.LevelInfo, "the agent changed nothing"+turnSuffix(in.Turn)+"; nothing pushed")
 		if err := a.holdsRun(ctx, in.Run); err != nil {
 			return out, err
 		}
 		_, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result, log)})
 		return out, err
+	}
+	if !in.Run.Settings.Publishes() {
+		return a.keepAsPatch(ctx, in, repo, head, output, log)
 	}
 
 	if err := repo.SwitchBranch(ctx, branch); err != nil {
@@ -113,7 +129,7 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	if err := a.holdsRun(ctx, in.Run); err != nil {
 		return out, err
 	}
-	if err := a.Cache.Push(ctx, in.Run.Repository, url, repo, branch, ws.BranchSHA); err != nil {
+	if err := a.Cache.Push(ctx, in.Run.Repository, url, repo, branch, ws.remoteBranchSHA()); err != nil {
 		var gitErr *gitrepo.Error
 		if errors.As(err, &gitErr) && gitErr.RemoteMoved() {
 			return out, permanent("push %s: the branch changed on the remote while this run worked; nothing was overwritten, run the task again to build on it", branch)
@@ -126,7 +142,12 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	}
 	out = PublishOutput{Changed: true, Branch: branch, CommitSHA: head, BaseSHA: ws.BaseSHA,
 		FilesChanged: len(stat.Files), Insertions: stat.Insertions, Deletions: stat.Deletions}
-	log.Emit(acp.BranchCreated(branch))
+	if ws.PublishedSHA == "" {
+		log.Emit(acp.BranchCreated(branch))
+	} else {
+		log.Console(acp.LevelInfo, fmt.Sprintf("pushed%s to %s", turnSuffix(in.Turn), branch))
+	}
+	output["base_sha"] = ws.BaseSHA
 	output["changed"] = true
 	output["head_branch"] = branch
 	output["base_branch"] = ws.BaseBranch
@@ -146,6 +167,40 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
 	}
 	return out, nil
+}
+
+// keepAsPatch is the publishing of a run whose state.auto_publish is false:
+// its changes are committed in the worker's git only, and reach the user as
+// changes.patch (uploadArtifacts); no branch is pushed, no pull request opened.
+func (a *Activities) keepAsPatch(ctx context.Context, in PublishInput, repo *gitrepo.Repo, head string, output map[string]any, log *logstream.Stream) (PublishOutput, error) {
+	ws := in.Workspace
+	stat, err := repo.DiffStat(ctx, ws.BaseSHA, head)
+	if err != nil {
+		return PublishOutput{}, err
+	}
+	out := PublishOutput{Changed: true, CommitSHA: head, BaseSHA: ws.BaseSHA,
+		FilesChanged: len(stat.Files), Insertions: stat.Insertions, Deletions: stat.Deletions}
+	log.Console(acp.LevelInfo, "the run's state.auto_publish is false: nothing is pushed; its changes are uploaded as changes.patch")
+	output["base_sha"] = ws.BaseSHA
+	output["changed"] = true
+	output["published"] = false
+	output["base_branch"] = ws.BaseBranch
+	output["files_changed"] = out.FilesChanged
+	output["insertions"] = out.Insertions
+	output["deletions"] = out.Deletions
+	if err := a.holdsRun(ctx, in.Run); err != nil {
+		return out, err
+	}
+	_, err = a.API.UpdateRun(ctx, in.Run.TaskID, in.Run.RunID, tasksapi.RunUpdate{Output: withResult(output, in.Agent.Result, log)})
+	return out, err
+}
+
+// turnSuffix names a follow-up turn in a log line.
+func turnSuffix(turn int) string {
+	if turn <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" in turn %d", turn)
 }
 
 // keepAgentCommits puts the commits the agent made itself under the

@@ -21,6 +21,9 @@ import (
 // AgentInput is what RunAgent works on.
 type AgentInput struct {
 	Run RunContext `json:"run"`
+	// Message is the user's message that came with the run (its workflow
+	// input's initial_message), told the agent after the task.
+	Message string `json:"message,omitempty"`
 }
 
 // AgentOutput is the workspace the agent worked in and what it said.
@@ -30,6 +33,8 @@ type AgentOutput struct {
 	LogLoss
 	// Result is the agent's JSON result, valid against the task's json_schema.
 	Result json.RawMessage `json:"result,omitempty"`
+	// Session is the agent's conversation, which a follow-up turn resumes.
+	Session string `json:"session,omitempty"`
 }
 
 // cloneAttempts bounds the retries of a clone that could not reach the
@@ -74,41 +79,67 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 	if err != nil {
 		return out, err
 	}
-	out.LogDropped, err = a.runStep(ctx, ref, StepAgent, a.Agent.Name(), dropped, func(log *logstream.Stream) (string, error) {
+	var turn AgentOutput
+	turn, err = a.agentTurn(ctx, in.Run, out.Workspace, agent.Turn{Number: 1, Keep: in.Run.Interactive(), Message: in.Message}, worker, dropped)
+	out.Summary, out.Result, out.Session, out.LogDropped = turn.Summary, turn.Result, turn.Session, turn.LogDropped
+	if err != nil && worker.stopped() {
+		// The workflow sends no cleanup to a worker on its way out.
+		_ = a.CleanupWorkspace(context.WithoutCancel(ctx), in.Run.RunRef)
+	}
+	return out, err
+}
+
+// agentTurn runs the agent for one turn of the run in its workspace, as the
+// run's agent step: the task's own turn, or a follow-up's.
+func (a *Activities) agentTurn(ctx context.Context, run RunContext, ws Workspace, turn agent.Turn, worker *workerStop, prior int) (AgentOutput, error) {
+	var out AgentOutput
+	detail := a.Agent.Name()
+	if turn.FollowUp() {
+		detail = fmt.Sprintf("%s, turn %d", detail, turn.Number)
+	}
+	dropped, err := a.runStep(ctx, run.RunRef, StepAgent, detail, prior, func(log *logstream.Stream) (string, error) {
+		if turn.Message != "" {
+			// The user's message, where PostHog's UI shows one.
+			log.Emit(acp.UserMessage(a.Redactor.String(turn.Message)))
+		}
 		if worker.stopped() {
 			return "", worker.err()
 		}
-		agentCtx, cancel := context.WithTimeout(ctx, in.Run.AgentTimeout)
+		agentCtx, cancel := context.WithTimeout(ctx, run.AgentTimeout)
 		defer cancel()
 		defer worker.onStop(cancel)()
-		watch := a.watchRun(agentCtx, ref, in.Run.HostAttempt, cancel)
-		box, err := a.startSandbox(out.Workspace, log)
+		watch := a.watchRun(agentCtx, run.RunRef, run.HostAttempt, cancel)
+		box, err := a.startSandbox(ws, log)
 		if err != nil {
 			return "", err
 		}
 		defer box.close()
-		model := a.modelAccess(ref, in.Run.Budget(a.Config), box)
+		model := a.modelAccess(run.RunRef, run.Budget(a.Config), box)
 		defer model.revoke()
 		stopAtBudget := model.stopAtBudget(agentCtx, cancel)
-		outputFile := filepath.Join(out.Workspace.OutDir, "output.json")
+		outputFile := filepath.Join(ws.OutDir, "output.json")
 		res, err := a.Agent.Run(agentCtx, agent.Request{
 			Task: agent.Task{
-				ID: ref.TaskID, RunID: ref.RunID, Title: in.Run.Title,
-				Description: in.Run.Description, Repository: in.Run.Repository,
-				JSONSchema: in.Run.JSONSchema,
+				ID: run.TaskID, RunID: run.RunID, Title: run.Title,
+				Description: run.Description, Repository: run.Repository,
+				JSONSchema: run.JSONSchema,
 			},
-			Dir:          out.Workspace.RepoDir,
-			ArtifactsDir: out.Workspace.ArtifactsDir,
-			HomeDir:      out.Workspace.HomeDir,
-			WorkerDir:    out.Workspace.WorkerDir,
+			Dir:          ws.RepoDir,
+			ArtifactsDir: ws.ArtifactsDir,
+			HomeDir:      ws.HomeDir,
+			WorkerDir:    ws.WorkerDir,
 			OutputFile:   outputFile,
 			Isolation:    box.isolation(),
 			Model:        model.access,
 			Proxy:        box.proxyURL(),
+			Turn:         turn,
+			ModelName:    run.Settings.Model,
+			Effort:       run.Settings.Effort,
 		}, log)
+		out.Session = res.Session
 		res.Usage = model.counted(res.Usage)
 		if fence.Cause(ctx) == nil && watch.superseded() == nil {
-			a.recordUsage(ctx, ref, res, log)
+			a.recordUsage(ctx, run.RunRef, res, log)
 		}
 		var exitErr *agent.ExitError
 		switch {
@@ -120,10 +151,10 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		switch {
 		case err == nil:
 			out.Summary = a.Redactor.String(res.Summary)
-			if len(in.Run.JSONSchema) > 0 {
+			if len(run.JSONSchema) > 0 {
 				var output artifacts.Path
 				if output, err = a.agentWrote(outputFile); err == nil {
-					out.Result, err = a.agentResult(in.Run.JSONSchema, res, output, log)
+					out.Result, err = a.agentResult(run.JSONSchema, res, output, log)
 				}
 			}
 		case fence.Cause(ctx) != nil:
@@ -132,7 +163,7 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 		case ctx.Err() != nil:
 			// A run ended from outside (complete_task) is stopped by a
 			// cancel too: say which it was.
-			if status := a.endedStatus(ctx, ref); status != "" {
+			if status := a.endedStatus(ctx, run.RunRef); status != "" {
 				log.Console(acp.LevelWarn, fmt.Sprintf("agent stopped: the run was ended elsewhere (%s)", status))
 			} else {
 				log.Console(acp.LevelWarn, "agent stopped: the run was cancelled")
@@ -154,14 +185,11 @@ func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, 
 			log.Console(acp.LevelError, "agent stopped: the Tasks API refused to show the run: "+a.redactError(watch.refused()))
 			err = fmt.Errorf("the agent was stopped: the Tasks API refused to show the run while it worked: %w", watch.refused())
 		case agentCtx.Err() != nil:
-			err = &agentTimeoutError{after: in.Run.AgentTimeout.String()}
+			err = &agentTimeoutError{after: run.AgentTimeout.String()}
 		}
 		return "", err
 	})
-	if err != nil && worker.stopped() {
-		// The workflow sends no cleanup to a worker on its way out.
-		_ = a.CleanupWorkspace(context.WithoutCancel(ctx), ref)
-	}
+	out.Workspace, out.LogDropped = ws, dropped
 	return out, err
 }
 

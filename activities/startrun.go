@@ -9,6 +9,7 @@ import (
 	"github.com/taskworker/taskworker/internal/acp"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/publish"
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/structured"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
@@ -59,6 +60,12 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	if tokens, ok := run.State["max_tokens"].(float64); ok && tokens > 0 {
 		rc.MaxTokens = int64(tokens)
 	}
+	settings, notes := runstate.Read(run.State, task.OriginProduct)
+	settings, note := settings.ForAgent(a.Agent.Name())
+	if note != "" {
+		notes = append(notes, note)
+	}
+	rc.Settings = settings
 	if rc.Slug == "" && task.TaskNumber != nil {
 		rc.Slug = fmt.Sprint(*task.TaskNumber)
 	}
@@ -83,6 +90,12 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 	a.Metrics.RunStarted()
 	log := a.stream(ctx, ref, StartRunName, true)
 	log.Emit(acp.RunStarted(ref.RunID, ref.TaskID, a.Config.Version+" "+a.Agent.Name()))
+	for _, note := range notes {
+		log.Console(acp.LevelWarn, note)
+	}
+	if settings.Interactive() {
+		log.Console(acp.LevelInfo, fmt.Sprintf("interactive run: after each turn it waits for your next message, and ends when you end it or after %s without one", settings.Inactivity))
+	}
 	rc.LogDropped, err = a.closeStream(ctx, ref, log, 0)
 	return rc, err
 }

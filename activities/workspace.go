@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -137,7 +138,17 @@ type Workspace struct {
 	// GitDir is the worker's own git dir of the run, in a folder only the
 	// worker may read or write: the agent never sees it.
 	GitDir string `json:"git_dir,omitempty"`
+	// PublishedSHA is the commit an earlier turn of the run published ("" when
+	// none did): the next turn's changes are those after it, and its push
+	// may only move the branch from there.
+	PublishedSHA string `json:"published_sha,omitempty"`
 }
+
+// turnBase is the commit this turn's changes are counted from.
+func (ws Workspace) turnBase() string { return cmp.Or(ws.PublishedSHA, ws.BaseSHA) }
+
+// remoteBranchSHA is where the run's branch is on the remote before this turn's push.
+func (ws Workspace) remoteBranchSHA() string { return cmp.Or(ws.PublishedSHA, ws.BranchSHA) }
 
 func (a *Activities) workspaceFor(ref RunRef) Workspace {
 	root := filepath.Join(a.Config.WorkspaceDir, ref.RunID)

@@ -26,13 +26,39 @@ type conversation struct {
 	// a complete_task after it is that PATCH coming back.
 	finishing bool
 	stopWork  func()
+	// interactiveRuns is false for a run started before interactive runs
+	// were answered: it notes a message as it arrives, as it did then.
+	interactiveRuns bool
+	// mode is known once the run has started: "" before, then the run's.
+	mode string
+	// turn is the turn running, 0 while none is.
+	turn int
+	// initial is the workflow input's initial_message, told with the task.
+	initial *signals.Message
 }
+
+// Modes of the conversation, once the run has started.
+const (
+	modeBackground  = "background"
+	modeInteractive = "interactive"
+)
+
+// waitEnd is why an interactive run stopped waiting for its next message.
+type waitEnd int
+
+const (
+	waitMessage  waitEnd = iota // a message came: the next turn answers it
+	waitEnded                   // complete_task ended the run
+	waitInactive                // no message or heartbeat within the inactivity timeout
+	waitStopped                 // the run's own deadline
+)
 
 // listen registers the signals and queries of the run and starts receiving.
 func listen(ctx workflow.Context, ref activities.RunRef) (*conversation, error) {
 	c := &conversation{
-		ref:  ref,
-		acts: workflow.GetVersion(ctx, handlesSignals, workflow.DefaultVersion, 1) >= 1,
+		ref:             ref,
+		acts:            workflow.GetVersion(ctx, handlesSignals, workflow.DefaultVersion, 1) >= 1,
+		interactiveRuns: workflow.GetVersion(ctx, interactiveRuns, workflow.DefaultVersion, 1) >= 1,
 	}
 	if err := workflow.SetQueryHandler(ctx, signals.SteeringProtocolVersionQuery, func() (int, error) {
 		return signals.SteeringProtocolVersion, nil
@@ -110,9 +136,10 @@ func (c *conversation) complete(ctx workflow.Context, done signals.Completion) {
 	}
 }
 
-// message keeps a user's message. No turn answers it yet: a background run
-// ends with its agent's one turn, and the run's log says so rather than
-// dropping the message unseen.
+// message keeps a user's message for the turn that will answer it. A
+// background run answers none: its log says so rather than drop it unseen.
+// One that comes while a turn runs waits for the turn's end: the agents
+// take no message in the middle of a turn, a steer neither.
 func (c *conversation) message(ctx workflow.Context, m signals.Message) {
 	if !c.state.Add(m) {
 		workflow.GetLogger(ctx).Info("message dropped: sent before", "message_id", m.MessageID)
@@ -121,13 +148,101 @@ func (c *conversation) message(ctx workflow.Context, m signals.Message) {
 	if !c.acts {
 		return
 	}
-	key := fmt.Sprintf("message-%d", len(c.state.Pending))
-	if m.MessageID != "" {
-		key = "message-" + m.MessageID
+	switch {
+	case !c.interactiveRuns || c.mode == modeBackground:
+		c.unanswered(ctx, m, len(c.state.Pending))
+	case c.mode == modeInteractive && c.turn > 0:
+		text := fmt.Sprintf("%s received; the agent is in turn %d and takes no message in the middle of a turn: the next turn answers it", m.Describe(), c.turn)
+		note(ctx, c.ref, messageKey(m, len(c.state.Pending)), acp.LevelInfo, text)
 	}
-	note(ctx, c.ref, key, acp.LevelWarn, fmt.Sprintf(
+}
+
+func (c *conversation) unanswered(ctx workflow.Context, m signals.Message, n int) {
+	note(ctx, c.ref, messageKey(m, n), acp.LevelWarn, fmt.Sprintf(
 		"%s received; not answered: this run is in background mode, which ends with the agent's one turn (follow-ups are answered by interactive runs)",
 		m.Describe()))
+}
+
+func messageKey(m signals.Message, n int) string {
+	if m.MessageID != "" {
+		return "message-" + m.MessageID
+	}
+	return fmt.Sprintf("message-%d", n)
+}
+
+// started records the run's mode once StartRun has read it. A background
+// run then notes the messages that came before it knew.
+func (c *conversation) started(ctx workflow.Context, interactive bool) {
+	if !c.interactiveRuns {
+		return
+	}
+	c.mode = modeBackground
+	if interactive {
+		c.mode = modeInteractive
+		return
+	}
+	if c.acts {
+		for i, m := range c.state.Pending {
+			c.unanswered(ctx, m, i+1)
+		}
+	}
+}
+
+// keepInitial keeps the workflow input's initial_message, told the agent
+// with the task: a signal that brings it again (its message_id) is dropped.
+func (c *conversation) keepInitial(in Input) {
+	if in.InitialMessage == nil || !c.interactiveRuns {
+		return
+	}
+	m := *in.InitialMessage
+	c.initial = &m
+	if c.state.Add(m) {
+		// Answered by the first turn, not as a follow-up.
+		c.state.Pending = c.state.Pending[:len(c.state.Pending)-1]
+	}
+}
+
+// initialMessage is the text of the initial_message kept, "" without one.
+func (c *conversation) initialMessage() string {
+	if c.initial == nil {
+		return ""
+	}
+	return c.initial.Message
+}
+
+// turnBegins records the turn that runs until the next wait.
+func (c *conversation) turnBegins(turn int) { c.turn = turn }
+
+// await waits, after the run's turns, for the next message: it returns the
+// oldest one kept, or why the run stops waiting. A heartbeat (the API sends
+// one as the run's log grows, and a client may send its own) starts the
+// inactivity timeout over.
+func (c *conversation) await(ctx workflow.Context, run activities.RunContext, turns int) (signals.Message, waitEnd) {
+	c.turn = 0
+	if len(c.state.Pending) == 0 && c.ended == nil {
+		note(ctx, c.ref, fmt.Sprintf("waiting-%d", turns), acp.LevelInfo, fmt.Sprintf(
+			"turn %d done; waiting for a follow-up message (the run ends when you end it, or after %s without one)", turns, run.Settings.Inactivity))
+	}
+	for {
+		beats := c.state.Heartbeats
+		arrived, err := workflow.AwaitWithTimeout(ctx, run.Settings.Inactivity, func() bool {
+			return c.ended != nil || len(c.state.Pending) > 0 || c.state.Heartbeats != beats
+		})
+		switch {
+		case c.ended != nil:
+			return signals.Message{}, waitEnded
+		case err != nil:
+			return signals.Message{}, waitStopped
+		case !arrived:
+			note(ctx, c.ref, fmt.Sprintf("inactive-%d", turns), acp.LevelInfo, fmt.Sprintf(
+				"no follow-up message or heartbeat for %s: the run ends", run.Settings.Inactivity))
+			return signals.Message{}, waitInactive
+		case len(c.state.Pending) > 0:
+			m := c.state.Pending[0]
+			c.state.Pending = c.state.Pending[1:]
+			return m, waitMessage
+		}
+	}
 }
 
 // endedOutside is the result of a run ended by complete_task: the status the
@@ -139,7 +254,10 @@ func (c *conversation) endedOutside(ctx workflow.Context, res Result) (Result, e
 		msg += ": " + c.ended.ErrorMessage
 	}
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	note(dctx, c.ref, "ended-outside", acp.LevelWarn, msg+"; its steps were stopped")
+	if c.turn > 0 || c.mode != modeInteractive {
+		msg += "; its steps were stopped"
+	}
+	note(dctx, c.ref, "ended-outside", acp.LevelWarn, msg)
 	workflow.GetLogger(ctx).Info("run ended from outside", "status", c.ended.Status)
 	return res, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/taskworker/taskworker/internal/kickoff"
+	"github.com/taskworker/taskworker/internal/signals"
 )
 
 // Input is PostHog's workflow input: {"run_id": "...", "create_pr": true, ...}.
@@ -19,6 +20,10 @@ type Input struct {
 	RunID    string `json:"run_id"`
 	TaskID   string `json:"task_id,omitempty"`
 	CreatePR bool   `json:"create_pr"`
+	// InitialMessage is PostHog's pending follow-up that came with the run
+	// ({message, artifact_ids, message_id, actor_user_id, context}): the
+	// agent is told it with the task.
+	InitialMessage *signals.Message `json:"initial_message,omitempty"`
 }
 
 // UnmarshalJSON decodes leniently: fields of the wrong type are left empty.
@@ -30,7 +35,7 @@ func (in *Input) UnmarshalJSON(data []byte) error {
 		*in = Input{}
 		return nil
 	}
-	*in = Input{RunID: stringField(raw["run_id"]), TaskID: stringField(raw["task_id"])}
+	*in = Input{RunID: stringField(raw["run_id"]), TaskID: stringField(raw["task_id"]), InitialMessage: pendingMessage(raw["initial_message"])}
 	switch v := anyField(raw["create_pr"]).(type) {
 	case bool:
 		in.CreatePR = v
@@ -38,6 +43,23 @@ func (in *Input) UnmarshalJSON(data []byte) error {
 		in.CreatePR = strings.EqualFold(v, "true")
 	}
 	return nil
+}
+
+// pendingMessage reads PostHog's PendingFollowup; one without text is none.
+func pendingMessage(raw json.RawMessage) *signals.Message {
+	var fields map[string]json.RawMessage
+	if len(raw) == 0 || json.Unmarshal(raw, &fields) != nil {
+		return nil
+	}
+	m := signals.Message{Message: strings.TrimSpace(stringField(fields["message"])), MessageID: stringField(fields["message_id"])}
+	if m.Message == "" {
+		return nil
+	}
+	_ = json.Unmarshal(fields["artifact_ids"], &m.ArtifactIDs)
+	if ctx := fields["context"]; len(ctx) > 0 && string(ctx) != "null" {
+		m.Context = ctx
+	}
+	return &m
 }
 
 func stringField(raw json.RawMessage) string {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/agent"
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -23,6 +25,12 @@ type Result struct {
 	ErrorMessage string          `json:"error_message,omitempty"`
 	// LogDropped is how many log entries the run lost (0 in every normal case).
 	LogDropped int `json:"log_dropped"`
+	// Turns is how many turns of the agent's the run published: 1 for a
+	// background run, one more for each follow-up an interactive run answered.
+	Turns int `json:"turns,omitempty"`
+	// Inactive is true when an interactive run ended after its inactivity
+	// timeout without a message.
+	Inactive bool `json:"inactive,omitempty"`
 }
 
 // ErrRunFailed is the workflow error type of a run that ended failed.
@@ -54,6 +62,9 @@ const (
 	// PostHog's signals are acted on: complete_task stops the run, a
 	// message is noted in the run's log.
 	handlesSignals = "handles-signals"
+	// Interactive runs answer follow-ups; a background run notes the
+	// messages it got once it knows its mode.
+	interactiveRuns = "interactive-runs"
 )
 
 var nonRetryable = []string{
@@ -132,6 +143,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	conv.keepInitial(in)
 	defer conv.settle(ctx)
 
 	var run activities.RunContext
@@ -146,6 +158,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		return finish(ctx, ref, Result{LogDropped: activities.EntriesLost(err)}, err)
 	}
 	run.CreatePR = in.CreatePR
+	conv.started(ctx, run.Interactive())
 
 	// The run's own deadline, inside the workflow, so that a run that takes
 	// too long still gets its terminal PATCH.
@@ -171,9 +184,9 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		// that the steps of an attempt given up for lost, on a worker that
 		// is only cut off from Temporal, learn they were superseded.
 		run.HostAttempt = attempt
-		res, err = hostPhase(workCtx, run)
+		res, err = hostPhase(workCtx, run, conv)
 		dropped += res.LogDropped
-		if err == nil || !hostLost(err) || workCtx.Err() != nil || attempt >= attempts {
+		if err == nil || !hostLost(err) || workCtx.Err() != nil || attempt >= attempts || res.Turns > 0 {
 			break
 		}
 		// The worker holding the workspace is gone: start the host phase
@@ -191,6 +204,11 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 		err = temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("run did not finish within %s and was stopped; raise TASKWORKER_RUN_TIMEOUT or narrow the task", run.RunTimeout),
 			"RunTimeout", nil)
+	}
+	if hostLost(err) && res.Turns > 0 {
+		err = temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"the worker holding this interactive run (its workspace and the agent's conversation) stopped answering after turn %d (%s); the conversation can't go on elsewhere: start a new run to continue from branch %s",
+			res.Turns, errorMessage(err), run.Branch), activities.ErrHostLost, nil)
 	}
 	if errorType(err) == activities.ErrRunAlreadyEnded {
 		// Ended elsewhere (cancelled from the UI): the agent was stopped,
@@ -236,7 +254,8 @@ func note(ctx workflow.Context, ref activities.RunRef, key, level, message strin
 
 // hostPhase runs the steps that use the workspace, all on the queue of the
 // worker that claimed the run, and always removes the workspace afterwards.
-func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err error) {
+// An interactive run holds the workspace, and its slot, between turns.
+func hostPhase(ctx workflow.Context, run activities.RunContext, conv *conversation) (res Result, err error) {
 	queue, err := claimHost(ctx, run)
 	if err != nil {
 		return res, err
@@ -266,27 +285,71 @@ func hostPhase(ctx workflow.Context, run activities.RunContext) (res Result, err
 	// marked cancelled: every step cleanup follows waits for its cancellation.
 	agentOpts.WaitForCancellation = true
 	agentOpts.RetryPolicy.MaximumAttempts = 1
-	var agentOut activities.AgentOutput
-	if err = step(workflow.WithActivityOptions(ctx, agentOpts), activities.RunAgentName,
-		activities.AgentInput{Run: run}, &agentOut); err != nil {
-		return res, err
+	agentCtx := workflow.WithActivityOptions(ctx, agentOpts)
+
+	var pubCtx workflow.Context
+	publish := func(ws activities.Workspace, agentOut activities.AgentOutput, turn int) (activities.PublishOutput, error) {
+		var pub activities.PublishOutput
+		if err := step(pubCtx, activities.PublishName, activities.PublishInput{Run: run, Workspace: ws, Agent: agentOut, Turn: turn}, &pub); err != nil {
+			return pub, err
+		}
+		res.Branch, res.CommitSHA, res.Artifacts = pub.Branch, pub.CommitSHA, pub.Artifacts
+		res.Turns = max(turn, 1)
+		return pub, nil
 	}
 
+	conv.turnBegins(1)
+	var agentOut activities.AgentOutput
+	if err = step(agentCtx, activities.RunAgentName, activities.AgentInput{Run: run, Message: conv.initialMessage()}, &agentOut); err != nil {
+		return res, err
+	}
+	// Its version is read where it always was, after the agent: recorded
+	// histories have its marker there.
 	pubOpts := hostOptions(queue, run)
 	if workflow.GetVersion(ctx, publishWaitsForCancellation, workflow.DefaultVersion, 1) >= 1 {
 		// The workspace is removed and the run finished only once Publish
 		// has stopped pushing, opening the pull request and uploading.
 		pubOpts.WaitForCancellation = true
 	}
-	var pub activities.PublishOutput
-	if err = step(workflow.WithActivityOptions(ctx, pubOpts), activities.PublishName, activities.PublishInput{Run: run, Workspace: agentOut.Workspace, Agent: agentOut},
-		&pub); err != nil {
+	pubCtx = workflow.WithActivityOptions(ctx, pubOpts)
+	pub, err := publish(agentOut.Workspace, agentOut, 0)
+	if err != nil {
 		return res, err
 	}
-	res.Branch, res.CommitSHA, res.Artifacts = pub.Branch, pub.CommitSHA, pub.Artifacts
-	// The last step removed the workspace itself, saving a step.
-	cleaned = pub.Cleaned
-	return res, nil
+	if !run.Interactive() {
+		// The last step removed the workspace itself, saving a step.
+		cleaned = pub.Cleaned
+		return res, nil
+	}
+
+	ws, session := agentOut.Workspace, agentOut.Session
+	for turn := 2; ; turn++ {
+		if pub.Changed {
+			ws.PublishedSHA = pub.CommitSHA
+		}
+		msg, end := conv.await(ctx, run, turn-1)
+		switch end {
+		case waitInactive:
+			res.Inactive = true
+			return res, nil
+		case waitEnded:
+			return res, nil
+		case waitStopped:
+			return res, ctx.Err()
+		}
+		conv.turnBegins(turn)
+		var turnOut activities.AgentOutput
+		if err = step(agentCtx, activities.RunTurnName, activities.TurnInput{Run: run, Workspace: ws,
+			Turn: agent.Turn{Number: turn, Message: msg.Message, Session: session, Keep: true}}, &turnOut); err != nil {
+			return res, err
+		}
+		if turnOut.Session != "" {
+			session = turnOut.Session
+		}
+		if pub, err = publish(ws, turnOut, turn); err != nil {
+			return res, err
+		}
+	}
 }
 
 // claimHost finds the worker that will hold the run's workspace: first the
@@ -323,6 +386,12 @@ func cleanup(ctx workflow.Context, queue string, ref activities.RunRef) {
 // cancelled run is still recorded, and retries until the API answers.
 func finish(ctx workflow.Context, ref activities.RunRef, res Result, cause error) (Result, error) {
 	in := activities.FinishInput{RunRef: ref, LogDropped: res.LogDropped}
+	if res.Turns > 1 {
+		in.Output = map[string]any{"turns": res.Turns}
+	}
+	if res.Inactive {
+		in.State = map[string]any{runstate.KeyTimedOutInactivity: true}
+	}
 	switch {
 	case cause == nil:
 		in.Status = tasksapi.StatusCompleted

@@ -71,6 +71,7 @@ func (s *workflowSuite) steps(override map[string][]any) {
 		"RunAgent":  {activities.AgentOutput{Workspace: activities.Workspace{Root: "/w", RepoDir: "/w/repo", BaseSHA: "base"}, Summary: "done"}, nil},
 		"Publish": {activities.PublishOutput{Changed: true, Branch: "posthog/task-TSK-1", CommitSHA: "abc", BaseSHA: "base",
 			Artifacts: []string{"plan.md"}}, nil},
+		"RunTurn":          {activities.AgentOutput{}, nil},
 		"CleanupWorkspace": {nil},
 		"FinishRun":        {s.recordFinish},
 	}

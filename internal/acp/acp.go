@@ -130,6 +130,14 @@ func AgentMessage(text string) Entry {
 	}})
 }
 
+// UserMessage is the user's message of a follow-up turn, as a session/update.
+func UserMessage(text string) Entry {
+	return New(MethodSessionUpdate, map[string]any{"update": map[string]any{
+		"sessionUpdate": "user_message_chunk",
+		"content":       map[string]any{"type": "text", "text": text},
+	}})
+}
+
 // AgentThought is the agent's reasoning, as a session/update.
 func AgentThought(text string) Entry {
 	return New(MethodSessionUpdate, map[string]any{"update": map[string]any{

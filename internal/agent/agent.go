@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,6 +81,57 @@ type Request struct {
 	// Proxy, when set, is the only way out of the agent's network: its
 	// environment names it as the HTTP(S) proxy in place of the worker's.
 	Proxy string
+	// Turn is the turn of the run's conversation this agent run answers;
+	// the zero Turn is a background run's one turn.
+	Turn Turn
+	// ModelName and Effort, when set, are the run's own choice of model and
+	// reasoning effort (its state's model and reasoning_effort), over the
+	// adapter's configured ones.
+	ModelName string
+	Effort    string
+}
+
+// Turn is one turn of a run's conversation with its agent.
+type Turn struct {
+	// Number is 1 for the task's own turn, 2 for the first follow-up, ...
+	Number int `json:"number"`
+	// Message is the user's: a follow-up's text, the prompt of the turns
+	// after the first; on the first, a message that came with the run, told
+	// after the task.
+	Message string `json:"message,omitempty"`
+	// Session is the conversation a follow-up continues: the Result.Session
+	// of the turn before, resumed by the agent from its HOME.
+	Session string `json:"session,omitempty"`
+	// Keep keeps the agent's conversation for a next turn (an interactive
+	// run); a background run's agent keeps nothing.
+	Keep bool `json:"keep,omitempty"`
+}
+
+// FollowUp reports a turn that answers a user's follow-up message.
+func (t Turn) FollowUp() bool { return t.Number > 1 }
+
+// Prompt is what the agent is told this turn: the task's prompt (and the
+// message that came with the run), or the follow-up's message.
+func (r Request) Prompt() string {
+	switch {
+	case r.Turn.FollowUp():
+		return r.Turn.Message
+	case r.Turn.Message != "":
+		return r.Task.Prompt() + "\n\n" + r.Turn.Message
+	}
+	return r.Task.Prompt()
+}
+
+// asked is Prompt for an agent that enforces the task's schema itself: the
+// task's request without the instructions on how to hand over the result.
+func (r Request) asked() string {
+	switch {
+	case r.Turn.FollowUp():
+		return r.Turn.Message
+	case r.Turn.Message != "":
+		return r.Task.Request() + "\n\n" + r.Turn.Message
+	}
+	return r.Task.Request()
 }
 
 // ModelAccess is an agent's model API for one run.
@@ -169,9 +221,11 @@ func Environment(req Request, passthrough []string) []string {
 		"TASK_TITLE="+req.Task.Title,
 		"TASK_DESCRIPTION="+req.Task.Description,
 		"TASK_REPOSITORY="+req.Task.Repository,
-		"TASK_PROMPT="+req.Task.Prompt(),
+		"TASK_PROMPT="+req.Prompt(),
 		"TASK_ARTIFACTS_DIR="+req.ArtifactsDir,
 		"TASK_OUTPUT_FILE="+req.OutputFile,
+		"TASK_TURN="+strconv.Itoa(max(req.Turn.Number, 1)),
+		"TASK_SESSION="+req.Turn.Session,
 	)
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"strconv"
@@ -45,18 +46,32 @@ var DefaultClaudeAllowedTools = []string{"Bash", "Edit", "MultiEdit", "Write", "
 // Name implements Agent.
 func (c *Claude) Name() string { return "claude" }
 
-// Args is the command line after the binary.
-func (c *Claude) Args() []string {
+// Args is the command line after the binary, for a background run's one turn.
+func (c *Claude) Args() []string { return c.args(Request{}) }
+
+// args is the command line of req's turn: a turn that keeps its
+// conversation saves it in the agent's HOME, and a follow-up resumes the
+// one saved by the turn before.
+func (c *Claude) args(req Request) []string {
 	mode := c.PermissionMode
 	if mode == "" {
 		mode = DefaultClaudePermissionMode
 	}
-	args := []string{"-p", "--output-format", "stream-json", "--verbose", "--permission-mode", mode, "--no-session-persistence"}
+	args := []string{"-p", "--output-format", "stream-json", "--verbose", "--permission-mode", mode}
+	switch {
+	case req.Turn.Session != "":
+		args = append(args, "--resume", req.Turn.Session)
+	case !req.Turn.Keep:
+		args = append(args, "--no-session-persistence")
+	}
 	if len(c.AllowedTools) > 0 {
 		args = append(args, "--allowedTools", strings.Join(c.AllowedTools, ","))
 	}
-	if c.Model != "" {
-		args = append(args, "--model", c.Model)
+	if model := cmp.Or(req.ModelName, c.Model); model != "" {
+		args = append(args, "--model", model)
+	}
+	if req.Effort != "" {
+		args = append(args, "--effort", req.Effort)
 	}
 	if c.MaxTurns > 0 {
 		args = append(args, "--max-turns", strconv.Itoa(c.MaxTurns))
@@ -83,12 +98,12 @@ func (c *Claude) Run(ctx context.Context, req Request, sink Sink) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	spec := process.Spec{Path: path, Args: c.Args(), Env: env}
+	spec := process.Spec{Path: path, Args: c.args(req), Env: env}
 	if schema, ok := nativeSchema(req.Task); ok {
 		// Claude Code gives the model a StructuredOutput tool checked
 		// against the schema, and insists until it is called.
 		spec.Args = append(spec.Args, "--json-schema", schema)
-		spec.Stdin = strings.NewReader(req.Task.Request())
+		spec.Stdin = strings.NewReader(req.asked())
 	}
 	stream := &claudeStream{sink: sink, dir: req.Dir}
 	return runEventCLI(ctx, c.Name(), spec, req, c.Options, stream, sink)

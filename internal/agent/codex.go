@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -44,9 +45,12 @@ func (c *Codex) Name() string { return "codex" }
 // Args is the command line after the binary. The model provider is spelled
 // out so the key comes from OPENAI_API_KEY in the agent's environment (no
 // `codex login` state) and the base URL can point anywhere.
-func (c *Codex) Args() []string { return c.args(c.BaseURL) }
+func (c *Codex) Args() []string { return c.args(c.BaseURL, Request{}) }
 
-func (c *Codex) args(base string) []string {
+// args is the command line of req's turn: a turn that keeps its
+// conversation records it in CODEX_HOME (no --ephemeral), and a follow-up
+// resumes the one the turn before recorded.
+func (c *Codex) args(base string, req Request) []string {
 	sandbox := c.Sandbox
 	if sandbox == "" {
 		sandbox = DefaultCodexSandbox
@@ -54,13 +58,23 @@ func (c *Codex) args(base string) []string {
 	if base == "" {
 		base = DefaultCodexBaseURL
 	}
-	args := []string{"exec", "--json", "--skip-git-repo-check", "--ephemeral", "--sandbox", sandbox,
-		"-c", "model_providers.taskworker={name=\"taskworker\",base_url=" + strconv.Quote(base) + ",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}",
-		"-c", "model_provider=\"taskworker\""}
-	if c.Model != "" {
-		args = append(args, "--model", c.Model)
+	args := []string{"exec", "--json", "--skip-git-repo-check"}
+	if !req.Turn.Keep && req.Turn.Session == "" {
+		args = append(args, "--ephemeral")
+	}
+	args = append(args, "--sandbox", sandbox,
+		"-c", "model_providers.taskworker={name=\"taskworker\",base_url="+strconv.Quote(base)+",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}",
+		"-c", "model_provider=\"taskworker\"")
+	if model := cmp.Or(req.ModelName, c.Model); model != "" {
+		args = append(args, "--model", model)
+	}
+	if req.Effort != "" {
+		args = append(args, "-c", "model_reasoning_effort="+strconv.Quote(req.Effort))
 	}
 	args = append(args, c.ExtraArgs...)
+	if req.Turn.Session != "" {
+		args = append(args, "resume", req.Turn.Session)
+	}
 	return append(args, "-")
 }
 
@@ -88,8 +102,8 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 	if err != nil {
 		return Result{}, err
 	}
-	spec := process.Spec{Path: path, Args: c.args(base), Env: env}
-	if req.Task.HasSchema() && req.HomeDir != "" && strictSchema(req.Task.JSONSchema) {
+	spec := process.Spec{Path: path, Args: c.args(base, req), Env: env}
+	if req.Task.HasSchema() && req.HomeDir != "" && strictSchema(req.Task.JSONSchema) && req.Turn.Session == "" {
 		// The API then holds the final message to the schema. Codex asks
 		// for OpenAI's strict mode, which refuses other schemas: those are
 		// asked for in the prompt instead.
@@ -99,7 +113,7 @@ func (c *Codex) Run(ctx context.Context, req Request, sink Sink) (Result, error)
 			return Result{}, fmt.Errorf("codex output schema: %w", err)
 		}
 		spec.Args = append(spec.Args[:len(spec.Args)-1], "--output-schema", file, "-")
-		spec.Stdin = strings.NewReader(req.Task.Request())
+		spec.Stdin = strings.NewReader(req.asked())
 	}
 	stream := &codexStream{sink: sink, started: map[string]bool{}}
 	return runEventCLI(ctx, c.Name(), spec, req, c.Options, stream, sink)

@@ -39,7 +39,7 @@ func (c *Command) Run(ctx context.Context, req Request, sink Sink) (Result, erro
 			Args:         args,
 			Dir:          req.Dir,
 			Env:          append(Environment(req, c.Passthrough), c.ExtraEnv...),
-			Stdin:        strings.NewReader(req.Task.Prompt()),
+			Stdin:        strings.NewReader(req.Prompt()),
 			MaxLineBytes: c.MaxLineBytes,
 			BufferDir:    req.WorkerDir,
 			Isolation:    req.Isolation,

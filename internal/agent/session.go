@@ -114,7 +114,7 @@ type eventStream interface {
 func runEventCLI(ctx context.Context, name string, spec process.Spec, req Request, opts Options, stream eventStream, sink Sink) (Result, error) {
 	spec.Dir = req.Dir
 	if spec.Stdin == nil {
-		spec.Stdin = strings.NewReader(req.Task.Prompt())
+		spec.Stdin = strings.NewReader(req.Prompt())
 	}
 	spec.MaxLineBytes = opts.maxEventBytes()
 	spec.BufferDir = req.WorkerDir

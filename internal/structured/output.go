@@ -6,8 +6,8 @@ import (
 )
 
 // WorkerKeys are the keys of a run's output the worker writes itself: what
-// it pushed (base_sha, base_branch, head_branch, commit_sha, changed and the
-// diff's size), the pull request (pr_url, pr_error), what the agent cost
+// it pushed (base_sha, base_branch, head_branch, commit_sha, changed, published
+// and the diff's size, turns), the pull request (pr_url, pr_error), what the agent cost
 // (usage), its final message (summary) and what the log lost
 // (log_entries_dropped). They are facts of the run the agent must not make
 // up, so a result never sets them — whether or not this run wrote them, so
@@ -15,7 +15,7 @@ import (
 // worker starts writing belongs here (a test in activities checks).
 var WorkerKeys = []string{
 	"base_branch", "base_sha", "changed", "commit_sha", "deletions", "files_changed", "head_branch",
-	"insertions", "log_entries_dropped", "pr_error", "pr_url", "summary", "usage",
+	"insertions", "log_entries_dropped", "pr_error", "pr_url", "published", "summary", "turns", "usage",
 }
 
 // ResultKey is where a result goes that is not an object, and the keys of

@@ -45,6 +45,13 @@ type Conversation struct {
 	// Results are the tool results of the last user message.
 	Results []ToolResult
 	Model   string
+	// Said is the text of every message so far, "user: …" or "assistant: …"
+	// (a user message that holds tool results alone says nothing): what a
+	// resumed conversation carries of its earlier turns.
+	Said []string
+	// Latest is the text of the last user message, "" when it only returns
+	// tool results: a follow-up's message on the first request of its turn.
+	Latest string
 }
 
 // ToolResult is what a tool returned to the assistant.
@@ -170,6 +177,9 @@ func (r request) conversation() (Conversation, error) {
 				return Conversation{}, fmt.Errorf("messages.%d: tool_use ids %v have no tool_result blocks before this message", i, keys(pending))
 			}
 			c.Turn++
+			if text := prompt(blocks); text != "" {
+				c.Said = append(c.Said, "assistant: "+text)
+			}
 			for _, b := range blocks {
 				if b.Type == "tool_use" {
 					if pending == nil {
@@ -197,6 +207,10 @@ func (r request) conversation() (Conversation, error) {
 			c.Results = results
 			if i == 0 {
 				c.Prompt = prompt(blocks)
+			}
+			c.Latest = prompt(blocks)
+			if c.Latest != "" {
+				c.Said = append(c.Said, "user: "+c.Latest)
 			}
 		case "system":
 			for _, b := range blocks {

@@ -66,7 +66,7 @@ func TestTheStandInStreamsTheMessageAsServerSentEvents(t *testing.T) {
 		"system":"x\nPrimary working directory: /w/repo\n",
 		"messages":[{"role":"user","content":[{"type":"text","text":"<system-reminder>ctx</system-reminder>"},{"type":"text","text":"Fix it"}]}]}`)
 	require.Equal(t, 200, status)
-	require.Equal(t, Conversation{Prompt: "Fix it", WorkDir: "/w/repo", Model: "m"}, seen)
+	require.Equal(t, Conversation{Prompt: "Fix it", WorkDir: "/w/repo", Model: "m", Said: []string{"user: Fix it"}, Latest: "Fix it"}, seen)
 	var events []string
 	for _, line := range strings.Split(body, "\n") {
 		if name, ok := strings.CutPrefix(line, "event: "); ok {

@@ -43,6 +43,9 @@ type Conversation struct {
 	Model   string
 	// Schema is the JSON Schema the final message must match (text.format), if any.
 	Schema json.RawMessage
+	// Said is the text of every user and assistant message so far, "user: …"
+	// or "assistant: …": what a resumed conversation carries of its earlier turns.
+	Said []string
 }
 
 // Script decides the reply to a request.
@@ -147,6 +150,9 @@ func (r request) conversation() (Conversation, error) {
 				c.WorkDir = m[1]
 			} else if it.Role == "user" && !strings.HasPrefix(strings.TrimSpace(text), "<") {
 				c.Prompt = text
+				c.Said = append(c.Said, "user: "+text)
+			} else if it.Role == "assistant" {
+				c.Said = append(c.Said, "assistant: "+text)
 			}
 		}
 	}

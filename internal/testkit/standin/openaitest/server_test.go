@@ -51,7 +51,7 @@ func TestTheStandInReadsTheConversation(t *testing.T) {
 		{"type":"custom_tool_call","call_id":"c1","name":"exec","input":"x"},
 		{"type":"custom_tool_call_output","call_id":"c1","output":"done"}]}`)
 	require.Equal(t, 200, status)
-	require.Equal(t, Conversation{Prompt: "Fix it", Turn: 1, WorkDir: "/w/repo", Outputs: []string{"done"}, Model: "m"}, seen)
+	require.Equal(t, Conversation{Prompt: "Fix it", Turn: 1, WorkDir: "/w/repo", Outputs: []string{"done"}, Model: "m", Said: []string{"user: Fix it"}}, seen)
 	require.Contains(t, body, `"type":"custom_tool_call"`)
 	require.Contains(t, body, `"name":"exec"`)
 }
