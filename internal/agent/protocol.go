@@ -20,7 +20,7 @@ import (
 //	{"type":"tool_call","id":"c1","title":"...","kind":"execute","input":{}} tool_call
 //	{"type":"tool_result","id":"c1","status":"completed|failed","output":"..."} tool_call_update
 //	{"type":"progress","step":"tests","status":"started|completed|failed","label":"...","detail":"..."}
-//	{"type":"output","summary":"...","result":<any JSON>}                   the run's summary / JSON result
+//	{"type":"output","summary":"...","result":<any JSON>,"session":"..."}   the run's summary / JSON result; the session the next turn gets as TASK_SESSION
 //	{"type":"artifact","path":"report.md","name":"optional name"}           file (in the clone) to upload, see saveArtifact
 //
 // A line of the vocabulary that breaks its rules is shown as a warning that
@@ -32,6 +32,7 @@ type protocol struct {
 
 	mu         sync.Mutex
 	summary    string
+	session    string
 	structured json.RawMessage
 }
 
@@ -49,6 +50,7 @@ type protocolLine struct {
 	Detail  string          `json:"detail"`
 	Summary *string         `json:"summary"`
 	Result  json.RawMessage `json:"result"`
+	Session string          `json:"session"`
 	Path    string          `json:"path"`
 	Name    string          `json:"name"`
 }
@@ -125,12 +127,15 @@ func (p *protocol) entry(l protocolLine) (*acp.Entry, error) {
 		e = acp.Progress(l.Step, l.Status, label, l.Detail)
 		e.Notification.Params["group"] = "agent"
 	case "output":
-		if l.Summary == nil && len(l.Result) == 0 {
-			return nil, errors.New(`give "summary" (text) or "result" (JSON), or both`)
+		if l.Summary == nil && len(l.Result) == 0 && l.Session == "" {
+			return nil, errors.New(`give "summary" (text), "result" (JSON) or "session", or more than one`)
 		}
 		p.mu.Lock()
 		if l.Summary != nil {
 			p.summary = *l.Summary
+		}
+		if l.Session != "" {
+			p.session = l.Session
 		}
 		if len(l.Result) > 0 {
 			p.structured = append(json.RawMessage(nil), l.Result...)
@@ -211,5 +216,5 @@ func within(dir, rel string) artifacts.Path {
 func (p *protocol) result() Result {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Result{Summary: p.summary, Structured: p.structured}
+	return Result{Summary: p.summary, Structured: p.structured, Session: p.session}
 }

@@ -215,6 +215,8 @@ func claudeScript(c anthropictest.Conversation) anthropictest.Reply {
 			return anthropictest.Reply{Status: 529, ErrType: "overloaded_error", Message: "Overloaded"}
 		}
 		return anthropictest.Reply{Text: "Done despite the overload."}
+	case strings.HasPrefix(c.Prompt, "Converse"):
+		return converse(c)
 	case strings.HasPrefix(c.Prompt, "Loop"):
 		return anthropictest.Reply{Tools: []anthropictest.ToolUse{{Name: "Bash", Input: map[string]any{"command": "true"}}}}
 	}
@@ -530,6 +532,19 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		lines := consoleLines(logWithout(t, client, run, key))
 		require.Contains(t, lines, "warn: claude: API call failed (HTTP 529, overloaded); retry 1 of 10 in "+retryDelay(lines, 1)+" ms")
 	})
+
+	t.Run("complete_task(cancelled) in the middle of a turn stops Claude Code within 10 s", func(t *testing.T) {
+		task, runID, pid := hangingRun(t)
+		code, body := post(t, stack, "/tasks/"+task.ID+"/runs/"+runID+"/cancel/", `{"reason":"stop now"}`)
+		require.Equal(t, http.StatusOK, code, body)
+		require.Eventually(t, func() bool { return !process.Alive(pid) && len(claudeProcesses(t)) == 0 },
+			10*time.Second, 20*time.Millisecond, "Claude Code or its command outlived complete_task")
+		run := waitForStatus(t, task, runID, tasksapi.StatusCancelled)
+		require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
+			statusHistoryOf(t, stack, run.ID), "the API's one terminal status")
+	})
+
+	interactiveRuns(t, stack, client, filepath.Join(own.Dir, "git", repo+".git"), logOfRun)
 
 	t.Run("running out of turns fails the run", func(t *testing.T) {
 		_, run := runToEnd(t, stack, client, "Loop forever", "", 2*time.Minute)
