@@ -63,6 +63,15 @@ type Config struct {
 	// ID), in the claim records beside the workspaces.
 	Project string
 
+	// CIMaxRounds is how many times a run waits for its pull request's
+	// checks (0: never); CIPollEvery how often it reads them, and CITimeout
+	// how long one wait may last.
+	CIMaxRounds int
+	CIPollEvery time.Duration
+	CITimeout   time.Duration
+	// PRDraft opens pull requests as drafts (a run's state.keep_draft decides over it).
+	PRDraft bool
+
 	// StopWindow is what a host step has left once its worker begins to
 	// stop: its agent's grace, its final flush and its report (see package
 	// drain).
@@ -144,6 +153,14 @@ type RunContext struct {
 	// Settings are the run's own, from its state: its mode, its inactivity
 	// timeout, its choice of model and of publishing.
 	Settings runstate.Settings `json:"settings,omitempty"`
+	// WatchCI makes the run wait for its pull request's checks and fix
+	// them, up to CIMaxRounds times; CIRound is the round a host phase
+	// works in (0 and 1: the first).
+	WatchCI     bool          `json:"watch_ci,omitempty"`
+	CIMaxRounds int           `json:"ci_max_rounds,omitempty"`
+	CIPollEvery time.Duration `json:"ci_poll_every,omitempty"`
+	CITimeout   time.Duration `json:"ci_timeout,omitempty"`
+	CIRound     int           `json:"ci_round,omitempty"`
 }
 
 // Interactive reports a run that waits for its user's next message after each turn.
@@ -166,6 +183,7 @@ const (
 	RunAgentName         = "RunAgent"
 	RunTurnName          = "RunTurn"
 	PublishName          = "Publish"
+	CheckCIName          = "CheckCI"
 	CleanupWorkspaceName = "CleanupWorkspace"
 )
 
@@ -173,7 +191,7 @@ const (
 // the workflow runs as local activities, and the claim. (Functions, not
 // methods: every method of Activities is a step.)
 func SharedActivities(a *Activities) map[string]any {
-	return map[string]any{StartRunName: a.StartRun, ClaimHostName: a.ClaimHost, NoteName: a.Note, FinishRunName: a.FinishRun}
+	return map[string]any{StartRunName: a.StartRun, ClaimHostName: a.ClaimHost, NoteName: a.Note, FinishRunName: a.FinishRun, CheckCIName: a.CheckCI}
 }
 
 // HostActivities are the steps of a worker's own queue, by name: those that
@@ -188,6 +206,7 @@ const (
 	StepAgent     = "agent"
 	StepPublish   = "publish"
 	StepArtifacts = "artifacts"
+	StepChecks    = "checks"
 )
 
 const (

@@ -39,6 +39,8 @@ type PublishOutput struct {
 	LogLoss
 	// Cleaned is true when the step removed the workspace after itself.
 	Cleaned bool `json:"cleaned,omitempty"`
+	// PullRequest is the URL of the pull request opened or found.
+	PullRequest string `json:"pull_request,omitempty"`
 }
 
 // Publish commits what the agent changed on the run's branch, pushes it,
@@ -48,7 +50,7 @@ type PublishOutput struct {
 // replace their namesakes. A step of an attempt that was fenced pushes,
 // PATCHes and uploads nothing more (holdsRun).
 func (a *Activities) Publish(ctx context.Context, in PublishInput) (PublishOutput, error) {
-	ctx, release := a.holdAttempt(ctx, in.Run.RunRef)
+	ctx, release := a.holdAttempt(inRound(ctx, in.Run.CIRound), in.Run.RunRef)
 	defer release()
 	var out PublishOutput
 	if err := a.holdsRun(ctx, in.Run); err != nil {
@@ -159,9 +161,11 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		return out, err
 	}
 	if in.Run.CreatePR {
-		if err := a.pullRequest(ctx, in, out, output, log); err != nil {
+		url, err := a.pullRequest(ctx, in, out, output, log)
+		if err != nil {
 			return out, err
 		}
+		out.PullRequest = url
 	}
 	if _, err := a.API.UpdateRun(ctx, ref.TaskID, ref.RunID, tasksapi.RunUpdate{Branch: &branch, Output: withResult(output, in.Agent.Result, log)}); err != nil {
 		return out, fmt.Errorf("record branch %s on the run: %w", branch, err)
@@ -224,24 +228,28 @@ func (a *Activities) keepAgentCommits(ctx context.Context, repo *gitrepo.Repo, w
 // pullRequest opens (or finds) the run's pull request and records it in
 // output. A failure keeps the pushed branch: it is recorded as
 // output.pr_error, and fails the run only when configured strict.
-func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub PublishOutput, output map[string]any, log *logstream.Stream) error {
+func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub PublishOutput, output map[string]any, log *logstream.Stream) (string, error) {
 	if a.GitHub == nil {
 		output["pr_error"] = "no pull request: TASKWORKER_GITHUB_TOKEN is not set"
 		log.Console(acp.LevelWarn, "create_pr was requested, but no GitHub token is configured; the branch is pushed")
-		return nil
+		return "", nil
 	}
 	owner, repo, _ := strings.Cut(in.Run.Repository, "/")
+	draft := a.Config.PRDraft
+	if keep := in.Run.Settings.KeepDraft; keep != nil {
+		draft = *keep
+	}
 	pr, created, err := a.GitHub.OpenOrFind(ctx, owner, repo, github.NewPullRequest{
-		Title: publish.Title(in.Run.published()), Head: pub.Branch, Base: in.Workspace.BaseBranch, Body: a.prBody(in, pub),
+		Title: publish.Title(in.Run.published()), Head: pub.Branch, Base: in.Workspace.BaseBranch, Body: a.prBody(in, pub), Draft: draft,
 	})
 	if err != nil {
 		msg := a.Redactor.String(err.Error())
 		if a.Config.PRStrict {
-			return &pullRequestError{err: err, branch: pub.Branch} // temporalError redacts it
+			return "", &pullRequestError{err: err, branch: pub.Branch} // temporalError redacts it
 		}
 		output["pr_error"] = msg
 		log.Console(acp.LevelWarn, "no pull request: "+msg+"; the branch is pushed")
-		return nil
+		return "", nil
 	}
 	output["pr_url"] = pr.HTMLURL
 	verb := "opened"
@@ -249,7 +257,7 @@ func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub Publi
 		verb = "updated"
 	}
 	log.Console(acp.LevelInfo, fmt.Sprintf("pull request %s: %s", verb, pr.HTMLURL))
-	return nil
+	return pr.HTMLURL, nil
 }
 
 // uploadArtifacts uploads every regular file the agent left in its

@@ -49,7 +49,7 @@ const cloneAttempts = 3
 // from kick-off to agent. Cancelling it stops the agent's process group, and
 // so does its attempt being fenced (holdAttempt, watchRun).
 func (a *Activities) RunAgent(ctx context.Context, in AgentInput) (AgentOutput, error) {
-	ctx, release := a.holdAttempt(ctx, in.Run.RunRef)
+	ctx, release := a.holdAttempt(inRound(ctx, in.Run.CIRound), in.Run.RunRef)
 	defer release()
 	ctx, worker := a.watchWorkerStop(ctx)
 	defer worker.release()

@@ -66,6 +66,10 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 		notes = append(notes, note)
 	}
 	rc.Settings = settings
+	// The CI loop's follow-ups are the agent's own turns: an interactive
+	// run has its user for that, and a run that doesn't push has no checks.
+	rc.WatchCI = a.GitHub != nil && a.Config.CIMaxRounds > 0 && settings.Publishes() && !settings.Interactive()
+	rc.CIMaxRounds, rc.CIPollEvery, rc.CITimeout = a.Config.CIMaxRounds, a.Config.CIPollEvery, a.Config.CITimeout
 	if rc.Slug == "" && task.TaskNumber != nil {
 		rc.Slug = fmt.Sprint(*task.TaskNumber)
 	}

@@ -36,7 +36,8 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 		}
 	}
 	log := a.stream(ctx, ref, step, false)
-	progress(log, step, acp.StepStarted, startDetail)
+	group := stepGroup(ctx)
+	progress(log, group, step, acp.StepStarted, startDetail)
 	began := time.Now()
 	detail, err := fn(log)
 	if cause := fence.Cause(ctx); err != nil && cause != nil {
@@ -45,9 +46,9 @@ func (a *Activities) runStep(ctx context.Context, ref RunRef, step, startDetail 
 	}
 	a.Metrics.Step(step, time.Since(began), err)
 	if err != nil {
-		progress(log, step, acp.StepFailed, a.redactError(err))
+		progress(log, group, step, acp.StepFailed, a.redactError(err))
 	} else {
-		progress(log, step, acp.StepCompleted, detail)
+		progress(log, group, step, acp.StepCompleted, detail)
 	}
 	dropped, logErr := a.closeStream(ctx, ref, log, 0)
 	if err == nil && logErr != nil {
@@ -126,12 +127,30 @@ func (a *Activities) closeStream(ctx context.Context, ref RunRef, s *logstream.S
 }
 
 // progress emits a step's progress entry.
-func progress(s *logstream.Stream, step, status, detail string) {
+func progress(s *logstream.Stream, group, step, status, detail string) {
 	labels := map[string]string{
 		StepClone: "Cloning repository", StepAgent: "Running agent",
-		StepPublish: "Publishing changes", StepArtifacts: "Uploading artifacts",
+		StepPublish: "Publishing changes", StepArtifacts: "Uploading artifacts", StepChecks: "Waiting for the pull request's checks",
 	}
-	s.Emit(acp.Progress(step, status, labels[step], detail))
+	e := acp.Progress(step, status, labels[step], detail)
+	e.Notification.Params["group"] = group
+	s.Emit(e)
+}
+
+type roundKey struct{}
+
+// inRound marks ctx as a step of the run's CI round (0 and 1: the first).
+func inRound(ctx context.Context, round int) context.Context {
+	return context.WithValue(ctx, roundKey{}, round)
+}
+
+// stepGroup is the group of a step's progress entries: "run", or the CI
+// round it fixes, so that each round is its own group of steps in the log.
+func stepGroup(ctx context.Context) string {
+	if round, _ := ctx.Value(roundKey{}).(int); round > 1 {
+		return fmt.Sprintf("ci_round_%d", round)
+	}
+	return "run"
 }
 
 // LogLoss is how many log entries a step lost (0 in every normal case). The

@@ -90,18 +90,22 @@ type Config struct {
 	SandboxShared       []string `envconfig:"TASKWORKER_SANDBOX_SHARED" desc:"Comma-separated host folders every namespaced run may write (a package cache): what one run leaves there, later runs read — never put anything of the worker's there"`
 	SandboxReadOnly     []string `envconfig:"TASKWORKER_SANDBOX_READONLY" desc:"Comma-separated host paths a namespaced run may read besides the system's (/usr, /etc, /opt, ...), e.g. a toolchain in /srv"`
 
-	RepoURLTemplate string `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`
-	GitHubToken     string `envconfig:"TASKWORKER_GITHUB_TOKEN" desc:"Token for cloning and pushing over HTTPS (secret; passed to git in its environment only)"`
-	BranchTemplate  string `envconfig:"TASKWORKER_BRANCH_TEMPLATE" default:"posthog/task-{slug}" desc:"Branch the run pushes; {slug}, {task_id} and {run_id} are filled in"`
-	BaseBranch      string `envconfig:"TASKWORKER_BASE_BRANCH" desc:"Branch runs start from when the run's state.pr_base_branch names none (default: the repository's default branch)"`
-	CacheDir        string `envconfig:"TASKWORKER_CACHE_DIR" desc:"Folder of the repository mirrors (default: <temp dir>/taskworker/cache); a volume in production"`
-	CacheMaxBytes   int    `envconfig:"TASKWORKER_CACHE_MAX_BYTES" default:"21474836480" desc:"Size the mirrors may take together (20 GiB); the least recently used are removed first"`
-	AgentGitPush    bool   `envconfig:"TASKWORKER_AGENT_GIT_PUSH" desc:"Give the agent the GitHub token in git's environment (off: the worker pushes, the agent never sees the token)"`
-	GitHubAPIURL    string `envconfig:"TASKWORKER_GITHUB_API_URL" default:"https://api.github.com" desc:"GitHub REST API for pull requests (GitHub Enterprise: https://HOST/api/v3)"`
-	PRStrict        bool   `envconfig:"TASKWORKER_PR_STRICT" desc:"Fail a run whose pull request can't be opened (off: it completes with output.pr_error and the branch pushed)"`
-	RunURLTemplate  string `envconfig:"TASKWORKER_RUN_URL_TEMPLATE" desc:"Link to a run for pull request bodies; {task_id} and {run_id} are filled in (default: POSTHOG_API_URL/project/POSTHOG_PROJECT_ID/tasks/{task_id})"`
-	GitAuthorName   string `envconfig:"TASKWORKER_GIT_AUTHOR_NAME" default:"PostHog Tasks" desc:"Author name of the run's commit"`
-	GitAuthorEmail  string `envconfig:"TASKWORKER_GIT_AUTHOR_EMAIL" default:"tasks@taskworker.invalid" desc:"Author email of the run's commit"`
+	RepoURLTemplate string        `envconfig:"TASKWORKER_REPO_URL_TEMPLATE" default:"https://github.com/{repo}.git" desc:"Clone URL; {repo} is the task's org/repo"`
+	GitHubToken     string        `envconfig:"TASKWORKER_GITHUB_TOKEN" desc:"Token for cloning and pushing over HTTPS (secret; passed to git in its environment only)"`
+	BranchTemplate  string        `envconfig:"TASKWORKER_BRANCH_TEMPLATE" default:"posthog/task-{slug}" desc:"Branch the run pushes; {slug}, {task_id} and {run_id} are filled in"`
+	BaseBranch      string        `envconfig:"TASKWORKER_BASE_BRANCH" desc:"Branch runs start from when the run's state.pr_base_branch names none (default: the repository's default branch)"`
+	CacheDir        string        `envconfig:"TASKWORKER_CACHE_DIR" desc:"Folder of the repository mirrors (default: <temp dir>/taskworker/cache); a volume in production"`
+	CacheMaxBytes   int           `envconfig:"TASKWORKER_CACHE_MAX_BYTES" default:"21474836480" desc:"Size the mirrors may take together (20 GiB); the least recently used are removed first"`
+	AgentGitPush    bool          `envconfig:"TASKWORKER_AGENT_GIT_PUSH" desc:"Give the agent the GitHub token in git's environment (off: the worker pushes, the agent never sees the token)"`
+	GitHubAPIURL    string        `envconfig:"TASKWORKER_GITHUB_API_URL" default:"https://api.github.com" desc:"GitHub REST API for pull requests (GitHub Enterprise: https://HOST/api/v3)"`
+	PRStrict        bool          `envconfig:"TASKWORKER_PR_STRICT" desc:"Fail a run whose pull request can't be opened (off: it completes with output.pr_error and the branch pushed)"`
+	PRDraft         bool          `envconfig:"TASKWORKER_PR_DRAFT" desc:"Open pull requests as drafts (a run's state.keep_draft decides over it)"`
+	CIMaxRounds     int           `envconfig:"TASKWORKER_CI_MAX_ROUNDS" default:"3" desc:"Times a background run waits for its pull request's checks, starting a round that fixes them after each failure; it ends failed naming the checks still failing after the last (0: don't watch CI)"`
+	CIPollInterval  time.Duration `envconfig:"TASKWORKER_CI_POLL_INTERVAL" default:"30s" desc:"How often a run reads its pull request's checks while they run (later when GitHub's rate limit is low)"`
+	CITimeout       time.Duration `envconfig:"TASKWORKER_CI_TIMEOUT" default:"1h" desc:"Longest a run waits for one round of checks; it then ends failed naming those still running"`
+	RunURLTemplate  string        `envconfig:"TASKWORKER_RUN_URL_TEMPLATE" desc:"Link to a run for pull request bodies; {task_id} and {run_id} are filled in (default: POSTHOG_API_URL/project/POSTHOG_PROJECT_ID/tasks/{task_id})"`
+	GitAuthorName   string        `envconfig:"TASKWORKER_GIT_AUTHOR_NAME" default:"PostHog Tasks" desc:"Author name of the run's commit"`
+	GitAuthorEmail  string        `envconfig:"TASKWORKER_GIT_AUTHOR_EMAIL" default:"tasks@taskworker.invalid" desc:"Author email of the run's commit"`
 
 	WorkspaceDir      string `envconfig:"TASKWORKER_WORKSPACE_DIR" desc:"Folder for the runs' clones and artifacts (default: <temp dir>/taskworker/workspaces)"`
 	MaxConcurrentRuns int    `envconfig:"TASKWORKER_MAX_CONCURRENT_RUNS" default:"10" desc:"Runs this worker executes at once; more wait for a free worker"`
@@ -313,6 +317,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConcurrentRuns < 1 {
 		errs = append(errs, fmt.Errorf("TASKWORKER_MAX_CONCURRENT_RUNS must be at least 1, not %d", c.MaxConcurrentRuns))
+	}
+	if c.CIMaxRounds < 0 {
+		errs = append(errs, fmt.Errorf("TASKWORKER_CI_MAX_ROUNDS must be 0 (don't watch CI) or more, not %d", c.CIMaxRounds))
+	} else if c.CIMaxRounds > 0 && (c.CIPollInterval <= 0 || c.CITimeout <= 0) {
+		errs = append(errs, errors.New("TASKWORKER_CI_POLL_INTERVAL and TASKWORKER_CI_TIMEOUT must be positive (or TASKWORKER_CI_MAX_ROUNDS 0)"))
 	}
 	if c.AgentTimeout <= 0 || c.RunTimeout <= 0 {
 		errs = append(errs, errors.New("TASKWORKER_AGENT_TIMEOUT and TASKWORKER_RUN_TIMEOUT must be positive"))

@@ -31,6 +31,10 @@ type Result struct {
 	// Inactive is true when an interactive run ended after its inactivity
 	// timeout without a message.
 	Inactive bool `json:"inactive,omitempty"`
+	// PullRequest is the URL of the run's pull request, when it has one.
+	PullRequest string `json:"pull_request,omitempty"`
+	// CIRounds is how many times the run waited for its pull request's checks.
+	CIRounds int `json:"ci_rounds,omitempty"`
 }
 
 // ErrRunFailed is the workflow error type of a run that ended failed.
@@ -176,25 +180,11 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 			cancelWork()
 		}
 	})
-	var res Result
-	dropped := run.LogDropped
-	attempts := max(run.HostAttempts, 1)
-	for attempt := 1; ; attempt++ {
-		// Each attempt's steps carry its number and record it on the run, so
-		// that the steps of an attempt given up for lost, on a worker that
-		// is only cut off from Temporal, learn they were superseded.
-		run.HostAttempt = attempt
-		res, err = hostPhase(workCtx, run, conv)
-		dropped += res.LogDropped
-		if err == nil || !hostLost(err) || workCtx.Err() != nil || attempt >= attempts || res.Turns > 0 {
-			break
-		}
-		// The worker holding the workspace is gone: start the host phase
-		// over on another one, and say so in the run's log.
-		note(ctx, ref, fmt.Sprintf("host-lost-%d", attempt), acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
-			errorMessage(err), attempt+1, attempts))
+	res, err := hostWork(ctx, workCtx, run, conv, conv.initialMessage())
+	if err == nil {
+		res, err = watchChecks(ctx, workCtx, run, conv, res)
 	}
-	res.LogDropped = dropped
+	res.LogDropped += run.LogDropped
 	cancelTimer()
 	if conv.ended != nil {
 		// The API holds the status it was ended with: the workflow writes none over it.
@@ -218,6 +208,34 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 	}
 	conv.finishing = true
 	return finish(ctx, ref, res, err)
+}
+
+// hostWork runs the host phase, and again on another worker when the one
+// running it is lost, as often as the run's HostAttempts allow; message is
+// the user's (or the checks') told the agent after the task. Notes go
+// through ctx, the steps through work.
+func hostWork(ctx, work workflow.Context, run activities.RunContext, conv *conversation, message string) (Result, error) {
+	var res Result
+	var err error
+	dropped := 0
+	attempts := max(run.HostAttempts, 1)
+	for attempt := 1; ; attempt++ {
+		// Each attempt's steps carry its number and record it on the run, so
+		// that the steps of an attempt given up for lost, on a worker that
+		// is only cut off from Temporal, learn they were superseded.
+		run.HostAttempt = attempt
+		res, err = hostPhase(work, run, conv, message)
+		dropped += res.LogDropped
+		if err == nil || !hostLost(err) || work.Err() != nil || attempt >= attempts || res.Turns > 0 {
+			break
+		}
+		// The worker holding the workspace is gone: start the host phase
+		// over on another one, and say so in the run's log.
+		note(ctx, run.RunRef, fmt.Sprintf("host-lost-%s%d", roundKey(run), attempt), acp.LevelWarn, fmt.Sprintf("the worker running this run stopped answering (%s); starting over on another worker, attempt %d of %d",
+			errorMessage(err), attempt+1, attempts))
+	}
+	res.LogDropped = dropped
+	return res, err
 }
 
 // hostLost reports a host step that timed out waiting for its worker: no
@@ -255,7 +273,7 @@ func note(ctx workflow.Context, ref activities.RunRef, key, level, message strin
 // hostPhase runs the steps that use the workspace, all on the queue of the
 // worker that claimed the run, and always removes the workspace afterwards.
 // An interactive run holds the workspace, and its slot, between turns.
-func hostPhase(ctx workflow.Context, run activities.RunContext, conv *conversation) (res Result, err error) {
+func hostPhase(ctx workflow.Context, run activities.RunContext, conv *conversation, message string) (res Result, err error) {
 	queue, err := claimHost(ctx, run)
 	if err != nil {
 		return res, err
@@ -294,13 +312,16 @@ func hostPhase(ctx workflow.Context, run activities.RunContext, conv *conversati
 			return pub, err
 		}
 		res.Branch, res.CommitSHA, res.Artifacts = pub.Branch, pub.CommitSHA, pub.Artifacts
+		if pub.PullRequest != "" {
+			res.PullRequest = pub.PullRequest
+		}
 		res.Turns = max(turn, 1)
 		return pub, nil
 	}
 
 	conv.turnBegins(1)
 	var agentOut activities.AgentOutput
-	if err = step(agentCtx, activities.RunAgentName, activities.AgentInput{Run: run, Message: conv.initialMessage()}, &agentOut); err != nil {
+	if err = step(agentCtx, activities.RunAgentName, activities.AgentInput{Run: run, Message: message}, &agentOut); err != nil {
 		return res, err
 	}
 	// Its version is read where it always was, after the agent: recorded

@@ -7,14 +7,14 @@ import (
 
 // WorkerKeys are the keys of a run's output the worker writes itself: what
 // it pushed (base_sha, base_branch, head_branch, commit_sha, changed, published
-// and the diff's size, turns), the pull request (pr_url, pr_error), what the agent cost
+// and the diff's size, turns), the pull request (pr_url, pr_error) and its checks (ci, ci_rounds), what the agent cost
 // (usage), its final message (summary) and what the log lost
 // (log_entries_dropped). They are facts of the run the agent must not make
 // up, so a result never sets them — whether or not this run wrote them, so
 // where a result's key lands does not depend on how the run went. A key the
 // worker starts writing belongs here (a test in activities checks).
 var WorkerKeys = []string{
-	"base_branch", "base_sha", "changed", "commit_sha", "deletions", "files_changed", "head_branch",
+	"base_branch", "base_sha", "changed", "ci", "ci_rounds", "commit_sha", "deletions", "files_changed", "head_branch",
 	"insertions", "log_entries_dropped", "pr_error", "pr_url", "published", "summary", "turns", "usage",
 }
 
