@@ -16,9 +16,9 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // TestAKilledWorkersRunFinishesOnAnother runs two taskworker daemons as
@@ -67,7 +67,7 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 		if _, ok := daemons[holder]; ok {
 			break
 		}
-		holder, err = process.Parent(holder)
+		holder, err = proctest.Parent(holder)
 		require.NoError(t, err)
 	}
 	victim, ok := daemons[holder]
@@ -81,7 +81,7 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 		return run.Status.Terminal()
 	}, 2*time.Minute, 100*time.Millisecond)
 	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
-	require.Eventually(t, func() bool { return !process.Alive(agentPID) }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return !proctest.Alive(agentPID) }, 10*time.Second, 20*time.Millisecond,
 		"the killed worker's agent died with it")
 
 	raw, err := api.Logs(ctx, task.ID, run.ID)
@@ -142,7 +142,7 @@ func holderOf(t *testing.T, daemons map[int]partitionedDaemon, file string) (par
 			return d, agent
 		}
 		var err error
-		holder, err = process.Parent(holder)
+		holder, err = proctest.Parent(holder)
 		require.NoError(t, err)
 	}
 	t.Fatalf("no daemon runs agent %d", agent)
@@ -172,9 +172,9 @@ func TestAWorkerCutOffFromTemporalStopsItsAgent(t *testing.T) {
 
 	// The heartbeat timeout (3 s) and the agent's stop, with room for a
 	// loaded machine.
-	require.Eventually(t, func() bool { return !process.Alive(first) }, 15*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return !proctest.Alive(first) }, 15*time.Second, 20*time.Millisecond,
 		"the cut-off worker stops its agent")
-	require.True(t, process.Alive(cutOff.cmd.Process.Pid), "the cut-off worker is alive: only its network is gone")
+	require.True(t, proctest.Alive(cutOff.cmd.Process.Pid), "the cut-off worker is alive: only its network is gone")
 
 	var run tasksapi.TaskRun
 	require.Eventually(t, func() bool {
@@ -259,7 +259,7 @@ func TestAWorkerBrieflyCutOffFromTemporalKeepsItsAgent(t *testing.T) {
 	cutOff.link.Heal()
 	require.Eventually(t, func() bool { return lastHeartbeat().After(lost) }, 30*time.Second, 50*time.Millisecond,
 		"the heartbeats get through again")
-	require.True(t, process.Alive(agent), "the agent works on through a partition shorter than the heartbeat timeout")
+	require.True(t, proctest.Alive(agent), "the agent works on through a partition shorter than the heartbeat timeout")
 
 	require.NoError(t, os.WriteFile(filepath.Join(marks, "go"), nil, 0o644))
 	var run tasksapi.TaskRun
