@@ -23,11 +23,11 @@ import (
 	"github.com/taskworker/taskworker/internal/fence"
 	"github.com/taskworker/taskworker/internal/gitrepo"
 	"github.com/taskworker/taskworker/internal/localapi"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/publish"
 	"github.com/taskworker/taskworker/internal/redact"
 	"github.com/taskworker/taskworker/internal/slots"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // fenceAgent is the agent of these tests. "hang" writes its PID and works
@@ -197,7 +197,7 @@ func TestAnAgentWhoseAttemptWasSupersededIsStopped(t *testing.T) {
 		t.Fatal("the superseded attempt's agent was not stopped")
 	}
 	requireFenced(t, err, "host attempt 1 of this run was superseded: attempt 2 holds it now")
-	require.False(t, process.Alive(pid), "the agent is gone")
+	require.False(t, proctest.Alive(pid), "the agent is gone")
 	require.Contains(t, h.console(t, run), "agent stopped: host attempt 1 of this run was superseded")
 	require.Equal(t, 2, fence.Recorded(h.state(t, run)), "nothing wrote over the later attempt's record")
 }

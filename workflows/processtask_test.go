@@ -134,10 +134,35 @@ func (s *workflowSuite) TestAFullWorkerPassesTheRunToAnother() {
 	s.requireOneFinish(tasksapi.StatusCompleted)
 }
 
+// noteMessages is where the messages of the notes the workflow writes go.
+func (s *workflowSuite) noteMessages() *[]string {
+	var notes []string
+	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.NoteInput) error {
+		notes = append(notes, in.Message)
+		return nil
+	})
+	return &notes
+}
+
+// failedOnEveryAttempt runs a run of two host attempts whose agent fails
+// with err on each, and requires the run failed: its one finish.
+func (s *workflowSuite) failedOnEveryAttempt(err error) activities.FinishInput {
+	rc := s.runContext()
+	rc.HostAttempts = 2
+	s.steps(map[string][]any{
+		"StartRun": {rc, nil},
+		"RunAgent": {activities.AgentOutput{}, err},
+	})
+	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(nil)
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
+	s.Require().Error(s.env.GetWorkflowError())
+	return s.requireOneFinish(tasksapi.StatusFailed)
+}
+
 func (s *workflowSuite) TestALostHostIsReplacedAndTheRunCompletes() {
 	rc := s.runContext()
 	rc.HostAttempts = 3
-	agentCalls, notes := 0, []string{}
+	agentCalls, notes := 0, s.noteMessages()
 	var agentAttempts, publishAttempts []int
 	s.steps(map[string][]any{
 		"StartRun": {rc, nil},
@@ -154,31 +179,18 @@ func (s *workflowSuite) TestALostHostIsReplacedAndTheRunCompletes() {
 			return activities.PublishOutput{}, nil
 		}},
 	})
-	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.NoteInput) error {
-		notes = append(notes, in.Message)
-		return nil
-	})
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(2, agentCalls)
 	s.Equal([]int{1, 2}, agentAttempts, "each host attempt's steps carry its number")
 	s.Equal([]int{2}, publishAttempts)
-	s.Require().Len(notes, 1)
-	s.Contains(notes[0], "starting over on another worker, attempt 2 of 3")
+	s.Require().Len(*notes, 1)
+	s.Contains((*notes)[0], "starting over on another worker, attempt 2 of 3")
 	s.requireOneFinish(tasksapi.StatusCompleted)
 }
 
 func (s *workflowSuite) TestHostLossOnEveryAttemptFailsTheRun() {
-	rc := s.runContext()
-	rc.HostAttempts = 2
-	s.steps(map[string][]any{
-		"StartRun": {rc, nil},
-		"RunAgent": {activities.AgentOutput{}, temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)},
-	})
-	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(nil)
-	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
-	s.Require().Error(s.env.GetWorkflowError())
-	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	fin := s.failedOnEveryAttempt(temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START, nil))
 	s.Contains(fin.ErrorMessage, "timed out")
 	s.env.AssertNotCalled(s.T(), "CleanupWorkspace", mock.Anything, mock.Anything)
 }

@@ -22,7 +22,7 @@ func workerStopped() error {
 func (s *workflowSuite) TestARunItsWorkerStoppedGoesOnOnAnother() {
 	rc := s.runContext()
 	rc.HostAttempts = 3
-	agentCalls, queues, notes := 0, []string{}, []string{}
+	agentCalls, queues, notes := 0, []string{}, s.noteMessages()
 	s.steps(map[string][]any{
 		"StartRun": {rc, nil},
 		"ClaimHost": {func(context.Context, activities.RunContext) (string, error) {
@@ -37,32 +37,19 @@ func (s *workflowSuite) TestARunItsWorkerStoppedGoesOnOnAnother() {
 			return activities.AgentOutput{Summary: "done"}, nil
 		}},
 	})
-	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.NoteInput) error {
-		notes = append(notes, in.Message)
-		return nil
-	})
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Equal(2, agentCalls)
 	s.Equal([]string{"q@a", "q@b"}, queues)
-	s.Require().Len(notes, 1)
-	s.Contains(notes[0], "worker q@a shut down before the agent finished")
-	s.Contains(notes[0], "starting over on another worker, attempt 2 of 3")
+	s.Require().Len(*notes, 1)
+	s.Contains((*notes)[0], "worker q@a shut down before the agent finished")
+	s.Contains((*notes)[0], "starting over on another worker, attempt 2 of 3")
 	s.requireOneFinish(tasksapi.StatusCompleted)
 }
 
 // When every worker the run gets stops it, the run fails saying so.
 func (s *workflowSuite) TestARunStoppedOnEveryAttemptFailsSayingWhy() {
-	rc := s.runContext()
-	rc.HostAttempts = 2
-	s.steps(map[string][]any{
-		"StartRun": {rc, nil},
-		"RunAgent": {activities.AgentOutput{}, workerStopped()},
-	})
-	s.env.OnActivity("Note", mock.Anything, mock.Anything).Return(nil)
-	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
-	s.Require().Error(s.env.GetWorkflowError())
-	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	fin := s.failedOnEveryAttempt(workerStopped())
 	s.Contains(fin.ErrorMessage, "shut down before the agent finished")
 	// AssertNotCalled reports nothing when the activity was called (it asks
 	// a throwaway testing.T first); AssertActivityNotCalled does.

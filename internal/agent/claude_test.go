@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/acp"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 	"github.com/taskworker/taskworker/internal/testkit/standin/anthropictest"
 )
 
@@ -204,7 +204,7 @@ func TestClaudeStragglersAfterTheResultAreKilled(t *testing.T) {
 	require.NoError(t, err)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	require.NoError(t, err)
-	require.False(t, process.Alive(pid), "the lingering child is gone")
+	require.False(t, proctest.Alive(pid), "the lingering child is gone")
 }
 
 func TestClaudeStreamSurvivesOddAndHugeEvents(t *testing.T) {

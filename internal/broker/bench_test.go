@@ -4,50 +4,28 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/taskworker/taskworker/internal/broker"
+	"github.com/taskworker/taskworker/internal/testkit/benchtest"
 )
 
 // BenchmarkRequest is one small model request, straight to the API and
 // through the broker: the difference is what the broker adds.
 func BenchmarkRequest(b *testing.B) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	directAndBrokered(b, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"type":"message","content":[{"type":"text","text":"ok"}],"usage":{"input_tokens":10,"output_tokens":2}}`)
-	}))
-	defer up.Close()
-	br, err := broker.New("", map[broker.Provider]broker.Upstream{broker.Anthropic: {BaseURL: up.URL, Header: "x-api-key", Value: "k"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer br.Close()
-	token := br.Grant("bench").Token()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	for _, target := range []struct{ name, url string }{{"direct", up.URL}, {"broker", br.URL(broker.Anthropic)}} {
-		b.Run(target.name, func(b *testing.B) {
-			took := make([]time.Duration, 0, b.N)
-			for i := 0; i < b.N; i++ {
-				began := time.Now()
-				req, _ := http.NewRequest(http.MethodPost, target.url+"/v1/messages", strings.NewReader(`{"model":"m","messages":[]}`))
-				req.Header.Set("x-api-key", token)
-				res, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				took = append(took, time.Since(began))
-			}
-			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+	}, func(b *testing.B, post func(body string) *http.Response) {
+		benchtest.Latency(b, func() {
+			res := post(`{"model":"m","messages":[]}`)
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
 		})
-	}
+	})
 }
 
 // BenchmarkStreamedToken is a streamed answer of 1,000 token events,
@@ -56,7 +34,7 @@ func BenchmarkRequest(b *testing.B) {
 func BenchmarkStreamedToken(b *testing.B) {
 	const tokens = 1000
 	event := "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"tok \"}}\n\n"
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	directAndBrokered(b, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "text/event-stream")
 		flusher := w.(http.Flusher)
@@ -66,7 +44,25 @@ func BenchmarkStreamedToken(b *testing.B) {
 			flusher.Flush()
 		}
 		_, _ = io.WriteString(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":1000}}\n\n")
-	}))
+	}, func(b *testing.B, post func(body string) *http.Response) {
+		began := time.Now()
+		for i := 0; i < b.N; i++ {
+			res := post(`{"model":"m","stream":true}`)
+			n, err := io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if err != nil || n < tokens*int64(len(event)) {
+				b.Fatalf("stream cut after %d bytes: %v", n, err)
+			}
+		}
+		b.ReportMetric(float64(time.Since(began).Nanoseconds())/float64(b.N*tokens)/1000, "µs/token")
+	})
+}
+
+// directAndBrokered serves api as the Anthropic API, with a broker in front
+// of it, and runs bench twice: "direct", posting straight to the API, and
+// "broker", posting through the broker with a token it granted.
+func directAndBrokered(b *testing.B, api http.HandlerFunc, bench func(b *testing.B, post func(body string) *http.Response)) {
+	up := httptest.NewServer(api)
 	defer up.Close()
 	br, err := broker.New("", map[broker.Provider]broker.Upstream{broker.Anthropic: {BaseURL: up.URL, Header: "x-api-key", Value: "k"}})
 	if err != nil {
@@ -77,21 +73,15 @@ func BenchmarkStreamedToken(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	for _, target := range []struct{ name, url string }{{"direct", up.URL}, {"broker", br.URL(broker.Anthropic)}} {
 		b.Run(target.name, func(b *testing.B) {
-			began := time.Now()
-			for i := 0; i < b.N; i++ {
-				req, _ := http.NewRequest(http.MethodPost, target.url+"/v1/messages", strings.NewReader(`{"model":"m","stream":true}`))
+			bench(b, func(body string) *http.Response {
+				req, _ := http.NewRequest(http.MethodPost, target.url+"/v1/messages", strings.NewReader(body))
 				req.Header.Set("x-api-key", token)
 				res, err := client.Do(req)
 				if err != nil {
 					b.Fatal(err)
 				}
-				n, err := io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if err != nil || n < tokens*int64(len(event)) {
-					b.Fatalf("stream cut after %d bytes: %v", n, err)
-				}
-			}
-			b.ReportMetric(float64(time.Since(began).Nanoseconds())/float64(b.N*tokens)/1000, "µs/token")
+				return res
+			})
 		})
 	}
 }

@@ -22,10 +22,10 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/sandbox"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 	"github.com/taskworker/taskworker/internal/testkit/standin/anthropictest"
 	"github.com/taskworker/taskworker/internal/testkit/standin/openaitest"
 	"github.com/taskworker/taskworker/internal/testkit/testtool"
@@ -269,11 +269,11 @@ func descendants(t *testing.T, match func(comm, cmdline string) bool) []int {
 			continue
 		}
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		if !match(strings.TrimSpace(string(comm)), string(cmdline)) || !process.Alive(pid) {
+		if !match(strings.TrimSpace(string(comm)), string(cmdline)) || !proctest.Alive(pid) {
 			continue
 		}
 		for p := pid; p > 1; {
-			parent, err := process.Parent(p)
+			parent, err := proctest.Parent(p)
 			if err != nil {
 				break
 			}
@@ -491,7 +491,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 			}
 			t.FailNow()
 		}
-		require.True(t, process.Alive(pid))
+		require.True(t, proctest.Alive(pid))
 		require.Len(t, claudeProcesses(t), 1, "Claude Code runs below the worker, in its sandbox")
 		return task, runID, pid
 	}
@@ -511,7 +511,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		task, runID, pid := hangingRun(t)
 		require.NoError(t, stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, runID), ""))
 		waitForStatus(t, task, runID, tasksapi.StatusCancelled)
-		require.Eventually(t, func() bool { return !process.Alive(pid) && len(claudeProcesses(t)) == 0 },
+		require.Eventually(t, func() bool { return !proctest.Alive(pid) && len(claudeProcesses(t)) == 0 },
 			10*time.Second, 20*time.Millisecond, "Claude Code or its command outlived the cancelled run")
 	})
 
@@ -521,7 +521,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		run := waitForStatus(t, task, runID, tasksapi.StatusFailed)
 		require.Contains(t, *run.ErrorMessage, "agent claude was killed by signal killed before reporting a result")
 		require.Nil(t, run.Branch)
-		require.Eventually(t, func() bool { return !process.Alive(pid) }, 10*time.Second, 20*time.Millisecond,
+		require.Eventually(t, func() bool { return !proctest.Alive(pid) }, 10*time.Second, 20*time.Millisecond,
 			"the crashed Claude Code's command outlived it")
 	})
 

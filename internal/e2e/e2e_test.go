@@ -18,9 +18,9 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 	"github.com/taskworker/taskworker/internal/testkit/stacktest"
 	"github.com/taskworker/taskworker/internal/testkit/standin/githubtest"
 	"github.com/taskworker/taskworker/worker"
@@ -292,7 +292,7 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 
 	pids := waitForAgent(t, pidFile)
 	for _, pid := range pids {
-		require.True(t, process.Alive(pid), "pid %d should be running before the cancel", pid)
+		require.True(t, proctest.Alive(pid), "pid %d should be running before the cancel", pid)
 	}
 
 	require.NoError(t, h.Stack.Client.CancelWorkflow(context.Background(), kickoff.WorkflowID(task.ID, run.ID), ""))
@@ -301,7 +301,7 @@ func TestCancelledRunEndsCancelledAndItsAgentIsGone(t *testing.T) {
 	require.Equal(t, tasksapi.StatusCancelled, run.Status)
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled}, statusHistory(t, run.ID))
 	for _, pid := range pids {
-		require.False(t, process.Alive(pid), "agent process %d still running after the run was cancelled", pid)
+		require.False(t, proctest.Alive(pid), "agent process %d still running after the run was cancelled", pid)
 	}
 	lines := consoleLines(logOf(t, task.ID, run.ID))
 	require.Contains(t, lines, "info: working for a long time")
@@ -348,7 +348,7 @@ func TestARunCancelledFromTheUIStopsItsAgentAndKeepsItsStatus(t *testing.T) {
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
 		statusHistory(t, run.ID), "the worker wrote no status over the UI's")
 	for _, pid := range pids {
-		require.False(t, process.Alive(pid), "agent process %d still running", pid)
+		require.False(t, proctest.Alive(pid), "agent process %d still running", pid)
 	}
 	require.Contains(t, consoleLines(logOf(t, task.ID, run.ID)), "warn: agent stopped: the run was ended elsewhere (cancelled)")
 }

@@ -16,9 +16,9 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // TestAKilledWorkersRunFinishesOnAnother runs two taskworker daemons as
@@ -28,103 +28,97 @@ func TestAKilledWorkersRunFinishesOnAnother(t *testing.T) {
 	own := newOwnStack(t, devstack.Options{NoWorker: true})
 	stack, api := own.start(t)
 	defer stack.Stop()
-	cfg := stack.WorkerConfig
+	daemons := startDaemons(t, own, stack, "3s", false)
 
-	bin, err := devstack.BuildDaemon(t.TempDir())
-	require.NoError(t, err)
-	daemons := map[int]*exec.Cmd{}
-	for _, id := range []string{"worker-a", "worker-b"} {
-		cmd := exec.Command(bin)
-		cmd.Env = stack.DaemonEnv("TASKWORKER_WORKER_ID="+id,
-			"TASKWORKER_AGENT_COMMAND="+cfg.AgentCommand, "TASKWORKER_REPO_URL_TEMPLATE="+cfg.RepoURLTemplate,
-			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(own.Dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(own.Dir, id, "cache"),
-			"TASKWORKER_HEARTBEAT_TIMEOUT=3s", "TASKWORKER_HTTP_ADDR=", "TASKWORKER_LOG_LEVEL=error")
-		require.NoError(t, cmd.Start())
-		daemons[cmd.Process.Pid] = cmd
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	}
-
-	ctx := context.Background()
 	marks := agenttest.SharedDir(t)
-	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "once, then done", Description: marks, Repository: repo})
-	require.NoError(t, err)
-	kicked, err := api.RunTask(ctx, task.ID)
-	require.NoError(t, err)
+	task, runID := startMarkedRun(t, api, "once, then done", marks)
+	victim, agentPID := holderOf(t, daemons, filepath.Join(marks, "pid"))
+	require.NoError(t, victim.cmd.Process.Signal(syscall.SIGKILL))
 
-	var agentPID int
-	require.Eventually(t, func() bool {
-		data, err := os.ReadFile(filepath.Join(marks, "pid"))
-		if err != nil {
-			return false
-		}
-		agentPID, err = strconv.Atoi(strings.TrimSpace(string(data)))
-		return err == nil
-	}, time.Minute, 20*time.Millisecond, "the agent never started")
-	// The agent runs under the shell that started it, under its sandbox's
-	// init, under a daemon.
-	holder := agentPID
-	for range 4 {
-		if _, ok := daemons[holder]; ok {
-			break
-		}
-		holder, err = process.Parent(holder)
-		require.NoError(t, err)
-	}
-	victim, ok := daemons[holder]
-	require.True(t, ok, "one of the daemons started the agent")
-	require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
-
-	var run tasksapi.TaskRun
-	require.Eventually(t, func() bool {
-		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
-		require.NoError(t, err)
-		return run.Status.Terminal()
-	}, 2*time.Minute, 100*time.Millisecond)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
-	require.Eventually(t, func() bool { return !process.Alive(agentPID) }, 10*time.Second, 20*time.Millisecond,
+	run := waitCompleted(t, api, task.ID, runID)
+	require.Eventually(t, func() bool { return !proctest.Alive(agentPID) }, 10*time.Second, 20*time.Millisecond,
 		"the killed worker's agent died with it")
 
-	raw, err := api.Logs(ctx, task.ID, run.ID)
-	require.NoError(t, err)
-	var log strings.Builder
-	for _, r := range raw {
-		log.Write(r)
-	}
-	require.Contains(t, log.String(), "starting over on another worker, attempt 2 of 3")
-	require.Contains(t, log.String(), "second attempt: finishing")
+	log := logText(t, api, task.ID, run.ID)
+	require.Contains(t, log, "starting over on another worker, attempt 2 of 3")
+	require.Contains(t, log, "second attempt: finishing")
 }
 
-// partitionedDaemon is a taskworker process whose way to Temporal the test
-// can cut.
-type partitionedDaemon struct {
+// daemon is a taskworker process; link, where the test made one, is its way
+// to Temporal, which the test can cut.
+type daemon struct {
 	cmd  *exec.Cmd
 	link *partition
 }
 
-// startPartitionedDaemons starts two daemons serving stack, each reaching
-// Temporal through a partition of its own, with the heartbeat timeout given.
-func startPartitionedDaemons(t *testing.T, own *ownStack, stack *devstack.Stack, heartbeatTimeout string) map[int]partitionedDaemon {
+// startDaemons starts two daemons serving stack with the heartbeat timeout
+// given, each reaching Temporal through a partition of its own if
+// partitioned, and is them by PID.
+func startDaemons(t *testing.T, own *ownStack, stack *devstack.Stack, heartbeatTimeout string, partitioned bool) map[int]daemon {
 	cfg := stack.WorkerConfig
 	bin, err := devstack.BuildDaemon(t.TempDir())
 	require.NoError(t, err)
-	daemons := map[int]partitionedDaemon{}
+	daemons := map[int]daemon{}
 	for _, id := range []string{"worker-a", "worker-b"} {
-		link := newPartition(t, stack.Temporal.HostPort())
+		var link *partition
+		var env []string
+		if partitioned {
+			link = newPartition(t, stack.Temporal.HostPort())
+			env = append(env, "TEMPORAL_ADDRESS="+link.Addr())
+		}
 		cmd := exec.Command(bin)
-		cmd.Env = stack.DaemonEnv("TEMPORAL_ADDRESS="+link.Addr(), "TASKWORKER_WORKER_ID="+id,
+		cmd.Env = stack.DaemonEnv(append(env, "TASKWORKER_WORKER_ID="+id,
 			"TASKWORKER_AGENT_COMMAND="+cfg.AgentCommand, "TASKWORKER_REPO_URL_TEMPLATE="+cfg.RepoURLTemplate,
 			"TASKWORKER_WORKSPACE_DIR="+filepath.Join(own.Dir, id, "ws"), "TASKWORKER_CACHE_DIR="+filepath.Join(own.Dir, id, "cache"),
-			"TASKWORKER_HEARTBEAT_TIMEOUT="+heartbeatTimeout, "TASKWORKER_HTTP_ADDR=", "TASKWORKER_LOG_LEVEL=error")
+			"TASKWORKER_HEARTBEAT_TIMEOUT="+heartbeatTimeout, "TASKWORKER_HTTP_ADDR=", "TASKWORKER_LOG_LEVEL=error")...)
 		require.NoError(t, cmd.Start())
-		daemons[cmd.Process.Pid] = partitionedDaemon{cmd: cmd, link: link}
+		daemons[cmd.Process.Pid] = daemon{cmd: cmd, link: link}
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	}
 	return daemons
 }
 
+// startMarkedRun creates a task for the test agent, whose marks folder is
+// its description, and runs it: the task and its run's ID.
+func startMarkedRun(t *testing.T, api *tasksapi.Client, title, marks string) (tasksapi.Task, string) {
+	t.Helper()
+	ctx := context.Background()
+	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: title, Description: marks, Repository: repo})
+	require.NoError(t, err)
+	kicked, err := api.RunTask(ctx, task.ID)
+	require.NoError(t, err)
+	return task, kicked.LatestRun.ID
+}
+
+// waitCompleted waits for the run to end, and requires that it completed.
+func waitCompleted(t *testing.T, api *tasksapi.Client, taskID, runID string) tasksapi.TaskRun {
+	t.Helper()
+	var run tasksapi.TaskRun
+	require.Eventually(t, func() bool {
+		var err error
+		run, err = api.GetRun(context.Background(), taskID, runID)
+		require.NoError(t, err)
+		return run.Status.Terminal()
+	}, 2*time.Minute, 100*time.Millisecond)
+	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
+	return run
+}
+
+// logText is the run's log, its entries as they are, one after another.
+func logText(t *testing.T, api *tasksapi.Client, taskID, runID string) string {
+	t.Helper()
+	raw, err := api.Logs(context.Background(), taskID, runID)
+	require.NoError(t, err)
+	var all strings.Builder
+	for _, r := range raw {
+		all.Write(r)
+	}
+	return all.String()
+}
+
 // holderOf is the daemon that runs the agent whose PID is in file, once the
-// agent has written it.
-func holderOf(t *testing.T, daemons map[int]partitionedDaemon, file string) (partitionedDaemon, int) {
+// agent has written it, and that PID.
+func holderOf(t *testing.T, daemons map[int]daemon, file string) (daemon, int) {
 	var agent int
 	require.Eventually(t, func() bool {
 		data, err := os.ReadFile(file)
@@ -142,11 +136,11 @@ func holderOf(t *testing.T, daemons map[int]partitionedDaemon, file string) (par
 			return d, agent
 		}
 		var err error
-		holder, err = process.Parent(holder)
+		holder, err = proctest.Parent(holder)
 		require.NoError(t, err)
 	}
 	t.Fatalf("no daemon runs agent %d", agent)
-	return partitionedDaemon{}, 0
+	return daemon{}, 0
 }
 
 // TestAWorkerCutOffFromTemporalStopsItsAgent cuts the network between the
@@ -159,30 +153,21 @@ func TestAWorkerCutOffFromTemporalStopsItsAgent(t *testing.T) {
 	own := newOwnStack(t, devstack.Options{NoWorker: true})
 	stack, api := own.start(t)
 	defer stack.Stop()
-	daemons := startPartitionedDaemons(t, own, stack, "3s")
+	daemons := startDaemons(t, own, stack, "3s", true)
 
 	ctx := context.Background()
 	marks := agenttest.SharedDir(t)
-	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "cut off", Description: marks, Repository: repo})
-	require.NoError(t, err)
-	kicked, err := api.RunTask(ctx, task.ID)
-	require.NoError(t, err)
+	task, runID := startMarkedRun(t, api, "cut off", marks)
 	cutOff, first := holderOf(t, daemons, filepath.Join(marks, "first"))
 	cutOff.link.Cut()
 
 	// The heartbeat timeout (3 s) and the agent's stop, with room for a
 	// loaded machine.
-	require.Eventually(t, func() bool { return !process.Alive(first) }, 15*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return !proctest.Alive(first) }, 15*time.Second, 20*time.Millisecond,
 		"the cut-off worker stops its agent")
-	require.True(t, process.Alive(cutOff.cmd.Process.Pid), "the cut-off worker is alive: only its network is gone")
+	require.True(t, proctest.Alive(cutOff.cmd.Process.Pid), "the cut-off worker is alive: only its network is gone")
 
-	var run tasksapi.TaskRun
-	require.Eventually(t, func() bool {
-		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
-		require.NoError(t, err)
-		return run.Status.Terminal()
-	}, 2*time.Minute, 100*time.Millisecond)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
+	run := waitCompleted(t, api, task.ID, runID)
 	require.EqualValues(t, 2, run.State["host_attempt"], "the second attempt recorded itself: %v", run.State)
 
 	raw, err := api.Logs(ctx, task.ID, run.ID)
@@ -227,15 +212,12 @@ func TestAWorkerBrieflyCutOffFromTemporalKeepsItsAgent(t *testing.T) {
 	own := newOwnStack(t, devstack.Options{NoWorker: true})
 	stack, api := own.start(t)
 	defer stack.Stop()
-	daemons := startPartitionedDaemons(t, own, stack, "10s")
+	daemons := startDaemons(t, own, stack, "10s", true)
 
 	ctx := context.Background()
 	marks := agenttest.SharedDir(t)
-	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "wait to be told", Description: marks, Repository: repo})
-	require.NoError(t, err)
-	kicked, err := api.RunTask(ctx, task.ID)
-	require.NoError(t, err)
-	workflowID := kickoff.WorkflowID(task.ID, kicked.LatestRun.ID)
+	task, runID := startMarkedRun(t, api, "wait to be told", marks)
+	workflowID := kickoff.WorkflowID(task.ID, runID)
 	cutOff, agent := holderOf(t, daemons, filepath.Join(marks, "pid"))
 
 	lastHeartbeat := func() time.Time {
@@ -259,24 +241,13 @@ func TestAWorkerBrieflyCutOffFromTemporalKeepsItsAgent(t *testing.T) {
 	cutOff.link.Heal()
 	require.Eventually(t, func() bool { return lastHeartbeat().After(lost) }, 30*time.Second, 50*time.Millisecond,
 		"the heartbeats get through again")
-	require.True(t, process.Alive(agent), "the agent works on through a partition shorter than the heartbeat timeout")
+	require.True(t, proctest.Alive(agent), "the agent works on through a partition shorter than the heartbeat timeout")
 
 	require.NoError(t, os.WriteFile(filepath.Join(marks, "go"), nil, 0o644))
-	var run tasksapi.TaskRun
-	require.Eventually(t, func() bool {
-		run, err = api.GetRun(ctx, task.ID, kicked.LatestRun.ID)
-		require.NoError(t, err)
-		return run.Status.Terminal()
-	}, 2*time.Minute, 100*time.Millisecond)
-	require.Equal(t, tasksapi.StatusCompleted, run.Status, "error: %v", deref(run.ErrorMessage))
+	run := waitCompleted(t, api, task.ID, runID)
 	require.EqualValues(t, 1, run.State["host_attempt"], "on its first attempt: %v", run.State)
-	raw, err := api.Logs(ctx, task.ID, run.ID)
-	require.NoError(t, err)
-	var all strings.Builder
-	for _, r := range raw {
-		all.Write(r)
-	}
-	require.Contains(t, all.String(), "told to finish")
-	require.NotContains(t, all.String(), "agent stopped")
-	require.NotContains(t, all.String(), "starting over on another worker")
+	all := logText(t, api, task.ID, run.ID)
+	require.Contains(t, all, "told to finish")
+	require.NotContains(t, all, "agent stopped")
+	require.NotContains(t, all, "starting over on another worker")
 }

@@ -15,8 +15,8 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // heldPush is a pre-receive hook that holds every push until the test
@@ -78,7 +78,7 @@ func TestACancelDuringThePushWaitsForPublishToStop(t *testing.T) {
 	require.NotZero(t, push, "the worker's git push is among the hook's ancestors: %s", pushers)
 
 	require.NoError(t, h.Stack.Client.CancelWorkflow(ctx, workflowID, ""))
-	require.Eventually(t, func() bool { return !process.Alive(push) }, 30*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return !proctest.Alive(push) }, 30*time.Second, 20*time.Millisecond,
 		"the cancel reaches Publish, which kills its push")
 
 	// Publish has not returned: its git still waits for the remote's hook.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/taskworker/taskworker/internal/dispatch"
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // A run whose workflow is terminated in Temporal, so that nothing will ever
@@ -43,7 +43,7 @@ func TestATerminatedWorkflowsRunIsEndedFailedByTheWorkersReaper(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{*run.ErrorMessage}, said, "the log says it too")
-	require.Eventually(t, func() bool { return !process.Alive(pids[0]) && !process.Alive(pids[1]) }, 30*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return !proctest.Alive(pids[0]) && !proctest.Alive(pids[1]) }, 30*time.Second, 50*time.Millisecond,
 		"the agent of a terminated workflow is stopped")
 }
 

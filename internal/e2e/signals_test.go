@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // apiPost posts a JSON body to a run's path under the local Tasks API, as
@@ -40,7 +40,7 @@ func requireGone(t *testing.T, pids []int, within time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, pid := range pids {
-			if process.Alive(pid) {
+			if proctest.Alive(pid) {
 				return false
 			}
 		}

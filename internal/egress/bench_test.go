@@ -5,11 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
 	"testing"
-	"time"
 
 	"github.com/taskworker/taskworker/internal/egress"
+	"github.com/taskworker/taskworker/internal/testkit/benchtest"
 )
 
 // BenchmarkRequest is a small GET straight to a server, through the
@@ -52,20 +51,14 @@ func BenchmarkRequest(b *testing.B) {
 		{"https-new-connection/direct", directTLS, tlsOrigin.URL}, {"https-new-connection/tunnel", tunnelled, tlsOrigin.URL},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			took := make([]time.Duration, 0, b.N)
-			for i := 0; i < b.N; i++ {
-				began := time.Now()
+			benchtest.Latency(b, func() {
 				res, err := c.client.Get(c.url)
 				if err != nil {
 					b.Fatal(err)
 				}
 				_, _ = io.Copy(io.Discard, res.Body)
 				res.Body.Close()
-				took = append(took, time.Since(began))
-			}
-			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+			})
 		})
 	}
 }

@@ -92,6 +92,20 @@ func seedOrigin(t *testing.T, dir string) (origin string, run func(dir string, a
 	return origin, run
 }
 
+// seededCache is a folder holding a seeded origin (see seedOrigin) and a
+// cache in front of it, for workspaces to be checked out into.
+func seededCache(t *testing.T) (dir, origin string, run func(dir string, args ...string) string, cache *Cache) {
+	dir = t.TempDir()
+	origin, run = seedOrigin(t, dir)
+	return dir, origin, run, &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+}
+
+// checkoutIn checks acme/app out of origin from base into the workspace
+// name under dir, its git folder beside it.
+func checkoutIn(ctx context.Context, cache *Cache, origin, dir, name, base string) (Checkout, error) {
+	return cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, name), filepath.Join(dir, name+".git"), base)
+}
+
 func TestCommitPushAndDiffStat(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -99,7 +113,7 @@ func TestCommitPushAndDiffStat(t *testing.T) {
 
 	g := &Git{}
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: g}
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "work"), filepath.Join(dir, "work.git"), "")
+	co, err := checkoutIn(ctx, cache, origin, dir, "work", "")
 	require.NoError(t, err)
 	require.False(t, co.Hit)
 	repo := co.Repo
@@ -161,10 +175,8 @@ func TestCommitPushAndDiffStat(t *testing.T) {
 
 func TestWarmCheckoutFetchesAndIsIndependentOfTheCache(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, run := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1.git"), "")
+	dir, origin, run, cache := seededCache(t)
+	_, err := checkoutIn(ctx, cache, origin, dir, "w1", "")
 	require.NoError(t, err)
 
 	// Upstream moves on.
@@ -176,7 +188,7 @@ func TestWarmCheckoutFetchesAndIsIndependentOfTheCache(t *testing.T) {
 	run(up, "push", "--quiet", "origin", "main")
 	tip := run(up, "rev-parse", "HEAD")
 
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2.git"), "")
+	co, err := checkoutIn(ctx, cache, origin, dir, "w2", "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	head, err := co.Repo.Head(ctx)
@@ -215,12 +227,12 @@ func TestACorruptMirrorNeverFailsTheCheckout(t *testing.T) {
 			// damaging the mirror's files leaves the origin whole (as a real remote is).
 			origin = "file://" + origin
 			cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-			_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1.git"), "")
+			_, err := checkoutIn(ctx, cache, origin, dir, "w1", "")
 			require.NoError(t, err)
 
 			breakIt(filepath.Join(dir, "cache", "acme", "app.git"))
 
-			co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2.git"), "")
+			co, err := checkoutIn(ctx, cache, origin, dir, "w2", "")
 			require.NoError(t, err, "a broken cache never fails the run")
 			out, err := exec.Command("git", "-C", co.Repo.Dir, "show", "HEAD:a.txt").CombinedOutput()
 			require.NoError(t, err, string(out))
@@ -234,9 +246,7 @@ func TestACorruptMirrorNeverFailsTheCheckout(t *testing.T) {
 
 func TestEvictionRemovesTheLeastRecentlyUsedMirror(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, _ := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	dir, origin, _, cache := seededCache(t)
 	for _, name := range []string{"acme/one", "acme/two"} {
 		_, err := cache.Checkout(ctx, name, origin, filepath.Join(dir, "w-"+filepath.Base(name)), filepath.Join(dir, "w-"+filepath.Base(name)+".git"), "")
 		require.NoError(t, err)
@@ -254,16 +264,14 @@ func TestEvictionRemovesTheLeastRecentlyUsedMirror(t *testing.T) {
 
 func TestConcurrentCheckoutsOfOneRepositoryTakeTurns(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, _ := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	dir, origin, _, cache := seededCache(t)
 	var wg sync.WaitGroup
 	errs := make([]error, 6)
 	for i := range errs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, fmt.Sprintf("w%d", i)), filepath.Join(dir, fmt.Sprintf("w%d.git", i)), "")
+			_, errs[i] = checkoutIn(ctx, cache, origin, dir, fmt.Sprintf("w%d", i), "")
 		}()
 	}
 	wg.Wait()
@@ -302,15 +310,13 @@ func checkedOut(t *testing.T, co Checkout) (branch, head string) {
 
 func TestTheMirrorFollowsTheRemotesDefaultBranch(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, run := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
+	dir, origin, run, cache := seededCache(t)
+	_, err := checkoutIn(ctx, cache, origin, dir, "w1", "")
 	require.NoError(t, err)
 
 	// Renamed, as GitHub's settings do it: the old name is gone.
 	run(origin, "branch", "-m", "main", "trunk")
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
+	co, err := checkoutIn(ctx, cache, origin, dir, "w2", "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	require.False(t, co.Rebuilt, "following the remote needs no rebuild")
@@ -322,7 +328,7 @@ func TestTheMirrorFollowsTheRemotesDefaultBranch(t *testing.T) {
 	// Another branch made the default, the old one kept.
 	release := pushHistory(t, origin, "release", "release.txt")
 	run(origin, "symbolic-ref", "HEAD", "refs/heads/release")
-	co, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), filepath.Join(dir, "w3"+".git"), "")
+	co, err = checkoutIn(ctx, cache, origin, dir, "w3", "")
 	require.NoError(t, err)
 	branch, head = checkedOut(t, co)
 	require.Equal(t, "release", branch)
@@ -337,7 +343,7 @@ func TestADefaultBranchPushedAfterTheFirstCloneIsFollowed(t *testing.T) {
 	require.NoError(t, err, string(out))
 	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
 
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
+	_, err = checkoutIn(ctx, cache, origin, dir, "w1", "")
 	var unborn *UnbornHeadError
 	require.ErrorAs(t, err, &unborn, "an empty repository has nothing to start from: %v", err)
 	require.True(t, unborn.NoBranches, "%+v", unborn)
@@ -345,7 +351,7 @@ func TestADefaultBranchPushedAfterTheFirstCloneIsFollowed(t *testing.T) {
 	// The first push names the default branch, as on GitHub.
 	tip := pushHistory(t, origin, "master", "a.txt")
 	require.NoError(t, exec.Command("git", "--git-dir", origin, "symbolic-ref", "HEAD", "refs/heads/master").Run())
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
+	co, err := checkoutIn(ctx, cache, origin, dir, "w2", "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	branch, head := checkedOut(t, co)
@@ -355,22 +361,20 @@ func TestADefaultBranchPushedAfterTheFirstCloneIsFollowed(t *testing.T) {
 
 func TestARepositoryEmptiedAndPushedAgain(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, run := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
+	dir, origin, run, cache := seededCache(t)
+	_, err := checkoutIn(ctx, cache, origin, dir, "w1", "")
 	require.NoError(t, err)
 
 	require.NoError(t, os.RemoveAll(origin))
 	run(dir, "init", "--quiet", "--bare", "--initial-branch=trunk", origin)
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
+	_, err = checkoutIn(ctx, cache, origin, dir, "w2", "")
 	var unborn *UnbornHeadError
 	require.ErrorAs(t, err, &unborn, "the mirror's old commits are not the repository's: %v", err)
 	require.True(t, unborn.NoBranches, "%+v", unborn)
 	require.Contains(t, err.Error(), "no branches")
 
 	tip := pushHistory(t, origin, "trunk", "fresh.txt")
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), filepath.Join(dir, "w3"+".git"), "")
+	co, err := checkoutIn(ctx, cache, origin, dir, "w3", "")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	branch, head := checkedOut(t, co)
@@ -381,15 +385,13 @@ func TestARepositoryEmptiedAndPushedAgain(t *testing.T) {
 
 func TestAForcePushedBaseBranchStartsFromItsNewTip(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, run := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "main")
+	dir, origin, run, cache := seededCache(t)
+	_, err := checkoutIn(ctx, cache, origin, dir, "w1", "main")
 	require.NoError(t, err)
 	old := run(origin, "rev-parse", "main")
 
 	tip := pushHistory(t, origin, "main", "rewritten.txt")
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "main")
+	co, err := checkoutIn(ctx, cache, origin, dir, "w2", "main")
 	require.NoError(t, err)
 	require.True(t, co.Hit)
 	require.False(t, co.Rebuilt, "a forced update is fetched, not a reason to rebuild")
@@ -400,10 +402,8 @@ func TestAForcePushedBaseBranchStartsFromItsNewTip(t *testing.T) {
 
 func TestABranchDeletedOnTheRemoteIsGoneFromTheMirror(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, run := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	co, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
+	dir, origin, run, cache := seededCache(t)
+	co, err := checkoutIn(ctx, cache, origin, dir, "w1", "")
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(co.Repo.Dir, "b.txt"), []byte("b\n"), 0o644))
 	_, err = co.Repo.CommitAll(ctx, "work", Author{Name: "Bot", Email: "bot@x"})
@@ -414,7 +414,7 @@ func TestABranchDeletedOnTheRemoteIsGoneFromTheMirror(t *testing.T) {
 	require.NotEmpty(t, sha)
 
 	run(origin, "branch", "-D", "posthog/task-1")
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
+	_, err = checkoutIn(ctx, cache, origin, dir, "w2", "")
 	require.NoError(t, err)
 	sha, err = cache.RemoteBranch(ctx, "acme/app", "posthog/task-1")
 	require.NoError(t, err)
@@ -433,10 +433,8 @@ func TestAnUnchangedRemoteIsAskedOnce(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(bin, "git"), []byte(wrapper), 0o755))
 
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, _ := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w1"), filepath.Join(dir, "w1"+".git"), "")
+	dir, origin, _, cache := seededCache(t)
+	_, err = checkoutIn(ctx, cache, origin, dir, "w1", "")
 	require.NoError(t, err)
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	remoteCommands := func() []string {
@@ -453,23 +451,21 @@ func TestAnUnchangedRemoteIsAskedOnce(t *testing.T) {
 		return out
 	}
 
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w2"), filepath.Join(dir, "w2"+".git"), "")
+	_, err = checkoutIn(ctx, cache, origin, dir, "w2", "")
 	require.NoError(t, err)
 	require.Equal(t, []string{"ls-remote"}, remoteCommands())
 
 	pushHistory(t, origin, "other", "other.txt")
-	_, err = cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, "w3"), filepath.Join(dir, "w3"+".git"), "")
+	_, err = checkoutIn(ctx, cache, origin, dir, "w3", "")
 	require.NoError(t, err)
 	require.Equal(t, []string{"ls-remote", "fetch"}, remoteCommands())
 }
 
 func TestAMissingBaseBranchIsNotAMissingRepository(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	origin, _ := seedOrigin(t, dir)
-	cache := &Cache{Dir: filepath.Join(dir, "cache"), Git: &Git{}}
+	dir, origin, _, cache := seededCache(t)
 	for _, name := range []string{"cold", "warm"} {
-		_, err := cache.Checkout(ctx, "acme/app", origin, filepath.Join(dir, name), filepath.Join(dir, name+".git"), "no-such-branch")
+		_, err := checkoutIn(ctx, cache, origin, dir, name, "no-such-branch")
 		var gitErr *Error
 		require.ErrorAs(t, err, &gitErr, name)
 		require.True(t, gitErr.RemoteBranchMissing(), "%s: %v", name, err)

@@ -126,6 +126,20 @@ func (r *untrustedRun) requireNothingRan() {
 
 // requireRealPatch checks the pushed branch and changes.patch against a
 // clean git's view of the origin.
+// publishPlanted publishes a run whose agent wrote files and planted plant,
+// and requires that nothing planted ran and the patch is the files' own:
+// that patch.
+func publishPlanted(t *testing.T, files map[string]string, plant func(r *untrustedRun)) []byte {
+	t.Helper()
+	r := newUntrustedRun(t)
+	r.agentWrites(files)
+	plant(r)
+	head, patch := r.publish("acme/app")
+	r.requireNothingRan()
+	r.requireRealPatch(head, patch, files)
+	return patch
+}
+
 func (r *untrustedRun) requireRealPatch(head string, patch []byte, files map[string]string) {
 	t := r.t
 	origin := strings.TrimPrefix(r.origin, "file://")
@@ -155,12 +169,7 @@ func TestAPlantedFilterNeverRuns(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := newUntrustedRun(t)
-			r.agentWrites(agentFiles)
-			plant(r)
-			head, patch := r.publish("acme/app")
-			r.requireNothingRan()
-			r.requireRealPatch(head, patch, agentFiles)
+			publishPlanted(t, agentFiles, plant)
 		})
 	}
 }
@@ -176,12 +185,7 @@ func TestAPlantedDiffProgramNeverRunsNorWritesThePatch(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := newUntrustedRun(t)
-			r.agentWrites(agentFiles)
-			plant(r)
-			head, patch := r.publish("acme/app")
-			r.requireNothingRan()
-			r.requireRealPatch(head, patch, agentFiles)
+			patch := publishPlanted(t, agentFiles, plant)
 			require.NotContains(t, string(patch), "planted")
 		})
 	}
@@ -208,13 +212,7 @@ func TestAPlantedSigningProgramFsmonitorOrHookNeverRuns(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := newUntrustedRun(t)
-			files := map[string]string{"a.txt": "one\n2\nthree\n", "b.txt": "new\n"}
-			r.agentWrites(files)
-			plant(r)
-			head, patch := r.publish("acme/app")
-			r.requireNothingRan()
-			r.requireRealPatch(head, patch, files)
+			publishPlanted(t, map[string]string{"a.txt": "one\n2\nthree\n", "b.txt": "new\n"}, plant)
 		})
 	}
 }

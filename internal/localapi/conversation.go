@@ -120,11 +120,7 @@ func (s *Server) cancelRun(r *http.Request) (int, any, error) {
 // send_followup_message(message, artifact_ids, message_id, actor_user_id,
 // message_context).
 func (s *Server) command(r *http.Request) (int, any, error) {
-	taskID, runID := r.PathValue("task"), r.PathValue("run")
-	if _, err := s.store.getRun(r.Context(), taskID, runID); err != nil {
-		return 0, nil, err
-	}
-	body, err := readObject(r)
+	taskID, runID, body, err := s.runObject(r)
 	if err != nil {
 		return 0, nil, err
 	}

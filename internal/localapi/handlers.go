@@ -172,11 +172,7 @@ func (s *Server) patchRun(r *http.Request) (int, any, error) {
 }
 
 func (s *Server) appendLog(r *http.Request) (int, any, error) {
-	taskID, runID := r.PathValue("task"), r.PathValue("run")
-	if _, err := s.store.getRun(r.Context(), taskID, runID); err != nil {
-		return 0, nil, err
-	}
-	body, err := readObject(r)
+	taskID, runID, body, err := s.runObject(r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -190,6 +186,17 @@ func (s *Server) appendLog(r *http.Request) (int, any, error) {
 	s.heartbeat(r.Context(), taskID, runID)
 	run, err := s.store.getRun(r.Context(), taskID, runID)
 	return http.StatusOK, s.decorateRun(r, run), err
+}
+
+// runObject is a request to a run that exists: the IDs in its path and its
+// JSON object body.
+func (s *Server) runObject(r *http.Request) (taskID, runID string, body map[string]json.RawMessage, err error) {
+	taskID, runID = r.PathValue("task"), r.PathValue("run")
+	if _, err := s.store.getRun(r.Context(), taskID, runID); err != nil {
+		return "", "", nil, err
+	}
+	body, err = readObject(r)
+	return taskID, runID, body, err
 }
 
 func parseEntries(body map[string]json.RawMessage) ([]json.RawMessage, error) {

@@ -396,38 +396,6 @@ func (t *lineTail) lines() []string {
 	return append(append([]string(nil), t.buf[t.next:]...), t.buf[:t.next]...)
 }
 
-// Alive reports whether pid is a running process; a zombie waiting for its
-// parent to reap it counts as gone.
-func Alive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	fields, err := stat(pid)
-	return err == nil && len(fields) > 0 && fields[0] != "Z"
-}
-
-// Parent is the parent of pid.
-func Parent(pid int) (int, error) {
-	fields, err := stat(pid)
-	if err != nil {
-		return 0, err
-	}
-	if len(fields) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat has no parent", pid)
-	}
-	return strconv.Atoi(fields[1])
-}
-
-// stat is /proc/pid/stat after the command name, which is in parentheses and
-// may hold spaces: state, parent, ...
-func stat(pid int) ([]string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	return strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:])), nil
-}
-
 // treeMarkerVar names the environment variable that marks a child's processes.
 const treeMarkerVar = "TASKWORKER_PROCESS_TREE"
 

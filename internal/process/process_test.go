@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 type collector struct {
@@ -104,7 +106,7 @@ func TestCancelStopsTheWholeGroup(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 	for _, pid := range pids {
-		require.Eventually(t, func() bool { return !Alive(pid) }, 5*time.Second, 10*time.Millisecond, "pid %d survived", pid)
+		require.Eventually(t, func() bool { return !proctest.Alive(pid) }, 5*time.Second, 10*time.Millisecond, "pid %d survived", pid)
 	}
 }
 
@@ -170,19 +172,11 @@ func TestATenMegabyteLineIsCutAtTheDefaultCap(t *testing.T) {
 	require.Equal(t, "after", c.lines[Stdout][1])
 }
 
-func TestParent(t *testing.T) {
-	parent, err := Parent(os.Getpid())
-	require.NoError(t, err)
-	require.Equal(t, os.Getppid(), parent)
-	_, err = Parent(1 << 30)
-	require.Error(t, err)
-}
-
 // A descendant that left the group for a session of its own is found and
 // killed once the child is gone, as agents start their tools that way.
 func TestADescendantInAnotherSessionDiesWithTheChild(t *testing.T) {
 	pid := escapedDescendant(t, "setsid sh -c")
-	require.Eventually(t, func() bool { return !Alive(pid) }, 10*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return !proctest.Alive(pid) }, 10*time.Second, 10*time.Millisecond,
 		"the descendant in its own session outlived the child")
 }
 
@@ -190,7 +184,7 @@ func TestADescendantInAnotherSessionDiesWithTheChild(t *testing.T) {
 // pipe, it must still not keep Run waiting once the child is gone.
 func TestADescendantHoldingThePipeDoesNotHangRun(t *testing.T) {
 	pid := escapedDescendant(t, "setsid env -i sh -c")
-	require.True(t, Alive(pid), "the escaped descendant still holds the pipe, and Run returned anyway")
+	require.True(t, proctest.Alive(pid), "the escaped descendant still holds the pipe, and Run returned anyway")
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 }
 

@@ -14,9 +14,9 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // messages are the console lines of a run's log, in order, each once.
@@ -88,7 +88,7 @@ func TestADrainThatRunsOutOfTimeStopsTheAgentWithGrace(t *testing.T) {
 	}
 	took := time.Since(signalled)
 	require.NoError(t, err, "the drained worker exits cleanly")
-	require.False(t, process.Alive(first), "the drained worker's agent is gone")
+	require.False(t, proctest.Alive(first), "the drained worker's agent is gone")
 
 	ended := waitEnd(t, task.ID, run.ID, 3*time.Minute)
 	o := check(t, task.ID, ended, marks, lines)

@@ -26,9 +26,9 @@ import (
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/localapi"
-	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 	"github.com/taskworker/taskworker/internal/testkit/stacktest"
 )
 
@@ -160,7 +160,7 @@ func (s *suite) holder(t *testing.T, pid int) *exec.Cmd {
 			return d
 		}
 		var err error
-		p, err = process.Parent(p)
+		p, err = proctest.Parent(p)
 		require.NoError(t, err)
 	}
 	t.Fatalf("no daemon runs agent %d", pid)
@@ -296,7 +296,7 @@ func check(t *testing.T, taskID string, run tasksapi.TaskRun, marks string, line
 	pid, err := os.ReadFile(filepath.Join(marks, "pid."+run.ID))
 	require.NoError(t, err)
 	n, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
-	if process.Alive(n) {
+	if proctest.Alive(n) {
 		o.agentsAlive++
 	}
 	return o
@@ -359,7 +359,7 @@ func TestAnOutageLongerThanTheHeartbeatTimeout(t *testing.T) {
 	began := time.Now()
 	pid := agentPID(t, marks, runID)
 	require.Eventually(t, func() bool {
-		if process.Alive(pid) {
+		if proctest.Alive(pid) {
 			return false
 		}
 		desc, err := s.stack.Client.DescribeWorkflowExecution(ctx, kickoff.WorkflowID(task.ID, runID), "")
@@ -394,7 +394,7 @@ func TestSIGKILLOfTheWorkerRunningAnAgent(t *testing.T) {
 	s.retire(t, victim, "worker-c")
 	run := waitEnd(t, task.ID, runID, 3*time.Minute)
 	o := check(t, task.ID, run, marks, lines)
-	require.Eventually(t, func() bool { return !process.Alive(first) }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return !proctest.Alive(first) }, 10*time.Second, 20*time.Millisecond,
 		"the dead worker's agent died with it")
 	raw, err := s.control.Logs(context.Background(), task.ID, runID)
 	require.NoError(t, err)
@@ -439,7 +439,7 @@ func TestCancelDuringTheAgent(t *testing.T) {
 	require.Equal(t, tasksapi.StatusCancelled, run.Status)
 	require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},
 		slices.Compact(statusHistory(t, runID)))
-	require.Eventually(t, func() bool { return !process.Alive(pid) }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return !proctest.Alive(pid) }, 10*time.Second, 20*time.Millisecond)
 	s.record(r)
 }
 
@@ -649,10 +649,10 @@ func TestBadInputsFailWithAMessageAndTheWorkerServesOn(t *testing.T) {
 
 func assertGone(pid int) bool {
 	deadline := time.Now().Add(10 * time.Second)
-	for process.Alive(pid) && time.Now().Before(deadline) {
+	for proctest.Alive(pid) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	return !process.Alive(pid)
+	return !proctest.Alive(pid)
 }
 
 // sampleArgv records the command lines of every process on the machine

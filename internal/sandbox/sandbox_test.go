@@ -17,6 +17,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/sandbox"
+	"github.com/taskworker/taskworker/internal/testkit/proctest"
 )
 
 // runIn runs a shell script as a run of sb, in a fresh workspace, and returns
@@ -154,7 +155,7 @@ func TestARunCantKillTheWorker(t *testing.T) {
 	for name, sb := range modes(t) {
 		t.Run(name, func(t *testing.T) {
 			out, _, _ := runIn(t, sb, `kill -9 $WORKER; echo survived`, "WORKER="+strconv.Itoa(os.Getpid()))
-			require.True(t, process.Alive(os.Getpid()), out)
+			require.True(t, proctest.Alive(os.Getpid()), out)
 		})
 	}
 }
@@ -203,7 +204,7 @@ func processesRunning(needle string) []int {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !process.Alive(pid) {
+		if err != nil || !proctest.Alive(pid) {
 			continue
 		}
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
