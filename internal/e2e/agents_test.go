@@ -537,7 +537,7 @@ func TestClaudeCodeRunsEndToEnd(t *testing.T) {
 		task, runID, pid := hangingRun(t)
 		code, body := post(t, stack, "/tasks/"+task.ID+"/runs/"+runID+"/cancel/", `{"reason":"stop now"}`)
 		require.Equal(t, http.StatusOK, code, body)
-		require.Eventually(t, func() bool { return !process.Alive(pid) && len(claudeProcesses(t)) == 0 },
+		require.Eventually(t, func() bool { return !proctest.Alive(pid) && len(claudeProcesses(t)) == 0 },
 			10*time.Second, 20*time.Millisecond, "Claude Code or its command outlived complete_task")
 		run := waitForStatus(t, task, runID, tasksapi.StatusCancelled)
 		require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCancelled},

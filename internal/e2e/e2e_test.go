@@ -56,6 +56,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	h = suite
+	h.GitHub.CI = ciOfCommit
 	code := m.Run()
 	stop()
 	os.Exit(code)
@@ -216,8 +217,10 @@ func TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts(t *testing.T) {
 		"_posthog/progress:agent:started", "_posthog/progress:agent:completed",
 		"_posthog/progress:publish:started", "_posthog/branch_created", "_posthog/progress:publish:completed",
 		"_posthog/progress:artifacts:started", "_posthog/progress:artifacts:completed",
+		"_posthog/progress:checks:started", "_posthog/progress:checks:completed",
 		"_posthog/task_complete",
 	}, methods(entries))
+	require.EqualValues(t, 1, run.Output["ci_rounds"], "its checks passed the first time")
 	lines := consoleLines(entries)
 	var stdout []string
 	for _, l := range lines {

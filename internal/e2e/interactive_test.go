@@ -124,6 +124,7 @@ func interactiveRuns(t *testing.T, stack *devstack.Stack, client *tasksapi.Clien
 		_, err = client.UpdateRun(ctx, task.ID, runID, tasksapi.RunUpdate{Status: tasksapi.StatusCompleted})
 		require.NoError(t, err)
 		require.NoError(t, stack.Client.GetWorkflow(ctx, kickoff.WorkflowID(task.ID, runID), "").Get(ctx, nil))
+		keepHistory(t, stack.Client, kickoff.WorkflowID(task.ID, runID), "interactive-two-turns")
 		require.Equal(t, []tasksapi.Status{tasksapi.StatusQueued, tasksapi.StatusInProgress, tasksapi.StatusCompleted},
 			statusHistoryOf(t, stack, runID), "one terminal status, the API's")
 		require.Eventually(t, func() bool {

@@ -76,6 +76,7 @@ func TestACancelFromTheAPIStopsTheAgentAndKeepsTheAPIsOneTerminalStatus(t *testi
 	// The reason is complete_task's second argument: the workflow read both.
 	require.Contains(t, lines, "warn: run ended from outside (cancelled): the user changed their mind; its steps were stopped")
 	require.NotContains(t, lines, "warn: run cancelled", "no terminal step of the worker's")
+	keepHistory(t, h.Stack.Client, kickoff.WorkflowID(task.ID, run.ID), "cancelled-by-complete-task")
 }
 
 func TestAFailedPatchFromOutsideEndsTheWorkflowWithoutASecondPatch(t *testing.T) {

@@ -25,6 +25,16 @@ commit*)
 	printf 'left for the worker\n' > WORKER.md
 	echo "committed one change, left one"
 	;;
+ci*)
+	# The stand-in's CI fails a commit whose ci.txt says broken. "ci fix"
+	# fixes it once told what failed; "ci never" never does.
+	if [ "$TASK_DESCRIPTION" = fix ] && printf '%s' "$prompt" | grep -q "Failing checks: test"; then
+		echo "told: $(printf '%s' "$prompt" | grep 'must say fixed' | head -n 1 | sed 's/^ *//')"
+		echo fixed > ci.txt
+	else
+		echo broken > ci.txt
+	fi
+	;;
 slow*)
 	echo "working slowly"
 	sleep 2
