@@ -113,6 +113,10 @@ func (s *Server) listTasks(r *http.Request) (int, any, error) {
 
 func (s *Server) runTask(r *http.Request) (int, any, error) {
 	taskID := r.PathValue("task")
+	// As PostHog's view: the task is looked up before the body is read.
+	if _, err := s.store.getTask(r.Context(), taskID); err != nil {
+		return 0, nil, err
+	}
 	req, err := readRunRequest(r)
 	if err != nil {
 		return 0, nil, err

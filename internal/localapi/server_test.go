@@ -450,6 +450,8 @@ func TestRunRequestValidation(t *testing.T) {
 		}
 		require.Equal(t, tc.detail, body["detail"], tc.body)
 	}
+	code, body := c.do("POST", "/tasks/00000000-0000-4000-8000-000000000000/run/", `{"mode":"sometimes"}`)
+	require.Equal(t, 404, code, "an unknown task is not found before its body is read: %v", body)
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	require.Empty(t, rec.starts, "a refused request starts nothing")
