@@ -137,7 +137,7 @@ func TestDashboardStartsAnInteractiveRunSendsItAMessageAndStopsIt(t *testing.T) 
 	require.NoError(t, err)
 	require.False(t, errorShown, "the command was accepted: the API answered 200, queued for the workflow")
 	// A user's message in the log, as an interactive run writes it.
-	userEntry := `{"type":"notification","timestamp":"2026-01-01T00:00:00Z","notification":{"jsonrpc":"2.0","method":"session/update",` +
+	userEntry := `{"type":"notification","timestamp":"2026-01-01T00:00:00Z","event_id":"dashboard-user-message","notification":{"jsonrpc":"2.0","method":"session/update",` +
 		`"params":{"update":{"sessionUpdate":"user_message_chunk","content":{"type":"text","text":"<b>from the user</b>"}}}}}`
 	require.NoError(t, h.API.AppendLog(context.Background(), task.ID, run.ID, []json.RawMessage{json.RawMessage(userEntry)}))
 	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(`//ol[@id="log"]//span[contains(@class, "user")][contains(., "<b>from the user</b>")]`)))
