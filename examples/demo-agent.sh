@@ -6,6 +6,23 @@
 set -eu
 
 prompt=$(cat)
+
+# An interactive run's later turns bring a follow-up message (TASK_TURN 2, 3,
+# …, the message on stdin and in TASK_PROMPT): do what it asks in README.md
+# and note it in CHANGES.md, so each turn leaves a change of its own.
+turn=${TASK_TURN:-1}
+if [ "$turn" -gt 1 ]; then
+	request=$(printf '%s\n' "$prompt" | head -n 1)
+	echo "Turn $turn: reading the follow-up: $request"
+	echo '{"type":"message","text":"I will do what the follow-up asks in README.md and record it in CHANGES.md."}'
+	echo '{"type":"tool_call","id":"edit-readme-'"$turn"'","title":"Edit README.md","kind":"edit","input":{"path":"README.md"}}'
+	printf '\n%s (turn %s of the demo agent)\n' "$request" "$turn" >> README.md
+	echo '{"type":"tool_result","id":"edit-readme-'"$turn"'","status":"completed","output":"answered the follow-up"}'
+	printf -- '- Follow-up, turn %s: %s (run %s)\n' "$turn" "$request" "$RUN_ID" >> CHANGES.md
+	echo '{"type":"output","summary":"Answered the follow-up in README.md and recorded it in CHANGES.md."}'
+	exit 0
+fi
+
 title=$(printf '%s\n' "$prompt" | head -n 1)
 
 echo "Reading the task: $title"

@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
@@ -35,6 +36,7 @@ func seedDemo(ctx context.Context, dir string) (string, error) {
 func demo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "", "folder for the demo's state (default: a new temporary folder)")
+	interactive := fs.Bool("interactive", false, "run the task in interactive mode: a first turn, a follow-up message, a second turn, then end the run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,14 +75,24 @@ func demo(ctx context.Context, args []string) error {
 		return fmt.Errorf("create the task: %w", err)
 	}
 	fmt.Printf("Task %s (%s): %s\n", task.Slug, task.ID, task.Title)
-	kicked, err := api.RunTask(ctx, task.ID)
+	var kicked tasksapi.Task
+	if *interactive {
+		kicked, err = api.RunTaskWith(ctx, task.ID, tasksapi.RunTaskRequest{Mode: tasksapi.ModeInteractive})
+	} else {
+		kicked, err = api.RunTask(ctx, task.ID)
+	}
 	if err != nil {
 		return fmt.Errorf("run the task: %w", err)
 	}
 	run := *kicked.LatestRun
 	fmt.Printf("Run %s kicked off (workflow %s)\n\n", run.ID, kickoff.WorkflowID(task.ID, run.ID))
 
-	run, err = follow(ctx, api, task.ID, run.ID)
+	f := &follower{api: api, taskID: task.ID, runID: run.ID}
+	if *interactive {
+		run, err = converse(ctx, stack, f)
+	} else {
+		run, err = f.until(ctx, "the run to end", nil)
+	}
 	if err != nil {
 		return err
 	}
@@ -91,28 +103,49 @@ func demo(ctx context.Context, args []string) error {
 	return nil
 }
 
-// follow prints the run's new log entries until the run has ended and its log is complete.
-func follow(ctx context.Context, api *tasksapi.Client, taskID, runID string) (tasksapi.TaskRun, error) {
-	printed := 0
-	deadline := time.Now().Add(10 * time.Minute)
+// demoFollowUp is the message the interactive demo sends after the first turn.
+const demoFollowUp = "Also say goodbye at the end of the README"
+
+// waitingNote is in the console entry an interactive run writes when its
+// agent's turn is over and it waits for the next message.
+const waitingNote = "waiting for a follow-up"
+
+// followTimeout bounds each wait of the demo for the run.
+const followTimeout = 10 * time.Minute
+
+// follower prints a run's log as it streams.
+type follower struct {
+	api           *tasksapi.Client
+	taskID, runID string
+	printed       int
+}
+
+// until prints the run's new log entries until done says so; a nil done
+// waits for the run's end, and a run that ends before done is an error.
+func (f *follower) until(ctx context.Context, what string, done func(tasksapi.TaskRun, []json.RawMessage) bool) (tasksapi.TaskRun, error) {
+	deadline := time.Now().Add(followTimeout)
 	for {
-		run, err := api.GetRun(ctx, taskID, runID)
+		run, err := f.api.GetRun(ctx, f.taskID, f.runID)
 		if err != nil {
-			return run, err
+			return run, fmt.Errorf("read the run: %w", err)
 		}
-		entries, err := api.Logs(ctx, taskID, runID)
+		entries, err := f.api.Logs(ctx, f.taskID, f.runID)
 		if err != nil {
-			return run, err
+			return run, fmt.Errorf("read the run's log: %w", err)
 		}
-		for _, e := range entries[printed:] {
+		for _, e := range entries[min(f.printed, len(entries)):] {
 			fmt.Println("  " + devstack.RenderEntry(e))
 		}
-		printed = len(entries)
-		if run.Status.Terminal() {
+		f.printed = max(f.printed, len(entries))
+		switch {
+		case done != nil && done(run, entries):
 			return run, nil
-		}
-		if time.Now().After(deadline) {
-			return run, errors.New("the run did not end within 10 minutes")
+		case run.Status.Terminal() && done == nil:
+			return run, nil
+		case run.Status.Terminal():
+			return run, fmt.Errorf("the run ended %s before %s", run.Status, what)
+		case time.Now().After(deadline):
+			return run, fmt.Errorf("waited %s for %s", followTimeout, what)
 		}
 		select {
 		case <-ctx.Done():
@@ -120,6 +153,62 @@ func follow(ctx context.Context, api *tasksapi.Client, taskID, runID string) (ta
 		case <-time.After(150 * time.Millisecond):
 		}
 	}
+}
+
+// turnsWaiting is how many times the run has said its agent's turn is over
+// and it waits for a message.
+func turnsWaiting(entries []json.RawMessage) int {
+	n := 0
+	for _, raw := range entries {
+		var e struct {
+			Notification struct {
+				Method string `json:"method"`
+				Params struct {
+					Message string `json:"message"`
+				} `json:"params"`
+			} `json:"notification"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Notification.Method == "_posthog/console" && strings.Contains(e.Notification.Params.Message, waitingNote) {
+			n++
+		}
+	}
+	return n
+}
+
+// converse drives an interactive run through two turns: the task, then a
+// follow-up; then it ends the run as a user would, with a PATCH to
+// completed, and waits for the workflow to close.
+func converse(ctx context.Context, stack *devstack.Stack, f *follower) (tasksapi.TaskRun, error) {
+	waited := func(n int) func(tasksapi.TaskRun, []json.RawMessage) bool {
+		return func(_ tasksapi.TaskRun, entries []json.RawMessage) bool { return turnsWaiting(entries) >= n }
+	}
+	run, err := f.until(ctx, "the first turn to end", waited(1))
+	if err != nil && run.Status.Terminal() {
+		return run, fmt.Errorf("%w: its workflow ran it as a background run, one turn and done; this build's process-task does not keep interactive runs open", err)
+	}
+	if err != nil {
+		return run, err
+	}
+	fmt.Printf("\nThe first turn is over and the run waits (%s). Sending a follow-up:\n  > %s\n\n", run.Status, demoFollowUp)
+	if err := f.api.SendUserMessage(ctx, f.taskID, f.runID, demoFollowUp, uuid.NewString()); err != nil {
+		return run, fmt.Errorf("send the follow-up: %w", err)
+	}
+	if run, err = f.until(ctx, "the second turn to end", waited(2)); err != nil {
+		return run, err
+	}
+	fmt.Printf("\nThe second turn is over. Ending the run: PATCH status completed\n\n")
+	if _, err := f.api.UpdateRun(ctx, f.taskID, f.runID, tasksapi.RunUpdate{Status: tasksapi.StatusCompleted}); err != nil {
+		return run, fmt.Errorf("end the run: %w", err)
+	}
+	// The PATCH makes the run completed at once; the workflow ends on the
+	// complete_task it brings, and its last log entries come after.
+	wctx, cancel := context.WithTimeout(ctx, followTimeout)
+	defer cancel()
+	id := kickoff.WorkflowID(f.taskID, f.runID)
+	if err := stack.Client.GetWorkflow(wctx, id, "").Get(wctx, nil); err != nil {
+		return run, fmt.Errorf("workflow %s after the run was ended: %w", id, err)
+	}
+	return f.until(ctx, "the run to end", nil)
 }
 
 func printSummary(stack *devstack.Stack, run tasksapi.TaskRun, bare, dir string) {

@@ -62,3 +62,34 @@ func captureStdout(t *testing.T, fn func() error) string {
 	require.NoError(t, runErr, buf.String())
 	return strings.TrimSpace(buf.String())
 }
+
+// TestInteractiveDemo runs `devstack demo -interactive`: two turns of the
+// demo agent on one run, the second answering the follow-up, then the run
+// ended by a PATCH. It needs the workflow's interactive mode; until that is
+// merged it runs only with TASKWORKER_TEST_INTERACTIVE_DEMO set.
+func TestInteractiveDemo(t *testing.T) {
+	if os.Getenv("TASKWORKER_TEST_INTERACTIVE_DEMO") == "" {
+		t.Skip("needs interactive workflow: set TASKWORKER_TEST_INTERACTIVE_DEMO=1 once process-task answers follow-ups")
+	}
+	dir := t.TempDir()
+	out := captureStdout(t, func() error {
+		return demo(context.Background(), []string{"-data-dir", dir, "-interactive"})
+	})
+	require.GreaterOrEqual(t, strings.Count(out, waitingNote), 2, "each turn ends waiting for a follow-up:\n%s", out)
+	first, followUp, second := strings.Index(out, "Reading the task:"), strings.Index(out, "you   "+demoFollowUp),
+		strings.Index(out, "Turn 2: reading the follow-up: "+demoFollowUp)
+	require.True(t, first >= 0 && followUp > first && second > followUp,
+		"the first turn, the user's message, then the second turn, in order:\n%s", out)
+	require.Contains(t, out, "Run COMPLETED")
+
+	bare := filepath.Join(dir, "git", "demo", "hello.git")
+	git := func(args ...string) string {
+		out, err := exec.Command("git", append([]string{"--git-dir", bare}, args...)...).CombinedOutput()
+		require.NoError(t, err, string(out))
+		return strings.TrimSpace(string(out))
+	}
+	readme := git("show", "posthog/task-TSK-1:README.md")
+	require.Contains(t, readme, "## Add a greeting section to the README", "turn 1's change")
+	require.Contains(t, readme, demoFollowUp+" (turn 2 of the demo agent)", "turn 2's change")
+	require.Equal(t, "2", git("rev-list", "--count", "main..posthog/task-TSK-1"), "a commit for each turn")
+}

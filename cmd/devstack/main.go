@@ -20,8 +20,11 @@ const usage = `devstack runs taskworker's local stack: an embedded Temporal serv
 a local Tasks API and an in-process worker.
 
 Usage:
-  devstack demo [-data-dir DIR]   make a local git repository, create a task, run it with the
-                                  bundled example agent and print its log live
+  devstack demo [-data-dir DIR] [-interactive]
+                                  make a local git repository, create a task, run it with the
+                                  bundled example agent and print its log live; -interactive
+                                  runs it in interactive mode: a first turn, a follow-up message,
+                                  a second turn, then a PATCH that ends the run
   devstack up [-data-dir DIR] [-no-seed]
                                   serve the stack until Ctrl-C; state survives restarts; makes the
                                   demo repository demo/hello (as demo does) unless -no-seed

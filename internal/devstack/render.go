@@ -56,6 +56,8 @@ func renderUpdate(p map[string]any) string {
 	switch str("sessionUpdate") {
 	case "agent_message":
 		return "agent " + contentText(update)
+	case "user_message_chunk":
+		return "you   " + contentText(update)
 	case "agent_thought_chunk":
 		return "think " + contentText(update)
 	case "tool_call":

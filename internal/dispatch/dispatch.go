@@ -231,7 +231,7 @@ func (d *Dispatcher) dispatchTask(ctx context.Context, task tasksapi.Task, stats
 func (d *Dispatcher) dispatchRun(ctx context.Context, taskID, runID string, stats *Stats) (step string, err error) {
 	id := kickoff.WorkflowID(taskID, runID)
 	err = kickoff.Starter{Temporal: d.Temporal, TaskQueue: d.Config.TaskQueue, ExecutionTimeout: d.Config.ExecutionTimeout, Once: true}.
-		StartRun(ctx, taskID, runID)
+		StartRun(ctx, taskID, runID, kickoff.RunOptions{})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
 	case err == nil:

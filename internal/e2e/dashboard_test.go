@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,15 +14,16 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/testkit/agenttest"
 	"github.com/taskworker/taskworker/internal/testkit/testtool"
 )
 
-// TestDashboardCreatesRunsAndFollowsATask drives the local stack's page in
-// a real headless Chromium: create a task, run it, watch its log and final
-// status appear. Text from tasks and agents must show as text, never markup.
-func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
+// newBrowser starts a headless Chromium for the test, its tabs' context
+// bounded to two minutes.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
 	browser := testtool.Chromium.Path(t)
-
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900),
@@ -28,11 +31,19 @@ func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-quic", true),
 		chromedp.Flag("no-first-run", true), chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
+	t.Cleanup(cancelAlloc)
 	ctx, cancelCtx := chromedp.NewContext(alloc)
-	defer cancelCtx()
+	t.Cleanup(cancelCtx)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestDashboardCreatesRunsAndFollowsATask drives the local stack's page in
+// a real headless Chromium: create a task, run it, watch its log and final
+// status appear. Text from tasks and agents must show as text, never markup.
+func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
+	ctx := newBrowser(t)
 
 	title := `change the README from the dashboard <b>bold</b>`
 	row := `//tr[contains(., "from the dashboard")]`
@@ -88,4 +99,59 @@ func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
 	if path := os.Getenv("TASKWORKER_DASHBOARD_SCREENSHOT"); path != "" {
 		require.NoError(t, os.WriteFile(path, screenshot, 0o644))
 	}
+}
+
+// TestDashboardStartsAnInteractiveRunSendsItAMessageAndStopsIt drives the
+// run controls: the "interactive" box starts a run in interactive mode, the
+// message box sends it a follow-up through command/, a user's message in the
+// log shows as the user's (as text), and Stop cancels the run, whose
+// controls then go away.
+func TestDashboardStartsAnInteractiveRunSendsItAMessageAndStopsIt(t *testing.T) {
+	ctx := newBrowser(t)
+	pidFile := filepath.Join(agenttest.SharedDir(t), "pids")
+	task, err := h.API.CreateTask(context.Background(), tasksapi.CreateTaskRequest{Title: "hang around for the dashboard's controls", Description: pidFile, Repository: repo})
+	require.NoError(t, err)
+	row := `//tr[contains(., "for the dashboard's controls")]`
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(h.Stack.APIURL+"/"),
+		chromedp.WaitVisible(row),
+		chromedp.Click(`#run-interactive`),
+		chromedp.Click(row+`//button[contains(@class, "run")]`),
+		chromedp.WaitVisible(`#run-facts [data-status="in_progress"]`),
+		chromedp.WaitVisible(`#followup textarea`),
+		chromedp.WaitVisible(`#stop`),
+	))
+	latest, err := h.API.GetTask(context.Background(), task.ID)
+	require.NoError(t, err)
+	require.NotNil(t, latest.LatestRun)
+	run := *latest.LatestRun
+	require.Equal(t, tasksapi.ModeInteractive, run.State["mode"], "the box made the run interactive")
+	pids := waitForAgent(t, pidFile)
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SendKeys(`#followup textarea`, "please also update the changelog"),
+		chromedp.Click(`#followup button[type=submit]`),
+		chromedp.WaitVisible(`#followup-sent`),
+	))
+	errorShown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!document.querySelector("#followup-error").hidden`))
+	require.NoError(t, err)
+	require.False(t, errorShown, "the command was accepted: the API answered 200, queued for the workflow")
+	// A user's message in the log, as an interactive run writes it.
+	userEntry := `{"type":"notification","timestamp":"2026-01-01T00:00:00Z","event_id":"dashboard-user-message","notification":{"jsonrpc":"2.0","method":"session/update",` +
+		`"params":{"update":{"sessionUpdate":"user_message_chunk","content":{"type":"text","text":"<b>from the user</b>"}}}}}`
+	require.NoError(t, h.API.AppendLog(context.Background(), task.ID, run.ID, []json.RawMessage{json.RawMessage(userEntry)}))
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(`//ol[@id="log"]//span[contains(@class, "user")][contains(., "<b>from the user</b>")]`)))
+	markup, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#log b").length`))
+	require.NoError(t, err)
+	require.Zero(t, markup, "the user's message shows as text")
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(`#stop`),
+		chromedp.WaitVisible(`#run-facts [data-status="cancelled"]`),
+		chromedp.WaitNotVisible(`#stop`),
+		chromedp.WaitNotVisible(`#followup`),
+	))
+	requireGone(t, pids, 10*time.Second)
+	require.NoError(t, workflowEnds(t, task.ID, run.ID))
+	require.Contains(t, consoleLines(logOf(t, task.ID, run.ID)), "warn: run ended from outside (cancelled): stopped from the dashboard; its steps were stopped")
 }

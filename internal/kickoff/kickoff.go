@@ -53,8 +53,35 @@ func TaskOf(workflowID string) string {
 	return ""
 }
 
+// InitialMessage is a message the user sent with the run's start, for the
+// agent's first turn: PostHog's PendingFollowup.
+type InitialMessage struct {
+	Message     string   `json:"message"`
+	ArtifactIDs []string `json:"artifact_ids"`
+	MessageID   string   `json:"message_id"`
+	// ActorUserID is PostHog's user; nil when the sender knows no user ID.
+	ActorUserID *int64 `json:"actor_user_id,omitempty"`
+}
+
+// RunOptions is what a start may add to a run's workflow input.
+type RunOptions struct {
+	// InitialMessage, when set, is the input's initial_message.
+	InitialMessage *InitialMessage
+}
+
 // Input is the workflow input PostHog sends for a run.
-func Input(runID string) map[string]any { return map[string]any{"run_id": runID, "create_pr": true} }
+func Input(runID string, opts RunOptions) map[string]any {
+	in := map[string]any{"run_id": runID, "create_pr": true}
+	if m := opts.InitialMessage; m != nil {
+		msg := *m
+		// PostHog's list is never null; a nil one would encode as null.
+		if msg.ArtifactIDs == nil {
+			msg.ArtifactIDs = []string{}
+		}
+		in["initial_message"] = msg
+	}
+	return in
+}
 
 // Executor is the part of the Temporal client a Starter uses.
 type Executor interface {
@@ -75,7 +102,7 @@ type Starter struct {
 }
 
 // StartRun starts the run's workflow.
-func (s Starter) StartRun(ctx context.Context, taskID, runID string) error {
+func (s Starter) StartRun(ctx context.Context, taskID, runID string, run RunOptions) error {
 	opts := client.StartWorkflowOptions{
 		ID:                       WorkflowID(taskID, runID),
 		TaskQueue:                s.TaskQueue,
@@ -88,7 +115,7 @@ func (s Starter) StartRun(ctx context.Context, taskID, runID string) error {
 		// just started it, and every caller would count the run as its own.
 		opts.WorkflowExecutionErrorWhenAlreadyStarted = true
 	}
-	if _, err := s.Temporal.ExecuteWorkflow(ctx, opts, WorkflowType, Input(runID)); err != nil {
+	if _, err := s.Temporal.ExecuteWorkflow(ctx, opts, WorkflowType, Input(runID, run)); err != nil {
 		return fmt.Errorf("start %s %s: %w", WorkflowType, opts.ID, err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/kickoff"
+	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
 type sentSignal struct {
@@ -170,4 +171,30 @@ func TestWithoutASignallerNothingIsSignalled(t *testing.T) {
 	code, run := c.do("POST", "/tasks/"+taskID+"/runs/"+runID+"/cancel/", "")
 	require.Equal(t, 200, code)
 	require.Equal(t, "cancelled", run["status"])
+}
+
+// The client the demo uses speaks this API: an interactive run, then a
+// follow-up that reaches the workflow with the message ID the client chose.
+func TestTheClientStartsAnInteractiveRunAndSendsItAMessage(t *testing.T) {
+	starts, signalled := &starterRecorder{}, &signalRecorder{}
+	s, err := New(Config{DataDir: t.TempDir(), APIKey: key, ProjectID: "1", Starter: starts, Signaller: signalled})
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
+	t.Cleanup(func() { srv.Close(); s.Close() })
+	api := tasksapi.New(tasksapi.Config{BaseURL: srv.URL, APIKey: key, ProjectID: "1"})
+	ctx := context.Background()
+
+	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "t", Description: "d", Repository: "a/b"})
+	require.NoError(t, err)
+	task, err = api.RunTaskWith(ctx, task.ID, tasksapi.RunTaskRequest{Mode: tasksapi.ModeInteractive})
+	require.NoError(t, err)
+	run := task.LatestRun
+	require.NotNil(t, run)
+	require.Equal(t, tasksapi.ModeInteractive, run.State["mode"])
+
+	require.NoError(t, api.SendUserMessage(ctx, task.ID, run.ID, "and the tests", "msg-1"))
+	sent := signalled.signals()
+	require.Len(t, sent, 1)
+	require.Equal(t, "send_followup_message", sent[0].name)
+	require.Equal(t, []any{"and the tests", []string{}, "msg-1", nil, nil}, sent[0].args)
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -112,13 +113,21 @@ func (s *Server) listTasks(r *http.Request) (int, any, error) {
 
 func (s *Server) runTask(r *http.Request) (int, any, error) {
 	taskID := r.PathValue("task")
+	// As PostHog's view: the task is looked up before the body is read.
+	if _, err := s.store.getTask(r.Context(), taskID); err != nil {
+		return 0, nil, err
+	}
+	req, err := readRunRequest(r)
+	if err != nil {
+		return 0, nil, err
+	}
 	// The run PostHog kicks off is its cloud runner's.
-	run, err := s.store.createRun(r.Context(), taskID, tasksapi.StatusQueued, tasksapi.EnvironmentCloud)
+	run, err := s.store.createRun(r.Context(), taskID, tasksapi.StatusQueued, tasksapi.EnvironmentCloud, req.state)
 	if err != nil {
 		return 0, nil, err
 	}
 	if s.cfg.Starter != nil {
-		if err := s.cfg.Starter.StartRun(r.Context(), taskID, run.ID); err != nil {
+		if err := s.cfg.Starter.StartRun(r.Context(), taskID, run.ID, kickoff.RunOptions{InitialMessage: req.initial}); err != nil {
 			msg := "Failed to start the task workflow: " + err.Error()
 			failed, errMsg := tasksapi.StatusFailed, &msg
 			_, _ = s.store.patchRun(r.Context(), taskID, run.ID, runPatch{Status: &failed, ErrorMessage: &errMsg})
@@ -145,7 +154,7 @@ func (s *Server) listRuns(r *http.Request) (int, any, error) {
 func (s *Server) createRun(r *http.Request) (int, any, error) {
 	// A run created without being started is for a client outside
 	// PostHog's cloud to drive.
-	run, err := s.store.createRun(r.Context(), r.PathValue("task"), tasksapi.StatusNotStarted, tasksapi.EnvironmentLocal)
+	run, err := s.store.createRun(r.Context(), r.PathValue("task"), tasksapi.StatusNotStarted, tasksapi.EnvironmentLocal, map[string]any{})
 	return http.StatusCreated, s.decorateRun(r, run), err
 }
 

@@ -14,12 +14,14 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskworker/taskworker/internal/kickoff"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
-// Starter kicks off a run's workflow, as PostHog does on POST /tasks/{id}/run/.
+// Starter kicks off a run's workflow, as PostHog does on POST /tasks/{id}/run/;
+// run carries what the request adds to the workflow's input.
 type Starter interface {
-	StartRun(ctx context.Context, taskID, runID string) error
+	StartRun(ctx context.Context, taskID, runID string, run kickoff.RunOptions) error
 }
 
 // Config configures the server.

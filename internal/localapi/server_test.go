@@ -1,6 +1,7 @@
 package localapi
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskworker/taskworker/internal/kickoff"
 )
 
 const key = "test-key-123456"
@@ -335,4 +338,123 @@ func TestFaultsSpareControlRequestsAndServeOutages(t *testing.T) {
 	require.Equal(t, 20-counts["slow"], failed, "all but the slow ones answered an error")
 	faults.SetRate(0)
 	require.Equal(t, http.StatusOK, get("taskworker/dev"))
+}
+
+// starterRecorder takes the API's kick-offs in place of Temporal.
+type starterRecorder struct {
+	mu     sync.Mutex
+	starts []kickoff.RunOptions
+}
+
+func (r *starterRecorder) StartRun(_ context.Context, _, _ string, run kickoff.RunOptions) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.starts = append(r.starts, run)
+	return nil
+}
+
+func (r *starterRecorder) last(t *testing.T) kickoff.RunOptions {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.NotEmpty(t, r.starts, "no run was started")
+	return r.starts[len(r.starts)-1]
+}
+
+func newStartingServer(t *testing.T) (*apiClient, *starterRecorder) {
+	rec := &starterRecorder{}
+	s, err := New(Config{DataDir: t.TempDir(), APIKey: key, ProjectID: "1", Starter: rec})
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
+	t.Cleanup(func() { srv.Close(); s.Close() })
+	return &apiClient{t: t, base: srv.URL + "/api/projects/1"}, rec
+}
+
+func latestRun(t *testing.T, task map[string]any) map[string]any {
+	t.Helper()
+	run, ok := task["latest_run"].(map[string]any)
+	require.True(t, ok, "no latest_run in %v", task)
+	return run
+}
+
+// No body, an empty one or {} is what PostHog's own clients send: a
+// background run with nothing more in its state or its workflow input.
+func TestRunWithoutABodyIsABackgroundRun(t *testing.T) {
+	c, rec := newStartingServer(t)
+	taskID, _ := c.task()
+	for _, body := range []string{"", "{}", `{"unknown_key": 1}`} {
+		code, task := c.do("POST", "/tasks/"+taskID+"/run/", body)
+		require.Equal(t, 200, code, body)
+		require.Equal(t, map[string]any{"mode": "background"}, latestRun(t, task)["state"], body)
+		require.Nil(t, rec.last(t).InitialMessage, body)
+	}
+}
+
+func TestRunStoresTheChosenOptionsInTheRunsState(t *testing.T) {
+	c, rec := newStartingServer(t)
+	taskID, _ := c.task()
+	code, task := c.do("POST", "/tasks/"+taskID+"/run/", `{"mode":"interactive","branch":"release","auto_publish":false,
+		"runtime_adapter":"codex","model":"gpt-5","reasoning_effort":"xhigh","initial_permission_mode":"plan",
+		"pending_user_message":"  start with the tests  ","pending_user_artifact_ids":["a1","a2"]}`)
+	require.Equal(t, 200, code, task)
+	run := latestRun(t, task)
+	require.Equal(t, map[string]any{
+		"mode": "interactive", "pr_base_branch": "release", "auto_publish": false,
+		"runtime_adapter": "codex", "model": "gpt-5", "reasoning_effort": "xhigh", "initial_permission_mode": "plan",
+	}, run["state"])
+	require.Equal(t, "queued", run["status"])
+	msg := rec.last(t).InitialMessage
+	require.NotNil(t, msg)
+	require.Equal(t, "start with the tests", msg.Message)
+	require.Equal(t, []string{"a1", "a2"}, msg.ArtifactIDs)
+	require.Regexp(t, "^"+kickoff.UUIDPattern+"$", msg.MessageID)
+	require.Nil(t, msg.ActorUserID, "the local API knows no user ID")
+
+	// Only the keys given are stored, and a blank message is none.
+	code, task = c.do("POST", "/tasks/"+taskID+"/run/", `{"mode":"interactive","branch":null,"auto_publish":null,"pending_user_message":"   "}`)
+	require.Equal(t, 200, code, task)
+	require.Equal(t, map[string]any{"mode": "interactive"}, latestRun(t, task)["state"])
+	require.Nil(t, rec.last(t).InitialMessage)
+}
+
+func TestRunRequestValidation(t *testing.T) {
+	c, rec := newStartingServer(t)
+	taskID, _ := c.task()
+	cases := []struct{ body, attr, detail string }{
+		{`{"mode":"sometimes"}`, "mode", `"sometimes" is not a valid choice.`},
+		{`{"mode":null}`, "mode", "This field may not be null."},
+		{`{"branch":"` + strings.Repeat("b", 256) + `"}`, "branch", "Ensure this field has no more than 255 characters."},
+		{`{"branch":{"name":"x"}}`, "branch", "Not a valid string."},
+		{`{"auto_publish":"yes"}`, "auto_publish", "Must be a valid boolean."},
+		{`{"pending_user_message":["x"]}`, "pending_user_message", "Not a valid string."},
+		{`{"pending_user_artifact_ids":"a1"}`, "pending_user_artifact_ids", "Expected a list of items."},
+		{`{"pending_user_artifact_ids":["ok","` + strings.Repeat("a", 129) + `"]}`, "pending_user_artifact_ids__1", "Ensure this field has no more than 128 characters."},
+		{`{"pending_user_artifact_ids":[1]}`, "pending_user_artifact_ids__0", "Not a valid string."},
+		{`{"runtime_adapter":"gemini","model":"m"}`, "runtime_adapter", `"gemini" is not a valid choice.`},
+		{`{"runtime_adapter":"claude","model":"  "}`, "model", "This field may not be blank."},
+		{`{"runtime_adapter":"claude","model":"m","reasoning_effort":"extreme"}`, "reasoning_effort", `"extreme" is not a valid choice.`},
+		{`{"runtime_adapter":"claude"}`, "model", "This field is required when selecting a cloud runtime."},
+		{`{"model":"m"}`, "runtime_adapter", "This field is required when selecting a cloud runtime."},
+		{`{"reasoning_effort":"low"}`, "runtime_adapter", "This field is required when selecting a cloud runtime."},
+		{`{"initial_permission_mode":"plan"}`, "initial_permission_mode", "This field requires runtime_adapter to be set."},
+		{`[1]`, "", "JSON parse error: the body must be a JSON object."},
+	}
+	for _, tc := range cases {
+		code, body := c.do("POST", "/tasks/"+taskID+"/run/", tc.body)
+		require.Equal(t, 400, code, tc.body)
+		require.Equal(t, "validation_error", body["type"], tc.body)
+		if tc.attr == "" {
+			require.Nil(t, body["attr"], tc.body)
+		} else {
+			require.Equal(t, tc.attr, body["attr"], tc.body)
+		}
+		require.Equal(t, tc.detail, body["detail"], tc.body)
+	}
+	code, body := c.do("POST", "/tasks/00000000-0000-4000-8000-000000000000/run/", `{"mode":"sometimes"}`)
+	require.Equal(t, 404, code, "an unknown task is not found before its body is read: %v", body)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Empty(t, rec.starts, "a refused request starts nothing")
+	_, runs := c.do("GET", "/tasks/"+taskID+"/runs/", "")
+	require.EqualValues(t, 1, runs["count"], "a refused request creates no run, only c.task's")
 }

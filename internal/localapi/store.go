@@ -364,14 +364,14 @@ func (s *store) getRun(ctx context.Context, taskID, runID string) (tasksapi.Task
 	return scanRun(s.db.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ? AND task_id = ?`, runID, taskID))
 }
 
-func (s *store) createRun(ctx context.Context, taskID string, status tasksapi.Status, environment string) (tasksapi.TaskRun, error) {
+func (s *store) createRun(ctx context.Context, taskID string, status tasksapi.Status, environment string, state map[string]any) (tasksapi.TaskRun, error) {
 	if _, err := s.getTask(ctx, taskID); err != nil {
 		return tasksapi.TaskRun{}, err
 	}
 	now := ts(s.now())
 	id := uuid.NewString()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO runs (id, task_id, status, environment, state, artifacts, created_at, updated_at)
-		VALUES (?,?,?,?,?,?,?,?)`, id, taskID, status, environment, "{}", "[]", now, now)
+		VALUES (?,?,?,?,?,?,?,?)`, id, taskID, status, environment, mustJSON(state), "[]", now, now)
 	if err != nil {
 		return tasksapi.TaskRun{}, err
 	}

@@ -5,6 +5,9 @@
 let config = null;
 const etags = new Map();
 let currentRun = null; // {taskId, runId, rendered}
+let commandId = 0; // JSON-RPC ids of the follow-ups this page sends
+
+const terminal = new Set(["completed", "failed", "cancelled"]);
 
 function api(path) {
   return `/api/projects/${encodeURIComponent(config.projectId)}${path}`;
@@ -32,7 +35,11 @@ async function send(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await resp.json().catch(() => ({}));
-  if (!resp.ok) throw new Error(data.detail ? `${data.attr ? data.attr + ": " : ""}${data.detail}` : `HTTP ${resp.status}`);
+  if (!resp.ok) {
+    const err = new Error(data.detail ? `${data.attr ? data.attr + ": " : ""}${data.detail}` : `HTTP ${resp.status}`);
+    err.status = resp.status;
+    throw err;
+  }
   return data;
 }
 
@@ -67,7 +74,8 @@ async function refreshTasks() {
 
 async function runTask(task) {
   try {
-    const updated = await send("POST", `/tasks/${task.id}/run/`);
+    const interactive = document.querySelector("#run-interactive").checked;
+    const updated = await send("POST", `/tasks/${task.id}/run/`, interactive ? { mode: "interactive" } : undefined);
     openRun(task.id, updated.latest_run.id, task.title);
     refreshTasks();
   } catch (err) {
@@ -77,10 +85,16 @@ async function runTask(task) {
 
 function openRun(taskId, runId, title) {
   currentRun = { taskId, runId, rendered: 0 };
+  // The pane starts empty, so a run seen before must be fetched whole, not answered 304.
+  etags.delete(`/tasks/${taskId}/runs/${runId}/`);
+  etags.delete(`/tasks/${taskId}/runs/${runId}/logs/`);
   document.querySelector("#run-pane").hidden = false;
   document.querySelector("#run-title").textContent = title;
   document.querySelector("#log").replaceChildren();
   document.querySelector("#run-facts").replaceChildren();
+  document.querySelector("#run-controls").hidden = true;
+  document.querySelector("#followup").hidden = true;
+  for (const id of ["#stop-error", "#followup-error", "#followup-sent"]) document.querySelector(id).hidden = true;
   refreshRun();
 }
 
@@ -98,7 +112,8 @@ async function refreshRun() {
 }
 
 function renderRun(run) {
-  const facts = [["Status", statusBadge(run.status)], ["Stage", run.stage || "—"], ["Run", run.id]];
+  const mode = (run.state && run.state.mode) || "background";
+  const facts = [["Status", statusBadge(run.status)], ["Mode", mode], ["Stage", run.stage || "—"], ["Run", run.id]];
   if (run.branch) facts.push(["Branch", run.branch]);
   const out = run.output || {};
   if (out.commit_sha) facts.push(["Commit", out.commit_sha]);
@@ -107,6 +122,9 @@ function renderRun(run) {
     facts.push(["Pull request", el("a", { href: out.pr_url, rel: "noopener noreferrer", target: "_blank" }, out.pr_url)]);
   }
   document.querySelector("#run-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const open = !terminal.has(run.status);
+  document.querySelector("#run-controls").hidden = !open;
+  document.querySelector("#followup").hidden = !(open && mode === "interactive");
   const error = document.querySelector("#run-error");
   error.hidden = !run.error_message;
   error.textContent = run.error_message || "";
@@ -163,6 +181,8 @@ function renderUpdate(u) {
     case "agent_message":
     case "agent_message_chunk":
       return el("span", { class: "agent" }, text(u.content));
+    case "user_message_chunk":
+      return el("span", { class: "user" }, text(u.content));
     case "agent_thought_chunk":
       return el("span", { class: "warn" }, `thinking: ${text(u.content)}`);
     case "tool_call":
@@ -199,6 +219,48 @@ async function createTask(event) {
   }
 }
 
+// stopRun cancels the open run; the API sends its workflow complete_task.
+async function stopRun() {
+  if (!currentRun) return;
+  const { taskId, runId } = currentRun;
+  const error = document.querySelector("#stop-error");
+  error.hidden = true;
+  try {
+    await send("POST", `/tasks/${taskId}/runs/${runId}/cancel/`, { reason: "stopped from the dashboard" });
+    await refreshRun();
+  } catch (err) {
+    error.textContent = `Could not stop the run: ${err.message}`;
+    error.hidden = false;
+  }
+}
+
+// sendFollowup sends the open interactive run a message for its next turn.
+async function sendFollowup(event) {
+  event.preventDefault();
+  if (!currentRun) return;
+  const { taskId, runId } = currentRun;
+  const form = event.target;
+  const error = document.querySelector("#followup-error");
+  const sent = document.querySelector("#followup-sent");
+  error.hidden = true;
+  sent.hidden = true;
+  const content = form.message.value;
+  if (content.trim() === "") return;
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    await send("POST", `/tasks/${taskId}/runs/${runId}/command/`,
+      { jsonrpc: "2.0", method: "user_message", params: { content }, id: ++commandId });
+    form.message.value = "";
+    sent.hidden = false;
+  } catch (err) {
+    error.textContent = `The message was not delivered${err.status ? ` (${err.status})` : ""}: ${err.message}`;
+    error.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function tick() {
   try {
     await refreshTasks();
@@ -212,5 +274,7 @@ async function tick() {
 document.addEventListener("DOMContentLoaded", async () => {
   config = await (await fetch("/dashboard/config.json")).json();
   document.querySelector("#create").addEventListener("submit", createTask);
+  document.querySelector("#stop").addEventListener("click", stopRun);
+  document.querySelector("#followup").addEventListener("submit", sendFollowup);
   tick();
 });
