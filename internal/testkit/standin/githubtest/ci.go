@@ -374,3 +374,10 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = io.WriteString(w, j.check.Log)
 }
+
+// Calls returns how many API calls the stand-in answered (downloads apart).
+func (s *Server) Calls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
