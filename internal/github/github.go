@@ -182,6 +182,26 @@ type PullRequest struct {
 	Number  int    `json:"number"`
 	HTMLURL string `json:"html_url"`
 	State   string `json:"state"`
+	Draft   bool   `json:"draft"`
+	Head    Ref    `json:"head"`
+	Base    Ref    `json:"base"`
+}
+
+// Ref is a branch of a pull request: its name and the commit it is at.
+type Ref struct {
+	Ref string `json:"ref"`
+	SHA string `json:"sha"`
+}
+
+// PullRequest reads pull request number, as it is now (its head's commit is
+// the one whose CI to watch).
+func (c *Client) PullRequest(ctx context.Context, owner, repo string, number int) (PullRequest, error) {
+	path := "/repos/" + url.PathEscape(owner) + "/" + url.PathEscape(repo) + "/pulls/" + strconv.Itoa(number)
+	var pr PullRequest
+	if err := c.do(c.http.R().SetContext(ctx), http.MethodGet, path, &pr); err != nil {
+		return PullRequest{}, fmt.Errorf("read pull request #%d of %s/%s: %w", number, owner, repo, err)
+	}
+	return pr, nil
 }
 
 // Error is an answer of the API other than success.

@@ -319,3 +319,18 @@ func TestARedirectToAnotherOriginDropsTheToken(t *testing.T) {
 		require.Equal(t, kept, req.Header.Get("Authorization") != "", to)
 	}
 }
+
+func TestAPullRequestIsReadWithItsHeadCommit(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	srv.HeadSHA = func(_, _, branch string) string { return "sha-of-" + branch }
+	c := New(srv.URL, "tok")
+	opened, _, err := c.OpenOrFind(context.Background(), "acme", "app", NewPullRequest{Title: "t", Head: "posthog/task-1", Base: "main", Draft: true})
+	require.NoError(t, err)
+	pr, err := c.PullRequest(context.Background(), "acme", "app", opened.Number)
+	require.NoError(t, err)
+	require.Equal(t, PullRequest{Number: 1, HTMLURL: opened.HTMLURL, State: "open", Draft: true,
+		Head: Ref{Ref: "posthog/task-1", SHA: "sha-of-posthog/task-1"}, Base: Ref{Ref: "main"}}, pr)
+	_, err = c.PullRequest(context.Background(), "acme", "app", 2)
+	require.ErrorContains(t, err, "read pull request #2 of acme/app: GitHub answered HTTP 404: Not Found")
+}
