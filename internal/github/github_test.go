@@ -2,8 +2,12 @@ package github
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +109,228 @@ func TestTheClientRetriesWhatARetryMayFix(t *testing.T) {
 	_, _, err = New(refusing.URL, "t").OpenOrFind(context.Background(), "acme", "app", NewPullRequest{Title: "t", Head: "h", Base: "main"})
 	require.ErrorContains(t, err, "HTTP 403")
 	require.Equal(t, 1, refusals, "a refusal is not sent again")
+}
+
+func TestADraftIsOpenedAsADraft(t *testing.T) {
+	srv := githubtest.NewServer("ghs_token_123456")
+	defer srv.Close()
+	_, _, err := New(srv.URL, "ghs_token_123456").OpenOrFind(context.Background(), "acme", "app", NewPullRequest{Title: "t", Head: "h", Base: "main", Draft: true})
+	require.NoError(t, err)
+	require.True(t, srv.Pulls()[0].Draft)
+}
+
+func ciOf(checks map[string][]githubtest.Check) func(owner, repo, sha string) ([]githubtest.Check, bool) {
+	return func(_, _, sha string) ([]githubtest.Check, bool) {
+		c, ok := checks[sha]
+		return c, ok
+	}
+}
+
+func TestCIReadsEveryPageAndKeepsTheNewestOfEachName(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	checks := []githubtest.Check{
+		// The re-run is listed first: the newest is told by id, not order.
+		{Name: "build", Conclusion: "success", Attempt: 1},
+		{Name: "build", Conclusion: "failure", Attempt: 0},
+	}
+	for i := range 250 {
+		checks = append(checks, githubtest.Check{Name: fmt.Sprintf("job-%03d", i), Conclusion: "success"})
+	}
+	checks = append(checks, githubtest.Check{Name: "ci/legacy", Kind: "status", Conclusion: "success", Summary: "All good"})
+	srv.CI = ciOf(map[string][]githubtest.Check{"abc123": checks})
+
+	before := srv.Calls()
+	ci, err := New(srv.URL, "tok").CI(context.Background(), "acme", "app", "abc123")
+	require.NoError(t, err)
+	require.Equal(t, 3+1, srv.Calls()-before, "252 check runs are 3 pages of 100, then the combined status")
+	require.Len(t, ci.Checks, 252, "build once, 250 jobs, one status")
+	names := map[string]Check{}
+	for _, c := range ci.Checks {
+		_, twice := names[c.Kind+c.Name]
+		require.False(t, twice, "%s is kept once", c.Name)
+		names[c.Kind+c.Name] = c
+	}
+	require.Equal(t, "success", names["check_runbuild"].Conclusion, "the re-run's answer is kept")
+	require.Equal(t, "All good", names["statusci/legacy"].Summary)
+	require.Equal(t, "success", ci.State())
+	require.Empty(t, ci.Failing())
+	require.True(t, ci.RateLimit.Known)
+	require.Equal(t, 4999, ci.RateLimit.Remaining)
+}
+
+func TestCIStatesAndStatuses(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	srv.CI = ciOf(map[string][]githubtest.Check{
+		"none":    nil,
+		"errored": {{Name: "build", Conclusion: "success"}, {Name: "ci/old", Kind: "status", Conclusion: "error", Summary: "crashed"}},
+		"waiting": {{Name: "build", Conclusion: "failure"}, {Name: "ci/old", Kind: "status", Status: "pending"}},
+		"running": {{Name: "build", Status: "in_progress"}},
+		"neutral": {{Name: "lint", Conclusion: "neutral"}, {Name: "deploy", Conclusion: "skipped"}, {Name: "ci/old", Kind: "status", Conclusion: "success"}},
+	})
+	c := New(srv.URL, "tok")
+	for sha, want := range map[string]string{"none": "none", "errored": "failure", "waiting": "pending", "running": "pending", "neutral": "success"} {
+		ci, err := c.CI(context.Background(), "acme", "app", sha)
+		require.NoError(t, err)
+		require.Equal(t, want, ci.State(), sha)
+	}
+	ci, err := c.CI(context.Background(), "acme", "app", "errored")
+	require.NoError(t, err)
+	require.Equal(t, []Check{{Kind: "status", ID: ci.Checks[1].ID, Name: "ci/old", Status: "completed", Conclusion: "failure",
+		DetailsURL: "https://ci.example/acme/app/ci/old", Summary: "crashed"}}, ci.Failing(), "a status's error is a failure")
+	ci, err = c.CI(context.Background(), "acme", "app", "waiting")
+	require.NoError(t, err)
+	require.Len(t, ci.Failing(), 1, "a failure is told while another check is pending")
+
+	_, err = c.CI(context.Background(), "acme", "app", "unknown")
+	require.ErrorContains(t, err, "HTTP 422: No commit found for SHA: unknown")
+	srv.RepoExists = func(_, repo string) bool { return repo == "app" }
+	_, err = c.CI(context.Background(), "acme", "gone", "none")
+	require.ErrorContains(t, err, "HTTP 404: Not Found")
+}
+
+func TestCIStateOfEachConclusion(t *testing.T) {
+	for _, tc := range []struct {
+		checks []Check
+		want   string
+	}{
+		{nil, "none"},
+		{[]Check{{Status: "completed", Conclusion: "success"}}, "success"},
+		{[]Check{{Status: "completed", Conclusion: "neutral"}, {Status: "completed", Conclusion: "skipped"}}, "success"},
+		{[]Check{{Status: "completed", Conclusion: "stale"}}, "success"},
+		{[]Check{{Status: "completed", Conclusion: "failure"}}, "failure"},
+		{[]Check{{Status: "completed", Conclusion: "timed_out"}}, "failure"},
+		{[]Check{{Status: "completed", Conclusion: "cancelled"}}, "failure"},
+		{[]Check{{Status: "completed", Conclusion: "action_required"}}, "failure"},
+		{[]Check{{Status: "completed", Conclusion: "startup_failure"}}, "failure"},
+		{[]Check{{Status: "completed", Conclusion: "failure"}, {Status: "queued"}}, "pending"},
+		{[]Check{{Kind: "status", Status: "pending", Conclusion: "pending"}}, "pending"},
+	} {
+		require.Equal(t, tc.want, CI{Checks: tc.checks}.State(), "%+v", tc.checks)
+	}
+}
+
+func TestCheckLogIsTheTailOfTheJobsLogWithoutTheToken(t *testing.T) {
+	srv := githubtest.NewServer("ghs_token_123456")
+	defer srv.Close()
+	srv.CI = ciOf(map[string][]githubtest.Check{"abc": {
+		{Name: "test", Conclusion: "failure", Summary: "2 tests failed", LogBytes: 20 << 20, Log: "FAIL: TestThing — résumé\n"},
+	}})
+	c := New(srv.URL, "ghs_token_123456")
+	ci, err := c.CI(context.Background(), "acme", "app", "abc")
+	require.NoError(t, err)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	log, err := c.CheckLog(context.Background(), "acme", "app", ci.Checks[0], 1000)
+	runtime.ReadMemStats(&after)
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(log), 1000)
+	require.Greater(t, len(log), 900)
+	require.True(t, strings.HasSuffix(log, "FAIL: TestThing — résumé\n"), "%q", log[max(len(log)-80, 0):])
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8<<20), "the 20 MB log is read through, not held")
+	require.False(t, srv.DownloadAuthSeen(), "the token is not sent to the download host")
+
+	// The recorder sees a token that a redirect carries to the same host
+	// name on another port, as Go's own client does.
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/repos/acme/app/actions/jobs/"+strconv.FormatInt(ci.Checks[0].ID, 10)+"/logs", nil)
+	req.Header.Set("Authorization", "Bearer ghs_token_123456")
+	req.Header.Set("Accept", "application/vnd.github+json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.True(t, srv.DownloadAuthSeen())
+}
+
+func TestCheckLogFallsBackToTheSummary(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	c := New(srv.URL, "tok")
+	log, err := c.CheckLog(context.Background(), "acme", "app", Check{Kind: "check_run", ID: 42, Name: "other-app", Summary: "Coverage fell"}, 100)
+	require.NoError(t, err, "a check run that is no Actions job has no log: GitHub answers 404")
+	require.Equal(t, "Coverage fell", log)
+	log, err = c.CheckLog(context.Background(), "acme", "app", Check{Kind: "status", ID: 7, Name: "ci/old", Summary: "0123456789"}, 4)
+	require.NoError(t, err)
+	require.Equal(t, "6789", log)
+}
+
+func TestTailKeepsTheLastBytes(t *testing.T) {
+	for _, n := range []int{1, 7, 64 << 10, 100 << 10} {
+		in := strings.Repeat("0123456789", 30<<10) // 300 KiB
+		got, err := tail(strings.NewReader(in), n)
+		require.NoError(t, err)
+		require.Equal(t, in[max(len(in)-n, 0):], string(got), "n=%d", n)
+	}
+}
+
+func TestARateLimitIsAnErrorUntilItsResetUnlessSoon(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	srv.CI = ciOf(map[string][]githubtest.Check{"abc": {{Name: "build"}}})
+	reset := time.Now().Add(time.Hour).Truncate(time.Second)
+	srv.SetRateLimit(2, reset)
+	c := New(srv.URL, "tok")
+	ci, err := c.CI(context.Background(), "acme", "app", "abc")
+	require.NoError(t, err)
+	require.Equal(t, RateLimit{Remaining: 0, Reset: reset, Known: true}, ci.RateLimit)
+
+	before := srv.Calls()
+	_, err = c.CI(context.Background(), "acme", "app", "abc")
+	var limited *RateLimited
+	require.ErrorAs(t, err, &limited)
+	require.Equal(t, reset.Add(time.Second), limited.Until)
+	require.ErrorContains(t, err, "HTTP 403: API rate limit exceeded")
+	require.Equal(t, 1, srv.Calls()-before, "a limit that lifts in an hour is not waited for")
+
+	// A limit that lifts within a minute is waited for.
+	soon := time.Now().Add(1500 * time.Millisecond)
+	srv.SetRateLimit(0, soon)
+	_, err = c.CI(context.Background(), "acme", "app", "abc")
+	require.NoError(t, err)
+	require.False(t, time.Now().Before(soon))
+
+	secondary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "120")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"message":"You have exceeded a secondary rate limit."}`))
+	}))
+	defer secondary.Close()
+	_, err = New(secondary.URL, "tok").CI(context.Background(), "acme", "app", "abc")
+	require.ErrorAs(t, err, &limited)
+	require.WithinDuration(t, time.Now().Add(2*time.Minute), limited.Until, 5*time.Second)
+	require.NotContains(t, err.Error(), "tok")
+}
+
+// Every call's redirects keep the token on the API's origin only: Go's
+// client would send it to the same host name on another port.
+func TestARedirectToAnotherOriginDropsTheToken(t *testing.T) {
+	for to, kept := range map[string]bool{
+		"https://api.github.example/next":     true,
+		"https://api.github.example:8443/x":   false,
+		"http://api.github.example/x":         false,
+		"https://objects.githubusercontent/x": false,
+	} {
+		from, _ := http.NewRequest(http.MethodGet, "https://api.github.example/repos", nil)
+		req, _ := http.NewRequest(http.MethodGet, to, nil)
+		req.Header.Set("Authorization", "Bearer secret")
+		require.NoError(t, sameOriginAuth(req, []*http.Request{from}))
+		require.Equal(t, kept, req.Header.Get("Authorization") != "", to)
+	}
+}
+
+func TestAPullRequestIsReadWithItsHeadCommit(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	srv.HeadSHA = func(_, _, branch string) string { return "sha-of-" + branch }
+	c := New(srv.URL, "tok")
+	opened, _, err := c.OpenOrFind(context.Background(), "acme", "app", NewPullRequest{Title: "t", Head: "posthog/task-1", Base: "main", Draft: true})
+	require.NoError(t, err)
+	pr, err := c.PullRequest(context.Background(), "acme", "app", opened.Number)
+	require.NoError(t, err)
+	require.Equal(t, PullRequest{Number: 1, HTMLURL: opened.HTMLURL, State: "open", Draft: true,
+		Head: Ref{Ref: "posthog/task-1", SHA: "sha-of-posthog/task-1"}, Base: Ref{Ref: "main"}}, pr)
+	_, err = c.PullRequest(context.Background(), "acme", "app", 2)
+	require.ErrorContains(t, err, "read pull request #2 of acme/app: GitHub answered HTTP 404: Not Found")
 }
