@@ -97,7 +97,7 @@ func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 			Config: Config{PRStrict: strict}}
 		output := map[string]any{}
 		log := logstream.New(discardLog{}, "t", "r", a.Redactor, logstream.Config{})
-		err := a.pullRequest(context.Background(), in, pub, output, log)
+		_, err := a.pullRequest(context.Background(), in, pub, output, log)
 		_, _ = log.Close(context.Background())
 		if strict {
 			require.ErrorContains(t, err, "HTTP 422")

@@ -126,7 +126,8 @@ func (a *Activities) reportChecks(ctx context.Context, in CIInput, st CIStatus) 
 	default:
 		emit(acp.StepCompleted, fmt.Sprintf("%d checks passed", len(st.Checks)))
 	}
-	output := map[string]any{"ci": map[string]any{"state": st.State, "round": in.Round, "commit_sha": in.CommitSHA, "checks": st.Checks}}
+	ci := map[string]any{"state": st.State, "round": in.Round, "commit_sha": in.CommitSHA, "checks": st.Checks}
+	output := map[string]any{"ci": ci}
 	if st.Done {
 		output["ci_rounds"] = in.Round
 	}

@@ -42,7 +42,9 @@ func (r recordingRegistry) RegisterActivityWithOptions(a any, o activity.Registe
 
 // The workflow finds every step under the name the worker registered it by,
 // on the queue it must run on: the API steps and the claim with the workflow,
-// the workspace steps on the host's own queue. A path through every step.
+// the workspace steps on the host's own queue. A path through every step a
+// background run that watches its checks takes (RunTurn, an interactive
+// run's, is on the host's queue as RunAgent is).
 func TestTheWorkflowFindsEveryStepTheWorkerRegisters(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
@@ -52,11 +54,12 @@ func TestTheWorkflowFindsEveryStepTheWorkerRegisters(t *testing.T) {
 	register(recordingRegistry{env, &shared, false}, recordingRegistry{env, &host, true}, &activities.Activities{})
 	sort.Strings(shared)
 	sort.Strings(host)
-	require.Equal(t, []string{activities.ClaimHostName, activities.FinishRunName, activities.NoteName, activities.StartRunName}, shared)
-	require.Equal(t, []string{activities.CleanupWorkspaceName, activities.PublishName, activities.RunAgentName}, host)
+	require.Equal(t, []string{activities.CheckCIName, activities.ClaimHostName, activities.FinishRunName, activities.NoteName, activities.StartRunName}, shared)
+	require.Equal(t, []string{activities.CleanupWorkspaceName, activities.PublishName, activities.RunAgentName, activities.RunTurnName}, host)
 
 	run := activities.RunContext{RunRef: activities.RunRef{TaskID: taskID, RunID: runID}, Repository: "acme/app",
-		AgentTimeout: time.Minute, RunTimeout: time.Hour, HostAttempts: 2}
+		AgentTimeout: time.Minute, RunTimeout: time.Hour, HostAttempts: 2,
+		WatchCI: true, CIMaxRounds: 1, CIPollEvery: time.Second, CITimeout: time.Minute}
 	claims, agents := 0, 0
 	called := map[string]bool{}
 	on := func(name string, fn any) {
@@ -86,7 +89,11 @@ func TestTheWorkflowFindsEveryStepTheWorkerRegisters(t *testing.T) {
 	})
 	on(activities.PublishName, func(context.Context, activities.PublishInput) (activities.PublishOutput, error) {
 		called[activities.PublishName] = true
-		return activities.PublishOutput{}, nil
+		return activities.PublishOutput{Changed: true, CommitSHA: "abc", PullRequest: "https://github.example/acme/app/pull/1"}, nil
+	})
+	on(activities.CheckCIName, func(context.Context, activities.CIInput) (activities.CIStatus, error) {
+		called[activities.CheckCIName] = true
+		return activities.CIStatus{State: "success", Done: true}, nil
 	})
 	on(activities.CleanupWorkspaceName, func(context.Context, activities.RunRef) error {
 		called[activities.CleanupWorkspaceName] = true
@@ -99,9 +106,9 @@ func TestTheWorkflowFindsEveryStepTheWorkerRegisters(t *testing.T) {
 		return nil
 	})
 
-	env.ExecuteWorkflow(kickoff.WorkflowType, map[string]any{"run_id": runID})
+	env.ExecuteWorkflow(kickoff.WorkflowType, map[string]any{"run_id": runID, "create_pr": true})
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
 	require.Equal(t, tasksapi.StatusCompleted, finished)
-	require.Len(t, called, 7, "every step ran: %v", called)
+	require.Len(t, called, 8, "every step ran: %v", called)
 }

@@ -72,6 +72,7 @@ func (s *workflowSuite) steps(override map[string][]any) {
 		"Publish": {activities.PublishOutput{Changed: true, Branch: "posthog/task-TSK-1", CommitSHA: "abc", BaseSHA: "base",
 			Artifacts: []string{"plan.md"}}, nil},
 		"RunTurn":          {activities.AgentOutput{}, nil},
+		"CheckCI":          {activities.CIStatus{State: "success", Done: true}, nil},
 		"CleanupWorkspace": {nil},
 		"FinishRun":        {s.recordFinish},
 	}
