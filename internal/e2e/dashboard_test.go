@@ -83,6 +83,7 @@ func TestDashboardCreatesRunsAndFollowsATask(t *testing.T) {
 	}
 	require.Contains(t, facts, "completed")
 	require.Contains(t, facts, "posthog/task-")
+	require.Contains(t, facts, "success (round 1) build: success test: success", "the pull request's check state")
 	require.True(t, strings.Index(logText, "line 1") < strings.Index(logText, "line 3"), "log lines in order")
 
 	// The artifact links download what the agent left.

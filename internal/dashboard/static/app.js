@@ -121,6 +121,7 @@ function renderRun(run) {
   if (typeof out.pr_url === "string" && /^https?:\/\//.test(out.pr_url)) {
     facts.push(["Pull request", el("a", { href: out.pr_url, rel: "noopener noreferrer", target: "_blank" }, out.pr_url)]);
   }
+  if (out.ci && typeof out.ci === "object") facts.push(["Checks", checksSummary(out.ci)]);
   document.querySelector("#run-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const open = !terminal.has(run.status);
   document.querySelector("#run-controls").hidden = !open;
@@ -134,6 +135,20 @@ function renderRun(run) {
     ...artifacts.map((a) => el("li", {},
       el("a", { href: `/dashboard/artifacts/${encodeURIComponent(run.id)}/${encodeURIComponent(a.name)}` }, a.name),
       ` (${a.type}, ${a.size} bytes)`)));
+}
+
+// checksSummary is the pull request's check state: the round, its state, and
+// each check by name with its conclusion, as text.
+function checksSummary(ci) {
+  const checks = Array.isArray(ci.checks) ? ci.checks : [];
+  const box = el("span", { class: "checks", "data-state": String(ci.state || "") },
+    el("span", { class: `check-state ${String(ci.state || "")}` }, String(ci.state || "unknown")),
+    ` (round ${Number(ci.round) || 1})`);
+  for (const c of checks) {
+    const result = c.conclusion || c.status || "";
+    box.append(el("span", { class: `check ${String(result)}`, title: String(result) }, ` ${String(c.name || "?")}: ${String(result)}`));
+  }
+  return box;
 }
 
 function renderEntry(entry) {
