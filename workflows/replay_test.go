@@ -19,7 +19,10 @@ import (
 // on the embedded server by internal/e2e (TASKWORKER_RECORD_HISTORIES=1, see
 // the README).
 var recordedHistories = []string{
-	"completed",                  // TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts
+	"completed",                  // TestRunThatChangesFilesCompletesWithBranchLogAndArtifacts (its checks watched)
+	"cancelled-by-complete-task", // TestACancelFromTheAPIStopsTheAgentAndKeepsTheAPIsOneTerminalStatus
+	"ci-fixed",                   // TestARunWhoseChecksFailGetsARoundThatSeesTheirLogAndFixesThem
+	"interactive-two-turns",      // TestClaudeCodeRunsEndToEnd: a follow-up answered, then complete_task
 	"failed",                     // TestAgentExitingNonZeroFailsTheRunWithItsExitCodeAndStderr
 	"cancelled",                  // TestCancelledRunEndsCancelledAndItsAgentIsGone
 	"cancelled-while-publishing", // TestACancelDuringThePushWaitsForPublishToStop
@@ -29,6 +32,9 @@ var recordedHistories = []string{
 	// that change is deployed, and replays only behind its GetVersion. It
 	// is kept, not recorded again.
 	"cancelled-while-publishing-before-it-waited",
+	// A completed run recorded by the build before interactive runs and the
+	// CI loop: the runs in flight when they are deployed.
+	"completed-before-interactive-runs",
 }
 
 // replay replays the history recorded as name, testdata/name/{workflow

@@ -203,6 +203,12 @@ func Environment(req Request, passthrough []string) []string {
 		if req.Proxy != "" && slices.Contains(proxyEnv, name) {
 			continue
 		}
+		if name == "HOME" && req.HomeDir != "" {
+			// The run's own, once: of two HOMEs some programs read the
+			// first, and the worker's is read-only in the sandbox.
+			env = append(env, "HOME="+req.HomeDir)
+			continue
+		}
 		if v, ok := os.LookupEnv(name); ok {
 			env = append(env, name+"="+v)
 		}

@@ -129,27 +129,16 @@ func runEventCLI(ctx context.Context, name string, spec process.Spec, req Reques
 	return stream.outcome(name, end)
 }
 
-// cliEnv is an agent CLI's environment: the base and passthrough variables,
-// the task's, the adapter's own (its keys), and a HOME of its own.
+// cliEnv is an agent CLI's environment: the base and passthrough variables
+// (HOME the run's own), the task's, and the adapter's own (its keys).
 func cliEnv(req Request, opts Options, own []string) ([]string, error) {
-	home, err := agentHome(req)
-	if err != nil {
-		return nil, err
+	if req.HomeDir != "" {
+		// The agent's HOME, its own for the run, so runs don't share (or
+		// leave behind) its configuration, sessions and caches.
+		if err := os.MkdirAll(req.HomeDir, 0o700); err != nil {
+			return nil, fmt.Errorf("agent home: %w", err)
+		}
 	}
 	env := append(Environment(req, opts.Passthrough), opts.ExtraEnv...)
-	env = append(env, own...)
-	return append(env, home...), nil
-}
-
-// agentHome gives the agent a HOME of its own, so runs don't share (or leave
-// behind) its configuration, sessions and caches.
-func agentHome(req Request) ([]string, error) {
-	if req.HomeDir == "" {
-		return nil, nil
-	}
-	home := req.HomeDir
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return nil, fmt.Errorf("agent home: %w", err)
-	}
-	return []string{"HOME=" + home}, nil
+	return append(env, own...), nil
 }

@@ -126,3 +126,16 @@ func TestTheCommandAgentIsToldEachTurn(t *testing.T) {
 	require.Contains(t, s1.lines()[0], "info: turn=1 session= prompt=Fix the bug")
 	require.Contains(t, strings.Join(s1.lines(), "\n"), "info: It crashes.\ninfo: \ninfo: keep it short", "a message that came with the run follows the task")
 }
+
+func TestTheAgentHasOneHOMEItsRuns(t *testing.T) {
+	t.Setenv("HOME", "/root")
+	req := request(t)
+	req.HomeDir = "/w/run/home"
+	var homes []string
+	for _, kv := range Environment(req, nil) {
+		if strings.HasPrefix(kv, "HOME=") {
+			homes = append(homes, kv)
+		}
+	}
+	require.Equal(t, []string{"HOME=/w/run/home"}, homes, "not the worker's as well: some programs read the first of two")
+}

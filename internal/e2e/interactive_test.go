@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/devstack"
@@ -70,16 +71,22 @@ func interactiveRuns(t *testing.T, stack *devstack.Stack, client *tasksapi.Clien
 	consoleOf := func(taskID, runID string) []string {
 		return consoleLines(logOfRun(tasksapi.TaskRun{ID: runID, Task: taskID}))
 	}
-	waitForLine := func(taskID, runID, line string) {
+	waitForLine := func(t *testing.T, taskID, runID, line string) {
 		t.Helper()
-		require.Eventually(t, func() bool {
+		found := func() bool {
 			for _, l := range consoleOf(taskID, runID) {
 				if l == line {
 					return true
 				}
 			}
 			return false
-		}, 2*time.Minute, 100*time.Millisecond, "no %q in the run's log", line)
+		}
+		if !assert.Eventually(t, found, 2*time.Minute, 100*time.Millisecond, "no %q in the run's log", line) {
+			for _, l := range consoleOf(taskID, runID) {
+				t.Log(l)
+			}
+			t.FailNow()
+		}
 	}
 
 	t.Run("an interactive run answers a follow-up in a second turn of the same conversation, then ends on complete_task", func(t *testing.T) {
@@ -89,7 +96,7 @@ func interactiveRuns(t *testing.T, stack *devstack.Stack, client *tasksapi.Clien
 		require.Equal(t, http.StatusOK, code, kicked)
 		runID := kicked["latest_run"].(map[string]any)["id"].(string)
 
-		waitForLine(task.ID, runID, "info: turn 1 done; waiting for a follow-up message (the run ends when you end it, or after 1h0m0s without one)")
+		waitForLine(t, task.ID, runID, "info: turn 1 done; waiting for a follow-up message (the run ends when you end it, or after 1h0m0s without one)")
 		run, err := client.GetRun(ctx, task.ID, runID)
 		require.NoError(t, err)
 		require.Equal(t, tasksapi.StatusInProgress, run.Status, "the run stays open for the user")
@@ -99,7 +106,7 @@ func interactiveRuns(t *testing.T, stack *devstack.Stack, client *tasksapi.Clien
 		code, body := post(t, stack, "/tasks/"+task.ID+"/runs/"+runID+"/command/",
 			`{"jsonrpc":"2.0","method":"user_message","params":{"content":"`+farewell+`"},"id":1}`)
 		require.Equal(t, http.StatusOK, code, body)
-		waitForLine(task.ID, runID, "info: turn 2 done; waiting for a follow-up message (the run ends when you end it, or after 1h0m0s without one)")
+		waitForLine(t, task.ID, runID, "info: turn 2 done; waiting for a follow-up message (the run ends when you end it, or after 1h0m0s without one)")
 
 		followUps.Lock()
 		seen := append([]anthropictest.Conversation(nil), followUps.seen...)
