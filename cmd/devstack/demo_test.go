@@ -65,12 +65,8 @@ func captureStdout(t *testing.T, fn func() error) string {
 
 // TestInteractiveDemo runs `devstack demo -interactive`: two turns of the
 // demo agent on one run, the second answering the follow-up, then the run
-// ended by a PATCH. It needs the workflow's interactive mode; until that is
-// merged it runs only with TASKWORKER_TEST_INTERACTIVE_DEMO set.
+// ended by a PATCH.
 func TestInteractiveDemo(t *testing.T) {
-	if os.Getenv("TASKWORKER_TEST_INTERACTIVE_DEMO") == "" {
-		t.Skip("needs interactive workflow: set TASKWORKER_TEST_INTERACTIVE_DEMO=1 once process-task answers follow-ups")
-	}
 	dir := t.TempDir()
 	out := captureStdout(t, func() error {
 		return demo(context.Background(), []string{"-data-dir", dir, "-interactive"})

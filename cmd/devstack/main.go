@@ -84,10 +84,21 @@ func workerConfig(dataDir string) (worker.Config, error) {
 		"TASKWORKER_SANDBOX":           "auto",
 		"TASKWORKER_LOG_LEVEL":         "warn",
 	}
+	// Only for the Load: a second stack in this process (the tests') must
+	// not find the first one's folders as if they were the user's settings.
 	for name, value := range defaults {
-		if _, set := os.LookupEnv(name); !set || name == "POSTHOG_API_URL" || name == "POSTHOG_PERSONAL_API_KEY" {
-			os.Setenv(name, value)
+		old, set := os.LookupEnv(name)
+		if set && name != "POSTHOG_API_URL" && name != "POSTHOG_PERSONAL_API_KEY" {
+			continue
 		}
+		os.Setenv(name, value)
+		defer func() {
+			if set {
+				os.Setenv(name, old)
+			} else {
+				os.Unsetenv(name)
+			}
+		}()
 	}
 	return worker.Load()
 }
