@@ -138,4 +138,3 @@ func (a *Activities) reportChecks(ctx context.Context, in CIInput, st CIStatus) 
 		a.logger(ref).Warn("checks log not written: " + a.redactError(err))
 	}
 }
-
