@@ -112,26 +112,20 @@ func (t Turn) FollowUp() bool { return t.Number > 1 }
 
 // Prompt is what the agent is told this turn: the task's prompt (and the
 // message that came with the run), or the follow-up's message.
-func (r Request) Prompt() string {
-	switch {
-	case r.Turn.FollowUp():
-		return r.Turn.Message
-	case r.Turn.Message != "":
-		return r.Task.Prompt() + "\n\n" + r.Turn.Message
-	}
-	return r.Task.Prompt()
-}
+func (r Request) Prompt() string { return r.turnPrompt(r.Task.Prompt()) }
 
 // asked is Prompt for an agent that enforces the task's schema itself: the
 // task's request without the instructions on how to hand over the result.
-func (r Request) asked() string {
+func (r Request) asked() string { return r.turnPrompt(r.Task.Request()) }
+
+func (r Request) turnPrompt(task string) string {
 	switch {
 	case r.Turn.FollowUp():
 		return r.Turn.Message
 	case r.Turn.Message != "":
-		return r.Task.Request() + "\n\n" + r.Turn.Message
+		return task + "\n\n" + r.Turn.Message
 	}
-	return r.Task.Request()
+	return task
 }
 
 // ModelAccess is an agent's model API for one run.

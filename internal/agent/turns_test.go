@@ -14,6 +14,30 @@ import (
 	"github.com/taskworker/taskworker/internal/testkit/standin/openaitest"
 )
 
+// twoTurns runs the task's turn, keeping the conversation, then the
+// follow-up's, resuming it; it returns the follow-up's result.
+func twoTurns(t *testing.T, a Agent, req Request, followUp string) Result {
+	t.Helper()
+	req.Turn = Turn{Number: 1, Keep: true}
+	var s sink
+	first, err := a.Run(context.Background(), req, &s)
+	require.NoError(t, err, consoleText(&s))
+	require.NotEmpty(t, first.Session)
+	req.Turn = Turn{Number: 2, Message: followUp, Session: first.Session, Keep: true}
+	var s2 sink
+	second, err := a.Run(context.Background(), req, &s2)
+	require.NoError(t, err, consoleText(&s2))
+	return second
+}
+
+// requireResumed checks that a follow-up's request carried the first turn.
+func requireResumed(t *testing.T, said []string) {
+	t.Helper()
+	joined := strings.Join(said, "\n")
+	require.Contains(t, joined, "user: Fix the bug\n\nIt crashes.", "the first turn's prompt is in the follow-up's request")
+	require.Contains(t, joined, "assistant: I read the task; nothing to change yet.", "and the first turn's answer")
+}
+
 func TestClaudeCodeResumesItsConversationForAFollowUp(t *testing.T) {
 	claude := agenttest.Binary(t, "claude", "TASKWORKER_CLAUDE_PATH")
 	const followUp = "Now write NOTES.md saying done."
@@ -38,22 +62,11 @@ func TestClaudeCodeResumesItsConversationForAFollowUp(t *testing.T) {
 
 	req := request(t)
 	req.Dir, req.HomeDir, req.WorkerDir = gitClone(t), filepath.Join(t.TempDir(), "home"), t.TempDir()
-	req.Turn = Turn{Number: 1, Keep: true}
-	var s sink
-	first, err := c.Run(context.Background(), req, &s)
-	require.NoError(t, err, consoleText(&s))
-	require.NotEmpty(t, first.Session)
-
-	req.Turn = Turn{Number: 2, Message: followUp, Session: first.Session, Keep: true}
-	var s2 sink
-	second, err := c.Run(context.Background(), req, &s2)
-	require.NoError(t, err, consoleText(&s2))
+	second := twoTurns(t, c, req, followUp)
 	require.Empty(t, api.Violations())
 	require.Equal(t, "Wrote NOTES.md.", second.Summary)
 	require.NotEmpty(t, resumed, "the follow-up reached the model")
-	said := strings.Join(resumed[0].Said, "\n")
-	require.Contains(t, said, "user: Fix the bug\n\nIt crashes.", "the first turn's prompt is in the follow-up's request")
-	require.Contains(t, said, "assistant: I read the task; nothing to change yet.", "and the first turn's answer")
+	requireResumed(t, resumed[0].Said)
 	require.Equal(t, followUp, resumed[0].Latest)
 	data, err := os.ReadFile(filepath.Join(req.Dir, "NOTES.md"))
 	require.NoError(t, err)
@@ -71,22 +84,11 @@ func TestCodexResumesItsConversationForAFollowUp(t *testing.T) {
 		return openaitest.Reply{Text: "done"}
 	})
 	req := cloneRequest(t)
-	req.Turn = Turn{Number: 1, Keep: true}
-	var s sink
-	first, err := c.Run(context.Background(), req, &s)
-	require.NoError(t, err, consoleText(&s))
-	require.NotEmpty(t, first.Session)
-
-	req.Turn = Turn{Number: 2, Message: followUp, Session: first.Session, Keep: true}
-	var s2 sink
-	second, err := c.Run(context.Background(), req, &s2)
-	require.NoError(t, err, consoleText(&s2))
+	second := twoTurns(t, c, req, followUp)
 	require.Empty(t, api.Violations())
 	require.Equal(t, "done", second.Summary)
 	require.Len(t, resumed, 1)
-	said := strings.Join(resumed[0].Said, "\n")
-	require.Contains(t, said, "user: Fix the bug\n\nIt crashes.", "the first turn's prompt is in the follow-up's request")
-	require.Contains(t, said, "assistant: I read the task; nothing to change yet.", "and the first turn's answer")
+	requireResumed(t, resumed[0].Said)
 }
 
 func TestClaudeCommandLineOfEachTurn(t *testing.T) {

@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,18 +19,7 @@ import (
 // PostHog's UI does.
 func apiPost(t *testing.T, taskID, runID, path, body string) (int, map[string]any) {
 	t.Helper()
-	cfg := h.Stack.WorkerConfig
-	url := h.Stack.APIURL + "/api/projects/" + cfg.ProjectID + "/tasks/" + taskID + "/runs/" + runID + "/" + path + "/"
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	return post(t, h.Stack, "/tasks/"+taskID+"/runs/"+runID+"/"+path+"/", body)
 }
 
 // requireGone polls until every pid has exited.
