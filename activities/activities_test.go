@@ -20,6 +20,7 @@ import (
 	"github.com/taskworker/taskworker/internal/logstream"
 	"github.com/taskworker/taskworker/internal/process"
 	"github.com/taskworker/taskworker/internal/redact"
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/standin/githubtest"
 )
@@ -111,6 +112,33 @@ func TestAFailedPullRequestKeepsTheBranchUnlessStrict(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, output["pr_error"], "HTTP 422: Validation Failed (head invalid)")
 		require.Nil(t, output["pr_url"])
+	}
+}
+
+func TestPullRequestsAreDraftsAsTheWorkerOrTheRunSays(t *testing.T) {
+	srv := githubtest.NewServer("ghs_token_123456")
+	defer srv.Close()
+	srv.BranchExists = func(string, string, string) bool { return true }
+	yes, no := true, false
+	for i, tc := range []struct {
+		workerDraft bool
+		keepDraft   *bool
+		want        bool
+	}{{false, nil, false}, {true, nil, true}, {true, &no, false}, {false, &yes, true}} {
+		branch := fmt.Sprintf("posthog/task-%d", i)
+		in := PublishInput{
+			Run: RunContext{RunRef: RunRef{TaskID: "t", RunID: "r"}, Title: "Fix", Repository: "acme/app", Branch: branch,
+				Settings: runstate.Settings{KeepDraft: tc.keepDraft}},
+			Workspace: Workspace{BaseBranch: "main"},
+		}
+		a := &Activities{Redactor: redact.New(), GitHub: github.New(srv.URL, "ghs_token_123456"), Config: Config{PRDraft: tc.workerDraft}}
+		log := logstream.New(discardLog{}, "t", "r", a.Redactor, logstream.Config{})
+		url, err := a.pullRequest(context.Background(), in, PublishOutput{Changed: true, Branch: branch}, map[string]any{}, log)
+		_, _ = log.Close(context.Background())
+		require.NoError(t, err)
+		require.NotEmpty(t, url)
+		pulls := srv.Pulls()
+		require.Equal(t, tc.want, pulls[len(pulls)-1].Draft, "TASKWORKER_PR_DRAFT %v, state.keep_draft %v", tc.workerDraft, tc.keepDraft)
 	}
 }
 
