@@ -113,7 +113,11 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 		output["summary"] = in.Agent.Summary
 	}
 	if head == ws.turnBase() {
-		log.Console(acp.LevelInfo, "the agent changed nothing"+turnSuffix(in.Turn)+"; nothing pushed")
+		if in.Turn > 1 {
+			log.Console(acp.LevelInfo, "the agent changed nothing"+turnSuffix(in.Turn)+"; nothing pushed")
+		} else {
+			log.Console(acp.LevelInfo, "the agent changed nothing; no branch pushed")
+		}
 		if err := a.holdsRun(ctx, in.Run); err != nil {
 			return out, err
 		}
