@@ -66,6 +66,18 @@ func (s *workflowSuite) endsAt(at *time.Time) []any {
 	}}
 }
 
+// signalDuring sends name with args as soon as the workflow runs, and
+// closes the channel it returns once it has: a step that waits on it is
+// running when the signal comes.
+func (s *workflowSuite) signalDuring(name string, args ...any) <-chan struct{} {
+	sent := make(chan struct{})
+	s.env.RegisterDelayedCallback(func() {
+		s.env.SignalWorkflow(name, signals.Positional(args))
+		close(sent)
+	}, time.Millisecond)
+	return sent
+}
+
 func notesWith(notes []activities.NoteInput, part string) []string {
 	var found []string
 	for _, n := range notes {
@@ -144,11 +156,11 @@ func (s *workflowSuite) TestHeartbeatsKeepAnInteractiveRunWaiting() {
 func (s *workflowSuite) TestAMessageDuringATurnIsAnsweredByTheNextTurn() {
 	notes := s.signalling()
 	t := &turns{}
+	sent := s.signalDuring(signals.Steer, "use tabs", nil, "m-1", nil, nil)
 	s.interactiveSteps(s.interactive(10*time.Minute), t, map[string][]any{"RunAgent": {func(context.Context, activities.AgentInput) (activities.AgentOutput, error) {
-		time.Sleep(300 * time.Millisecond) // the agent's turn, long enough for the signal below to land in it
+		<-sent // the agent's turn lasts until the steer came
 		return activities.AgentOutput{Workspace: activities.Workspace{RepoDir: "/w/repo"}, Session: "sess-1"}, nil
 	}}})
-	s.signal(time.Millisecond, signals.Steer, "use tabs", nil, "m-1", nil, nil)
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Require().Len(t.runs, 1, "the steer became the next turn")
@@ -177,11 +189,11 @@ func (s *workflowSuite) TestTheInitialMessageIsToldWithTheTaskAndNotAnsweredTwic
 
 func (s *workflowSuite) TestABackgroundRunNotesAMessageThatCameBeforeItKnewItsMode() {
 	notes := s.signalling()
+	sent := s.signalDuring(signals.FollowUp, "hello?", nil, "m-1", nil, nil)
 	s.steps(map[string][]any{"StartRun": {func(context.Context, activities.RunRef) (activities.RunContext, error) {
-		time.Sleep(200 * time.Millisecond) // the message lands while the run starts
+		<-sent // the run starts once the message came
 		return s.runContext(), nil
 	}}})
-	s.signal(time.Millisecond, signals.FollowUp, "hello?", nil, "m-1", nil, nil)
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
 	s.Require().NoError(s.env.GetWorkflowError())
 	s.Len(notesWith(*notes, `follow-up message "m-1" received; not answered: this run is in background mode`), 1)
