@@ -78,6 +78,15 @@ func (s *workflowSuite) signalDuring(name string, args ...any) <-chan struct{} {
 	return sent
 }
 
+// waitFor waits for ch to close, for a minute at most: a test whose signal
+// never came fails on what it asserts instead of hanging.
+func waitFor(ch <-chan struct{}) {
+	select {
+	case <-ch:
+	case <-time.After(time.Minute):
+	}
+}
+
 func notesWith(notes []activities.NoteInput, part string) []string {
 	var found []string
 	for _, n := range notes {
@@ -158,7 +167,7 @@ func (s *workflowSuite) TestAMessageDuringATurnIsAnsweredByTheNextTurn() {
 	t := &turns{}
 	sent := s.signalDuring(signals.Steer, "use tabs", nil, "m-1", nil, nil)
 	s.interactiveSteps(s.interactive(10*time.Minute), t, map[string][]any{"RunAgent": {func(context.Context, activities.AgentInput) (activities.AgentOutput, error) {
-		<-sent // the agent's turn lasts until the steer came
+		waitFor(sent) // the agent's turn lasts until the steer came
 		return activities.AgentOutput{Workspace: activities.Workspace{RepoDir: "/w/repo"}, Session: "sess-1"}, nil
 	}}})
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
@@ -191,7 +200,7 @@ func (s *workflowSuite) TestABackgroundRunNotesAMessageThatCameBeforeItKnewItsMo
 	notes := s.signalling()
 	sent := s.signalDuring(signals.FollowUp, "hello?", nil, "m-1", nil, nil)
 	s.steps(map[string][]any{"StartRun": {func(context.Context, activities.RunRef) (activities.RunContext, error) {
-		<-sent // the run starts once the message came
+		waitFor(sent) // the run starts once the message came
 		return s.runContext(), nil
 	}}})
 	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID})
