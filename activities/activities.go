@@ -71,6 +71,9 @@ type Config struct {
 	CITimeout   time.Duration
 	// PRDraft opens pull requests as drafts (a run's state.keep_draft decides over it).
 	PRDraft bool
+	// PublishOrigins are the task origins whose runs push and open pull
+	// requests unless their state says otherwise; empty is every origin.
+	PublishOrigins []string
 
 	// StopWindow is what a host step has left once its worker begins to
 	// stop: its agent's grace, its final flush and its report (see package

@@ -177,7 +177,8 @@ func (a *Activities) publish(ctx context.Context, in PublishInput, log *logstrea
 	return out, nil
 }
 
-// keepAsPatch is the publishing of a run whose state.auto_publish is false:
+// keepAsPatch is the publishing of a run that does not publish (its
+// state.auto_publish, or its task's origin, see runstate.ForOrigin):
 // its changes are committed in the worker's git only, and reach the user as
 // changes.patch (uploadArtifacts); no branch is pushed, no pull request opened.
 func (a *Activities) keepAsPatch(ctx context.Context, in PublishInput, repo *gitrepo.Repo, head string, output map[string]any, log *logstream.Stream) (PublishOutput, error) {
@@ -188,7 +189,7 @@ func (a *Activities) keepAsPatch(ctx context.Context, in PublishInput, repo *git
 	}
 	out := PublishOutput{Changed: true, CommitSHA: head, BaseSHA: ws.BaseSHA,
 		FilesChanged: len(stat.Files), Insertions: stat.Insertions, Deletions: stat.Deletions}
-	log.Console(acp.LevelInfo, "the run's state.auto_publish is false: nothing is pushed; its changes are uploaded as changes.patch")
+	log.Console(acp.LevelInfo, in.Run.Settings.NotPublished+": nothing is pushed; its changes are uploaded as changes.patch")
 	output["base_sha"] = ws.BaseSHA
 	output["changed"] = true
 	output["published"] = false

@@ -61,6 +61,7 @@ func (a *Activities) startRun(ctx context.Context, ref RunRef) (RunContext, erro
 		rc.MaxTokens = int64(tokens)
 	}
 	settings, notes := runstate.Read(run.State, task.OriginProduct)
+	settings = settings.ForOrigin(a.Config.PublishOrigins, task.OriginProduct)
 	settings, note := settings.ForAgent(a.Agent.Name())
 	if note != "" {
 		notes = append(notes, note)

@@ -100,6 +100,7 @@ type Config struct {
 	GitHubAPIURL    string        `envconfig:"TASKWORKER_GITHUB_API_URL" default:"https://api.github.com" desc:"GitHub REST API for pull requests (GitHub Enterprise: https://HOST/api/v3)"`
 	PRStrict        bool          `envconfig:"TASKWORKER_PR_STRICT" desc:"Fail a run whose pull request can't be opened (off: it completes with output.pr_error and the branch pushed)"`
 	PRDraft         bool          `envconfig:"TASKWORKER_PR_DRAFT" desc:"Open pull requests as drafts (a run's state.keep_draft decides over it)"`
+	PublishOrigins  []string      `envconfig:"TASKWORKER_PUBLISH_ORIGINS" desc:"Comma-separated task origin products (e.g. user_created) whose runs push and open pull requests; the others keep their changes as changes.patch, unless their state.auto_publish says otherwise (empty: every origin)"`
 	CIMaxRounds     int           `envconfig:"TASKWORKER_CI_MAX_ROUNDS" default:"3" desc:"Times a background run waits for its pull request's checks, starting a round that fixes them after each failure; it ends failed naming the checks still failing after the last (0: don't watch CI)"`
 	CIPollInterval  time.Duration `envconfig:"TASKWORKER_CI_POLL_INTERVAL" default:"30s" desc:"How often a run reads its pull request's checks while they run (later when GitHub's rate limit is low)"`
 	CITimeout       time.Duration `envconfig:"TASKWORKER_CI_TIMEOUT" default:"1h" desc:"Longest a run waits for one round of checks; it then ends failed naming those still running"`

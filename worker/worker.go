@@ -125,6 +125,7 @@ func New(c client.Client, cfg Config, logger *zap.Logger, m *metrics.Metrics) (*
 			BaseBranch:       cfg.BaseBranch,
 			PRStrict:         cfg.PRStrict,
 			PRDraft:          cfg.PRDraft,
+			PublishOrigins:   cfg.PublishOrigins,
 			CIMaxRounds:      cfg.CIMaxRounds,
 			CIPollEvery:      cfg.CIPollInterval,
 			CITimeout:        cfg.CITimeout,

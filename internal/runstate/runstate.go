@@ -6,8 +6,10 @@
 package runstate
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -57,6 +59,8 @@ type Settings struct {
 	// push, no pull request. nil is the worker's default (publish).
 	AutoPublish *bool `json:"auto_publish,omitempty"`
 	KeepDraft   *bool `json:"keep_draft,omitempty"`
+	// NotPublished says why a run that does not publish doesn't.
+	NotPublished string `json:"not_published,omitempty"`
 }
 
 // Interactive reports a run that waits for follow-ups.
@@ -126,8 +130,23 @@ func Read(state map[string]any, originProduct string) (Settings, []string) {
 	s.Model = text(KeyModel)
 	s.Effort = text(KeyReasoningEffort)
 	s.AutoPublish = flag(KeyAutoPublish)
+	if !s.Publishes() {
+		s.NotPublished = "the run's state.auto_publish is false"
+	}
 	s.KeepDraft = flag(KeyKeepDraft)
 	return s, notes
+}
+
+// ForOrigin applies the worker's list of the task origins whose runs
+// publish (empty: all) to a run whose state does not decide.
+func (s Settings) ForOrigin(publishOrigins []string, origin string) Settings {
+	if s.AutoPublish != nil || len(publishOrigins) == 0 || slices.Contains(publishOrigins, origin) {
+		return s
+	}
+	no := false
+	s.AutoPublish = &no
+	s.NotPublished = fmt.Sprintf("runs of %s tasks are not published (TASKWORKER_PUBLISH_ORIGINS is %s)", cmp.Or(origin, "origin-less"), strings.Join(publishOrigins, ","))
+	return s
 }
 
 // ForAgent checks the run's runtime_adapter against the agent this worker

@@ -73,3 +73,17 @@ func TestAnotherAdaptersSettingsGiveWayToTheWorkersAgent(t *testing.T) {
 	require.Empty(t, note)
 	require.Equal(t, "gpt-5-codex", same.Model)
 }
+
+func TestTheTasksOriginDecidesPublishingWhenTheRunDoesNot(t *testing.T) {
+	s, _ := Read(nil, "error_tracking")
+	require.True(t, s.ForOrigin(nil, "error_tracking").Publishes(), "no list: every origin publishes")
+	require.True(t, s.ForOrigin([]string{"user_created", "error_tracking"}, "error_tracking").Publishes())
+	kept := s.ForOrigin([]string{"user_created"}, "error_tracking")
+	require.False(t, kept.Publishes())
+	require.Equal(t, "runs of error_tracking tasks are not published (TASKWORKER_PUBLISH_ORIGINS is user_created)", kept.NotPublished)
+
+	yes, _ := Read(map[string]any{"auto_publish": true}, "error_tracking")
+	require.True(t, yes.ForOrigin([]string{"user_created"}, "error_tracking").Publishes(), "the run's own choice wins")
+	no, _ := Read(map[string]any{"auto_publish": false}, "user_created")
+	require.Equal(t, "the run's state.auto_publish is false", no.ForOrigin([]string{"user_created"}, "user_created").NotPublished)
+}
