@@ -260,6 +260,10 @@ func (a *Activities) pullRequest(ctx context.Context, in PublishInput, pub Publi
 	verb := "opened"
 	if !created {
 		verb = "updated"
+		// Its body says what the whole change is now; the push is done.
+		if err := a.GitHub.UpdateBody(ctx, owner, repo, pr.Number, a.prBody(in, pub)); err != nil {
+			log.Console(acp.LevelWarn, "the pull request's description was not updated: "+a.redactError(err))
+		}
 	}
 	log.Console(acp.LevelInfo, fmt.Sprintf("pull request %s: %s", verb, pr.HTMLURL))
 	return pr.HTMLURL, nil

@@ -268,6 +268,18 @@ func (c *Client) OpenOrFind(ctx context.Context, owner, repo string, pr NewPullR
 	return open[0], false, nil
 }
 
+// UpdateBody replaces the body of pull request number: a later push of the
+// run's changes says what the whole change is now.
+func (c *Client) UpdateBody(ctx context.Context, owner, repo string, number int, body string) error {
+	path := fmt.Sprintf("/repos/%s/%s/pulls/%d", url.PathEscape(owner), url.PathEscape(repo), number)
+	req := c.http.R().SetContext(ctx).SetBody(map[string]string{"body": body}).SetHeader("Content-Type", "application/json")
+	var updated PullRequest
+	if err := c.do(req, http.MethodPatch, path, &updated); err != nil {
+		return fmt.Errorf("update pull request #%d in %s/%s: %w", number, owner, repo, err)
+	}
+	return nil
+}
+
 func (c *Client) do(req *resty.Request, method, path string, out any) error {
 	_, err := c.answer(req, method, path, out)
 	return err

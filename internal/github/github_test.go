@@ -36,6 +36,19 @@ func TestOpenThenFindTheExistingPullRequest(t *testing.T) {
 	require.Equal(t, "It crashed.", srv.Pulls()[0].Body)
 }
 
+func TestALaterPushUpdatesThePullRequestsBody(t *testing.T) {
+	srv := githubtest.NewServer("ghs_token_123456")
+	defer srv.Close()
+	c := New(srv.URL, "ghs_token_123456")
+	opened, _, err := c.OpenOrFind(context.Background(), "acme", "app", NewPullRequest{Title: "Fix", Head: "posthog/task-1", Base: "main", Body: "1 file changed"})
+	require.NoError(t, err)
+	require.NoError(t, c.UpdateBody(context.Background(), "acme", "app", opened.Number, "2 files changed"))
+	require.Equal(t, "2 files changed", srv.Pulls()[0].Body)
+	err = c.UpdateBody(context.Background(), "acme", "app", 99, "x")
+	require.ErrorContains(t, err, "update pull request #99 in acme/app")
+	require.ErrorContains(t, err, "404")
+}
+
 func TestErrorsSayWhatGitHubSaid(t *testing.T) {
 	srv := githubtest.NewServer("right")
 	defer srv.Close()

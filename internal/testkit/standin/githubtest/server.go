@@ -64,6 +64,7 @@ func NewServer(token string) *Server {
 	mux.HandleFunc("POST /repos/{owner}/{repo}/pulls", s.create)
 	mux.HandleFunc("GET /repos/{owner}/{repo}/pulls", s.list)
 	mux.HandleFunc("GET /repos/{owner}/{repo}/pulls/{number}", s.pull)
+	mux.HandleFunc("PATCH /repos/{owner}/{repo}/pulls/{number}", s.update)
 	mux.HandleFunc("GET /repos/{owner}/{repo}/commits/{ref}/check-runs", s.checkRuns)
 	mux.HandleFunc("GET /repos/{owner}/{repo}/commits/{ref}/status", s.status)
 	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs", s.jobLogs)
@@ -215,6 +216,46 @@ func (s *Server) pull(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	failDoc(w, http.StatusNotFound, "Not Found", "https://docs.github.com/rest/pulls/pulls#get-a-pull-request")
+}
+
+// update is PATCH of a pull request: its title or body (strings), as GitHub
+// allows; 404 for one it doesn't have.
+func (s *Server) update(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		fail(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return
+	}
+	var body map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		fail(w, http.StatusBadRequest, "Problems parsing JSON")
+		return
+	}
+	for _, k := range []string{"title", "body"} {
+		if v, present := body[k]; present {
+			if _, ok := v.(string); !ok {
+				fail(w, http.StatusUnprocessableEntity, "Invalid request.\n\nFor 'properties/"+k+"', "+jsonText(v)+" is not a string.")
+				return
+			}
+		}
+	}
+	owner, repo := r.PathValue("owner"), r.PathValue("repo")
+	n, err := strconv.Atoi(r.PathValue("number"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.pulls {
+		if err == nil && p.Owner == owner && p.Repo == repo && p.Number == n {
+			if v, ok := body["title"].(string); ok {
+				s.pulls[i].Title = v
+			}
+			if v, ok := body["body"].(string); ok {
+				s.pulls[i].Body = v
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(s.view(r, s.pulls[i]))
+			return
+		}
+	}
+	failDoc(w, http.StatusNotFound, "Not Found", "https://docs.github.com/rest/pulls/pulls#update-a-pull-request")
 }
 
 func (s *Server) view(r *http.Request, p PullRequest) map[string]any {
