@@ -21,7 +21,8 @@ type PublishInput struct {
 	Run       RunContext  `json:"run"`
 	Workspace Workspace   `json:"workspace"`
 	Agent     AgentOutput `json:"agent"`
-	// Turn is the turn whose changes are published (0 and 1: the task's own).
+	// Turn is the turn whose changes are published (1, or 0 from a workflow
+	// before interactive runs: the task's own).
 	Turn int `json:"turn,omitempty"`
 }
 

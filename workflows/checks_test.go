@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/checks"
@@ -28,10 +30,15 @@ type ciScript struct {
 	polls   []activities.CIInput
 	polled  []time.Time
 	answers func(in activities.CIInput) activities.CIStatus
+	// lost, when set, is the error of the agent steps of the fix rounds.
+	lost error
 }
 
 func (c *ciScript) agent(_ context.Context, in activities.AgentInput) (activities.AgentOutput, error) {
 	c.agents = append(c.agents, in)
+	if c.lost != nil && in.Run.CIRound > 1 {
+		return activities.AgentOutput{}, c.lost
+	}
 	return activities.AgentOutput{Workspace: activities.Workspace{RepoDir: "/w/repo", BaseSHA: "base"}, Summary: "done"}, nil
 }
 
@@ -148,4 +155,21 @@ func (s *workflowSuite) TestARunWithoutAPullRequestOrWatchingDoesNotPoll() {
 		s.Empty(c.polls)
 	}
 	s.env.AssertNotCalled(s.T(), "CheckCI", mock.Anything, mock.Anything)
+}
+
+func (s *workflowSuite) TestAFixRoundWhoseWorkersAreLostFailsAsALostWorkerNotAnInteractiveRun() {
+	notes := s.signalling()
+	c := &ciScript{pushes: []string{"abc"}, lost: temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_HEARTBEAT, nil),
+		answers: func(activities.CIInput) activities.CIStatus {
+			return activities.CIStatus{State: checks.Failure, Done: true, Failing: failingTest}
+		}}
+	rc := s.ciRun()
+	rc.HostAttempts = 2
+	s.ciSteps(rc, c)
+	s.env.ExecuteWorkflow(ProcessTask, Input{RunID: runID, CreatePR: true})
+	fin := s.requireOneFinish(tasksapi.StatusFailed)
+	s.NotContains(fin.ErrorMessage, "interactive run")
+	s.Contains(fin.ErrorMessage, "step RunAgent timed out (Heartbeat)")
+	s.Len(c.agents, 3, "the round was tried on a second worker")
+	s.Len(notesWith(*notes, "starting over on another worker, attempt 2 of 2"), 1)
 }

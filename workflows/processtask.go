@@ -195,7 +195,7 @@ func ProcessTask(ctx workflow.Context, in Input) (Result, error) {
 			fmt.Sprintf("run did not finish within %s and was stopped; raise TASKWORKER_RUN_TIMEOUT or narrow the task", run.RunTimeout),
 			"RunTimeout", nil)
 	}
-	if hostLost(err) && res.Turns > 0 {
+	if hostLost(err) && run.Interactive() && res.Turns > 0 {
 		err = temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 			"the worker holding this interactive run (its workspace and the agent's conversation) stopped answering after turn %d (%s); the conversation can't go on elsewhere: start a new run to continue from branch %s",
 			res.Turns, errorMessage(err), run.Branch), activities.ErrHostLost, nil)
@@ -226,7 +226,9 @@ func hostWork(ctx, work workflow.Context, run activities.RunContext, conv *conve
 		run.HostAttempt = attempt
 		res, err = hostPhase(work, run, conv, message)
 		dropped += res.LogDropped
-		if err == nil || !hostLost(err) || work.Err() != nil || attempt >= attempts || res.Turns > 0 {
+		// An interactive run's conversation stays with the worker that had
+		// it: once a turn is published, the run is not started over.
+		if err == nil || !hostLost(err) || work.Err() != nil || attempt >= attempts || (run.Interactive() && res.Turns > 0) {
 			break
 		}
 		// The worker holding the workspace is gone: start the host phase
@@ -315,7 +317,7 @@ func hostPhase(ctx workflow.Context, run activities.RunContext, conv *conversati
 		if pub.PullRequest != "" {
 			res.PullRequest = pub.PullRequest
 		}
-		res.Turns = max(turn, 1)
+		res.Turns = turn
 		return pub, nil
 	}
 
@@ -333,7 +335,7 @@ func hostPhase(ctx workflow.Context, run activities.RunContext, conv *conversati
 		pubOpts.WaitForCancellation = true
 	}
 	pubCtx = workflow.WithActivityOptions(ctx, pubOpts)
-	pub, err := publish(agentOut.Workspace, agentOut, 0)
+	pub, err := publish(agentOut.Workspace, agentOut, 1)
 	if err != nil {
 		return res, err
 	}
