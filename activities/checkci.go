@@ -105,12 +105,8 @@ func (a *Activities) checkCI(ctx context.Context, in CIInput) (CIStatus, error) 
 func (a *Activities) reportChecks(ctx context.Context, in CIInput, st CIStatus) {
 	ref := in.Run.RunRef
 	log := a.stream(ctx, ref, StepChecks, false)
-	group := fmt.Sprintf("ci_round_%d", in.Round)
-	emit := func(status, detail string) {
-		e := acp.Progress(StepChecks, status, fmt.Sprintf("Pull request checks, round %d", in.Round), detail)
-		e.Notification.Params["group"] = group
-		log.Emit(e)
-	}
+	group := roundGroup(in.Round)
+	emit := func(status, detail string) { progress(log, group, StepChecks, status, detail) }
 	if in.Poll == 1 {
 		if err := a.setStage(ctx, ref, StepChecks); err != nil {
 			a.logger(ref).Warn("stage not recorded: " + a.redactError(err))

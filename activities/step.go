@@ -130,11 +130,9 @@ func (a *Activities) closeStream(ctx context.Context, ref RunRef, s *logstream.S
 func progress(s *logstream.Stream, group, step, status, detail string) {
 	labels := map[string]string{
 		StepClone: "Cloning repository", StepAgent: "Running agent",
-		StepPublish: "Publishing changes", StepArtifacts: "Uploading artifacts", StepChecks: "Waiting for the pull request's checks",
+		StepPublish: "Publishing changes", StepArtifacts: "Uploading artifacts", StepChecks: "Pull request checks",
 	}
-	e := acp.Progress(step, status, labels[step], detail)
-	e.Notification.Params["group"] = group
-	s.Emit(e)
+	s.Emit(acp.Progress(group, step, status, labels[step], detail))
 }
 
 type roundKey struct{}
@@ -148,7 +146,7 @@ func inRound(ctx context.Context, round int) context.Context {
 // round it fixes, so that each round is its own group of steps in the log.
 func stepGroup(ctx context.Context) string {
 	if round, _ := ctx.Value(roundKey{}).(int); round > 1 {
-		return fmt.Sprintf("ci_round_%d", round)
+		return roundGroup(round)
 	}
 	return "run"
 }
@@ -162,3 +160,6 @@ type LogLoss struct {
 
 // Lost is the count, for the workflow.
 func (l LogLoss) Lost() int { return l.LogDropped }
+
+// roundGroup is the progress group of a CI round's steps.
+func roundGroup(round int) string { return fmt.Sprintf("ci_round_%d", round) }

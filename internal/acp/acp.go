@@ -89,9 +89,10 @@ func Console(level, message string) Entry {
 	return New(MethodConsole, map[string]any{"level": level, "message": message})
 }
 
-// Progress reports a setup step; detail is omitted when empty.
-func Progress(step, status, label, detail string) Entry {
-	params := map[string]any{"group": "run", "step": step, "status": status, "label": label}
+// Progress reports a step of group ("run", a CI round's, the agent's own);
+// detail is omitted when empty.
+func Progress(group, step, status, label, detail string) Entry {
+	params := map[string]any{"group": group, "step": step, "status": status, "label": label}
 	if detail != "" {
 		params["detail"] = detail
 	}

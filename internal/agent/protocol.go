@@ -124,8 +124,7 @@ func (p *protocol) entry(l protocolLine) (*acp.Entry, error) {
 		if label == "" {
 			label = l.Step
 		}
-		e = acp.Progress(l.Step, l.Status, label, l.Detail)
-		e.Notification.Params["group"] = "agent"
+		e = acp.Progress("agent", l.Step, l.Status, label, l.Detail)
 	case "output":
 		if l.Summary == nil && len(l.Result) == 0 && l.Session == "" {
 			return nil, errors.New(`give "summary" (text), "result" (JSON) or "session", or more than one`)
