@@ -196,10 +196,8 @@ func (c *conversation) keepInitial(in Input) {
 	}
 	m := *in.InitialMessage
 	c.initial = &m
-	if c.state.Add(m) {
-		// Answered by the first turn, not as a follow-up.
-		c.state.Pending = c.state.Pending[:len(c.state.Pending)-1]
-	}
+	// Answered by the first turn, not as a follow-up.
+	c.state.Remember(m)
 }
 
 // initialMessage is the text of the initial_message kept, "" without one.

@@ -206,25 +206,36 @@ func (c *Conversation) Heartbeat(active bool) {
 // KeptMessageIDs; it reports whether it was kept. A message without an ID is
 // always kept: there is nothing to know it by.
 func (c *Conversation) Add(m Message) bool {
-	if m.MessageID != "" {
-		if c.seen == nil {
-			c.seen = make(map[string]bool, len(c.SeenIDs))
-			for _, id := range c.SeenIDs {
-				c.seen[id] = true
-			}
-		}
-		if c.seen[m.MessageID] {
-			c.Duplicates++
-			return false
-		}
-		c.seen[m.MessageID] = true
-		c.SeenIDs = append(c.SeenIDs, m.MessageID)
-		if len(c.SeenIDs) > KeptMessageIDs {
-			delete(c.seen, c.SeenIDs[0])
-			c.SeenIDs = append([]string(nil), c.SeenIDs[1:]...)
-		}
+	if !c.Remember(m) {
+		return false
 	}
 	c.Pending = append(c.Pending, m)
+	return true
+}
+
+// Remember records m's message_id among the last KeptMessageIDs without
+// keeping m for a turn (a message answered otherwise); it reports false,
+// and counts a duplicate, for one sent before.
+func (c *Conversation) Remember(m Message) bool {
+	if m.MessageID == "" {
+		return true
+	}
+	if c.seen == nil {
+		c.seen = make(map[string]bool, len(c.SeenIDs))
+		for _, id := range c.SeenIDs {
+			c.seen[id] = true
+		}
+	}
+	if c.seen[m.MessageID] {
+		c.Duplicates++
+		return false
+	}
+	c.seen[m.MessageID] = true
+	c.SeenIDs = append(c.SeenIDs, m.MessageID)
+	if len(c.SeenIDs) > KeptMessageIDs {
+		delete(c.seen, c.SeenIDs[0])
+		c.SeenIDs = append([]string(nil), c.SeenIDs[1:]...)
+	}
 	return true
 }
 
