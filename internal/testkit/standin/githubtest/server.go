@@ -122,15 +122,25 @@ func (s *Server) checked(next http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) create(w http.ResponseWriter, r *http.Request) {
-	owner, repo := r.PathValue("owner"), r.PathValue("repo")
+// jsonBody reads a request's JSON object as GitHub does, answering 415 or
+// 400 itself when it can't.
+func jsonBody(w http.ResponseWriter, r *http.Request) (map[string]any, bool) {
 	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		fail(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-		return
+		return nil, false
 	}
 	var body map[string]any
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		fail(w, http.StatusBadRequest, "Problems parsing JSON")
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	owner, repo := r.PathValue("owner"), r.PathValue("repo")
+	body, ok := jsonBody(w, r)
+	if !ok {
 		return
 	}
 	str := func(k string) (string, bool) { v, ok := body[k].(string); return v, ok }
@@ -221,13 +231,8 @@ func (s *Server) pull(w http.ResponseWriter, r *http.Request) {
 // update is PATCH of a pull request: its title or body (strings), as GitHub
 // allows; 404 for one it doesn't have.
 func (s *Server) update(w http.ResponseWriter, r *http.Request) {
-	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		fail(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-		return
-	}
-	var body map[string]any
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		fail(w, http.StatusBadRequest, "Problems parsing JSON")
+	body, ok := jsonBody(w, r)
+	if !ok {
 		return
 	}
 	for _, k := range []string{"title", "body"} {
