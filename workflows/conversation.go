@@ -8,6 +8,7 @@ import (
 
 	"github.com/taskworker/taskworker/activities"
 	"github.com/taskworker/taskworker/internal/acp"
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/signals"
 )
 
@@ -36,12 +37,6 @@ type conversation struct {
 	// initial is the workflow input's initial_message, told with the task.
 	initial *signals.Message
 }
-
-// Modes of the conversation, once the run has started.
-const (
-	modeBackground  = "background"
-	modeInteractive = "interactive"
-)
 
 // waitEnd is why an interactive run stopped waiting for its next message.
 type waitEnd int
@@ -149,9 +144,9 @@ func (c *conversation) message(ctx workflow.Context, m signals.Message) {
 		return
 	}
 	switch {
-	case !c.interactiveRuns || c.mode == modeBackground:
+	case !c.interactiveRuns || c.mode == runstate.Background:
 		c.unanswered(ctx, m, len(c.state.Pending))
-	case c.mode == modeInteractive && c.turn > 0:
+	case c.mode == runstate.Interactive && c.turn > 0:
 		text := fmt.Sprintf("%s received; the agent is in turn %d and takes no message in the middle of a turn: the next turn answers it", m.Describe(), c.turn)
 		note(ctx, c.ref, messageKey(m, len(c.state.Pending)), acp.LevelInfo, text)
 	}
@@ -176,9 +171,9 @@ func (c *conversation) started(ctx workflow.Context, interactive bool) {
 	if !c.interactiveRuns {
 		return
 	}
-	c.mode = modeBackground
+	c.mode = runstate.Background
 	if interactive {
-		c.mode = modeInteractive
+		c.mode = runstate.Interactive
 		return
 	}
 	if c.acts {
@@ -252,7 +247,7 @@ func (c *conversation) endedOutside(ctx workflow.Context, res Result) (Result, e
 		msg += ": " + c.ended.ErrorMessage
 	}
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	if c.turn > 0 || c.mode != modeInteractive {
+	if c.turn > 0 || c.mode != runstate.Interactive {
 		msg += "; its steps were stopped"
 	}
 	note(dctx, c.ref, "ended-outside", acp.LevelWarn, msg)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/taskworker/taskworker/internal/devstack"
 	"github.com/taskworker/taskworker/internal/kickoff"
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -77,7 +78,7 @@ func demo(ctx context.Context, args []string) error {
 	fmt.Printf("Task %s (%s): %s\n", task.Slug, task.ID, task.Title)
 	var kicked tasksapi.Task
 	if *interactive {
-		kicked, err = api.RunTaskWith(ctx, task.ID, tasksapi.RunTaskRequest{Mode: tasksapi.ModeInteractive})
+		kicked, err = api.RunTaskWith(ctx, task.ID, tasksapi.RunTaskRequest{Mode: runstate.Interactive})
 	} else {
 		kicked, err = api.RunTask(ctx, task.ID)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 	"github.com/taskworker/taskworker/internal/testkit/agenttest"
 	"github.com/taskworker/taskworker/internal/testkit/testtool"
@@ -126,7 +127,7 @@ func TestDashboardStartsAnInteractiveRunSendsItAMessageAndStopsIt(t *testing.T) 
 	require.NoError(t, err)
 	require.NotNil(t, latest.LatestRun)
 	run := *latest.LatestRun
-	require.Equal(t, tasksapi.ModeInteractive, run.State["mode"], "the box made the run interactive")
+	require.Equal(t, runstate.Interactive, run.State["mode"], "the box made the run interactive")
 	pids := waitForAgent(t, pidFile)
 
 	require.NoError(t, chromedp.Do(ctx,

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskworker/taskworker/internal/kickoff"
+	"github.com/taskworker/taskworker/internal/runstate"
 	"github.com/taskworker/taskworker/internal/tasksapi"
 )
 
@@ -186,11 +187,11 @@ func TestTheClientStartsAnInteractiveRunAndSendsItAMessage(t *testing.T) {
 
 	task, err := api.CreateTask(ctx, tasksapi.CreateTaskRequest{Title: "t", Description: "d", Repository: "a/b"})
 	require.NoError(t, err)
-	task, err = api.RunTaskWith(ctx, task.ID, tasksapi.RunTaskRequest{Mode: tasksapi.ModeInteractive})
+	task, err = api.RunTaskWith(ctx, task.ID, tasksapi.RunTaskRequest{Mode: runstate.Interactive})
 	require.NoError(t, err)
 	run := task.LatestRun
 	require.NotNil(t, run)
-	require.Equal(t, tasksapi.ModeInteractive, run.State["mode"])
+	require.Equal(t, runstate.Interactive, run.State["mode"])
 
 	require.NoError(t, api.SendUserMessage(ctx, task.ID, run.ID, "and the tests", "msg-1"))
 	sent := signalled.signals()

@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskworker/taskworker/internal/kickoff"
-	"github.com/taskworker/taskworker/internal/tasksapi"
+	"github.com/taskworker/taskworker/internal/runstate"
 )
 
 // runRequest is a validated body of POST /tasks/{id}/run/, PostHog's
@@ -26,7 +26,7 @@ type runRequest struct {
 	initial *kickoff.InitialMessage
 }
 
-var modes = []string{tasksapi.ModeBackground, tasksapi.ModeInteractive}
+var modes = []string{runstate.Background, runstate.Interactive}
 
 const (
 	maxBranchLen     = 255
@@ -66,7 +66,7 @@ func choiceField(body map[string]json.RawMessage, name string, choices []string)
 }
 
 func parseRunRequest(body map[string]json.RawMessage) (runRequest, error) {
-	req := runRequest{state: map[string]any{"mode": tasksapi.ModeBackground}}
+	req := runRequest{state: map[string]any{"mode": runstate.Background}}
 	mode, err := choiceField(body, "mode", modes)
 	if err != nil {
 		return req, err
@@ -101,7 +101,7 @@ func parseRunRequest(body map[string]json.RawMessage) (runRequest, error) {
 		}
 	}
 
-	adapter, err := choiceField(body, "runtime_adapter", tasksapi.RuntimeAdapters)
+	adapter, err := choiceField(body, "runtime_adapter", runstate.RuntimeAdapters)
 	if err != nil {
 		return req, err
 	}
@@ -112,7 +112,7 @@ func parseRunRequest(body map[string]json.RawMessage) (runRequest, error) {
 	if hasModel && strings.TrimSpace(*model) == "" {
 		return req, invalid("model", "blank", "This field may not be blank.")
 	}
-	effort, err := choiceField(body, "reasoning_effort", tasksapi.ReasoningEfforts)
+	effort, err := choiceField(body, "reasoning_effort", runstate.ReasoningEfforts)
 	if err != nil {
 		return req, err
 	}

@@ -22,6 +22,14 @@ const (
 	Interactive = "interactive"
 )
 
+// RuntimeAdapters are the agents a run may ask for (state.runtime_adapter),
+// and ReasoningEfforts the efforts (state.reasoning_effort), as PostHog
+// accepts them.
+var (
+	RuntimeAdapters  = []string{"claude", "codex"}
+	ReasoningEfforts = []string{"low", "medium", "high", "xhigh", "max"}
+)
+
 // Inactivity timeouts of an interactive run, as PostHog's.
 const (
 	DefaultInactivity     = 30 * time.Minute
@@ -129,6 +137,10 @@ func Read(state map[string]any, originProduct string) (Settings, []string) {
 	s.RuntimeAdapter = text(KeyRuntimeAdapter)
 	s.Model = text(KeyModel)
 	s.Effort = text(KeyReasoningEffort)
+	if s.Effort != "" && !slices.Contains(ReasoningEfforts, s.Effort) {
+		notes = append(notes, fmt.Sprintf("state.reasoning_effort %q is not one of %s; the agent's own effort is used", s.Effort, strings.Join(ReasoningEfforts, ", ")))
+		s.Effort = ""
+	}
 	s.AutoPublish = flag(KeyAutoPublish)
 	if !s.Publishes() {
 		s.NotPublished = "the run's state.auto_publish is false"

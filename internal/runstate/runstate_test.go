@@ -57,6 +57,10 @@ func TestRunSettingsAreReadAndUnknownKeysIgnored(t *testing.T) {
 	require.False(t, s.Publishes())
 	require.True(t, *s.KeepDraft)
 
+	s, notes = Read(map[string]any{"reasoning_effort": "ultra"}, "")
+	require.Empty(t, s.Effort)
+	require.Equal(t, []string{`state.reasoning_effort "ultra" is not one of low, medium, high, xhigh, max; the agent's own effort is used`}, notes)
+
 	s, notes = Read(map[string]any{"auto_publish": "yes"}, "")
 	require.True(t, s.Publishes(), "publishing is the default")
 	require.Equal(t, []string{"state.auto_publish is yes, not true or false; ignored"}, notes)
