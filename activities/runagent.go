@@ -99,7 +99,8 @@ func (a *Activities) agentTurn(ctx context.Context, run RunContext, ws Workspace
 	}
 	dropped, err := a.runStep(ctx, run.RunRef, StepAgent, detail, prior, func(log *logstream.Stream) (string, error) {
 		if turn.Message != "" {
-			// The user's message, where PostHog's UI shows one.
+			// The turn's message (the user's, or a CI round's), where
+			// PostHog's UI shows a user's.
 			log.Emit(acp.UserMessage(a.Redactor.String(turn.Message)))
 		}
 		if worker.stopped() {
@@ -136,7 +137,12 @@ func (a *Activities) agentTurn(ctx context.Context, run RunContext, ws Workspace
 			ModelName:    run.Settings.Model,
 			Effort:       run.Settings.Effort,
 		}, log)
-		out.Session = res.Session
+		switch {
+		case agent.ValidSession(res.Session):
+			out.Session = res.Session
+		case res.Session != "":
+			log.Console(acp.LevelWarn, fmt.Sprintf("the agent reported session %q, which is not a session ID: a next turn starts a new conversation", a.Redactor.String(res.Session)))
+		}
 		res.Usage = model.counted(res.Usage)
 		if fence.Cause(ctx) == nil && watch.superseded() == nil {
 			a.recordUsage(ctx, run.RunRef, res, log)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,6 +107,14 @@ type Turn struct {
 	// run); a background run's agent keeps nothing.
 	Keep bool `json:"keep,omitempty"`
 }
+
+// sessionID is what a conversation's ID may look like (Claude Code's and
+// Codex's are UUIDs): it reaches the next turn's command line, and what the
+// agent reports is not trusted to be an ID and not an option.
+var sessionID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+
+// ValidSession reports a session a follow-up may resume.
+func ValidSession(s string) bool { return sessionID.MatchString(s) }
 
 // FollowUp reports a turn that answers a user's follow-up message.
 func (t Turn) FollowUp() bool { return t.Number > 1 }

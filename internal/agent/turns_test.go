@@ -141,3 +141,12 @@ func TestTheAgentHasOneHOMEItsRuns(t *testing.T) {
 	}
 	require.Equal(t, []string{"HOME=/w/run/home"}, homes, "not the worker's as well: some programs read the first of two")
 }
+
+func TestOnlyASessionIDIsResumed(t *testing.T) {
+	for _, ok := range []string{"bdc71eb8-7d9f-43b7-8c14-ec062420445a", "thread_1"} {
+		require.True(t, ValidSession(ok), ok)
+	}
+	for _, bad := range []string{"", "--dangerously-skip-permissions", "-c", "a b", "x;rm -rf /", strings.Repeat("a", 129), "../x"} {
+		require.False(t, ValidSession(bad), bad)
+	}
+}
