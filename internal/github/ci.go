@@ -33,9 +33,12 @@ type Check struct {
 	// Summary is a check run's output title, summary and text, or a
 	// status's description.
 	Summary string
+	// suite is a check run's check suite: two workflows (two suites) may
+	// each have a job of one name, and each counts.
+	suite int64
 }
 
-// CI is the checks of a commit, each name once, and the rate limit GitHub
+// CI is the checks of a commit, each name once per check suite, and the rate limit GitHub
 // said was left after reading them.
 type CI struct {
 	Checks    []Check
@@ -83,13 +86,14 @@ const maxCheckRunPages = 10
 var nextLink = regexp.MustCompile(`<([^>]+)>;\s*rel="next"`)
 
 // CI reads the check runs and statuses of commit sha, the newest of each
-// name: a re-run's check run has a higher id than the one it re-runs.
+// name in each check suite: a re-run's check run has a higher id than the
+// one it re-runs, in the same suite.
 func (c *Client) CI(ctx context.Context, owner, repo, sha string) (CI, error) {
-	repoPath := "/repos/" + url.PathEscape(owner) + "/" + url.PathEscape(repo)
+	repoPath := repoPath(owner, repo)
 	var ci CI
 	at := map[string]int{}
 	keep := func(check Check) {
-		key := check.Kind + "\x00" + check.Name
+		key := fmt.Sprintf("%s\x00%d\x00%s", check.Kind, check.suite, check.Name)
 		if i, seen := at[key]; seen {
 			if check.ID > ci.Checks[i].ID {
 				ci.Checks[i] = check
@@ -109,8 +113,11 @@ func (c *Client) CI(ctx context.Context, owner, repo, sha string) (CI, error) {
 		}
 		var body struct {
 			CheckRuns []struct {
-				ID         int64   `json:"id"`
-				Name       string  `json:"name"`
+				ID         int64  `json:"id"`
+				Name       string `json:"name"`
+				CheckSuite struct {
+					ID int64 `json:"id"`
+				} `json:"check_suite"`
 				Status     string  `json:"status"`
 				Conclusion *string `json:"conclusion"`
 				DetailsURL string  `json:"details_url"`
@@ -128,7 +135,7 @@ func (c *Client) CI(ctx context.Context, owner, repo, sha string) (CI, error) {
 		}
 		ci.RateLimit = rateLimitIn(h)
 		for _, r := range body.CheckRuns {
-			check := Check{Kind: "check_run", ID: r.ID, Name: r.Name, Status: r.Status, DetailsURL: r.DetailsURL}
+			check := Check{Kind: "check_run", ID: r.ID, Name: r.Name, Status: r.Status, DetailsURL: r.DetailsURL, suite: r.CheckSuite.ID}
 			if r.Conclusion != nil {
 				check.Conclusion = *r.Conclusion
 			}
@@ -153,9 +160,11 @@ func (c *Client) CI(ctx context.Context, owner, repo, sha string) (CI, error) {
 	}
 
 	// One page: the combined status holds one status per context, and a
-	// commit with more than 100 contexts is not one this worker watches.
+	// commit with more than 100 contexts is not one this worker watches
+	// (refused, not judged on part of them).
 	var combined struct {
-		Statuses []struct {
+		TotalCount int `json:"total_count"`
+		Statuses   []struct {
 			ID          int64   `json:"id"`
 			Context     string  `json:"context"`
 			State       string  `json:"state"`
@@ -168,6 +177,9 @@ func (c *Client) CI(ctx context.Context, owner, repo, sha string) (CI, error) {
 		return CI{}, fmt.Errorf("read the commit statuses of %s in %s/%s: %w", sha, owner, repo, err)
 	}
 	ci.RateLimit = rateLimitIn(h)
+	if combined.TotalCount > len(combined.Statuses) {
+		return CI{}, fmt.Errorf("read the commit statuses of %s in %s/%s: %d of them, more than the 100 this worker reads", sha, owner, repo, combined.TotalCount)
+	}
 	for _, s := range combined.Statuses {
 		check := Check{Kind: "status", ID: s.ID, Name: s.Context, Status: "completed", Conclusion: s.State}
 		switch s.State {
@@ -210,7 +222,7 @@ func (c *Client) CheckLog(ctx context.Context, owner, repo string, check Check, 
 	if check.Kind != "check_run" {
 		return tailString(check.Summary, maxBytes), nil
 	}
-	path := "/repos/" + url.PathEscape(owner) + "/" + url.PathEscape(repo) + "/actions/jobs/" + strconv.FormatInt(check.ID, 10) + "/logs"
+	path := repoPath(owner, repo) + "/actions/jobs/" + strconv.FormatInt(check.ID, 10) + "/logs"
 	resp, err := c.noRedirect.R().SetContext(ctx).Get(path)
 	if err != nil {
 		return "", fmt.Errorf("read the log of check %q in %s/%s: GET %s: %w", check.Name, owner, repo, path, err)
@@ -228,7 +240,8 @@ func (c *Client) CheckLog(ctx context.Context, owner, repo string, check Check, 
 	}
 	location, err := url.Parse(resp.Header().Get("Location"))
 	if err != nil || !location.IsAbs() {
-		return "", fmt.Errorf("read the log of check %q in %s/%s: GitHub redirected to %q, not a URL to download from", check.Name, owner, repo, resp.Header().Get("Location"))
+		// Not the whole Location: its query is a signature.
+		return "", fmt.Errorf("read the log of check %q in %s/%s: GitHub redirected to something that is not a URL to download from", check.Name, owner, repo)
 	}
 	log, err := c.downloadTail(ctx, location, maxBytes)
 	if err != nil {

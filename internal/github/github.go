@@ -49,6 +49,15 @@ const (
 	downloadTimeout = 5 * time.Minute
 )
 
+// maxBodyBytes bounds an answer of the API (a page of 100 check runs is
+// well under a megabyte).
+const maxBodyBytes = 32 << 20
+
+// repoPath is the API path of a repository.
+func repoPath(owner, repo string) string {
+	return "/repos/" + url.PathEscape(owner) + "/" + url.PathEscape(repo)
+}
+
 // New returns a client for the API at baseURL (https://api.github.com for github.com).
 func New(baseURL, token string) *Client {
 	base, err := url.Parse(strings.TrimRight(baseURL, "/"))
@@ -86,6 +95,9 @@ func newREST(baseURL, token string) *resty.Client {
 		SetHeader("X-GitHub-Api-Version", "2022-11-28").
 		SetHeader("User-Agent", "taskworker").
 		SetTimeout(requestTimeout).
+		// No answer of the API's is this large; a larger one is refused,
+		// not read into memory.
+		SetResponseBodyLimit(maxBodyBytes).
 		SetRetryCount(retries).
 		// resty clamps every wait to these; backoff computes the rest.
 		SetRetryWaitTime(retryWait / 2).
@@ -247,7 +259,7 @@ func (e *Error) alreadyExists() bool {
 // OpenOrFind opens a pull request for pr.Head, or finds the open one that
 // already exists. created says which.
 func (c *Client) OpenOrFind(ctx context.Context, owner, repo string, pr NewPullRequest) (PullRequest, bool, error) {
-	path := "/repos/" + url.PathEscape(owner) + "/" + url.PathEscape(repo) + "/pulls"
+	path := repoPath(owner, repo) + "/pulls"
 	var opened PullRequest
 	err := c.do(c.http.R().SetContext(ctx).SetBody(pr).SetHeader("Content-Type", "application/json"), http.MethodPost, path, &opened)
 	if err == nil {
@@ -271,7 +283,7 @@ func (c *Client) OpenOrFind(ctx context.Context, owner, repo string, pr NewPullR
 // UpdateBody replaces the body of pull request number: a later push of the
 // run's changes says what the whole change is now.
 func (c *Client) UpdateBody(ctx context.Context, owner, repo string, number int, body string) error {
-	path := fmt.Sprintf("/repos/%s/%s/pulls/%d", url.PathEscape(owner), url.PathEscape(repo), number)
+	path := repoPath(owner, repo) + "/pulls/" + strconv.Itoa(number)
 	req := c.http.R().SetContext(ctx).SetBody(map[string]string{"body": body}).SetHeader("Content-Type", "application/json")
 	var updated PullRequest
 	if err := c.do(req, http.MethodPatch, path, &updated); err != nil {

@@ -203,6 +203,32 @@ func TestCIStatesAndStatuses(t *testing.T) {
 	require.ErrorContains(t, err, "HTTP 404: Not Found")
 }
 
+func TestCIKeepsAJobOfOneNameInEachWorkflow(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	srv.CI = ciOf(map[string][]githubtest.Check{"two": {
+		{Name: "test", Suite: 1, Conclusion: "failure"},
+		{Name: "test", Suite: 2, Conclusion: "success"},
+		{Name: "test", Suite: 2, Attempt: 1, Conclusion: "success"},
+	}})
+	ci, err := New(srv.URL, "tok").CI(context.Background(), "acme", "app", "two")
+	require.NoError(t, err)
+	require.Len(t, ci.Checks, 2, "one per suite: the re-run replaced its own suite's")
+	require.Equal(t, "failure", ci.State(), "another workflow's passing job of that name does not hide the failure")
+}
+
+func TestCIRefusesToJudgeOnPartOfTheStatuses(t *testing.T) {
+	srv := githubtest.NewServer("tok")
+	defer srv.Close()
+	var many []githubtest.Check
+	for i := 0; i < 101; i++ {
+		many = append(many, githubtest.Check{Name: fmt.Sprintf("ci/%d", i), Kind: "status", Conclusion: "success"})
+	}
+	srv.CI = ciOf(map[string][]githubtest.Check{"many": many})
+	_, err := New(srv.URL, "tok").CI(context.Background(), "acme", "app", "many")
+	require.ErrorContains(t, err, "101 of them, more than the 100 this worker reads")
+}
+
 func TestCIStateOfEachConclusion(t *testing.T) {
 	for _, tc := range []struct {
 		checks []Check

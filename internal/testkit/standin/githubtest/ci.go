@@ -36,6 +36,9 @@ type Check struct {
 	// Attempt tells re-runs of one name apart (0 is the first); a later
 	// attempt has a higher id, as a re-run on GitHub does.
 	Attempt int
+	// Suite is the check suite of a check run (GitHub's: one per app and
+	// workflow run): two workflows may each have a job of one name.
+	Suite int
 }
 
 const (
@@ -129,7 +132,7 @@ func (s *Server) commitChecks(w http.ResponseWriter, r *http.Request, doc string
 // id is stable per commit, name and attempt, and grows with the attempt.
 func id(sha string, c Check) int64 {
 	h := fnv.New32a()
-	_, _ = h.Write([]byte(c.Kind + "\x00" + sha + "\x00" + c.Name))
+	_, _ = h.Write([]byte(c.Kind + "\x00" + sha + "\x00" + strconv.Itoa(c.Suite) + "\x00" + c.Name))
 	return int64(h.Sum32())*1000 + int64(c.Attempt) + 1
 }
 
@@ -197,13 +200,14 @@ func (s *Server) checkRuns(w http.ResponseWriter, r *http.Request) {
 		}
 		// The stand-in's reading of filter=latest (GitHub's default): one
 		// run per name, the latest attempt.
-		if i, seen := latest[c.Name]; seen && filter != "all" {
+		key := strconv.Itoa(c.Suite) + "\x00" + c.Name
+		if i, seen := latest[key]; seen && filter != "all" {
 			if c.Attempt > runs[i].Attempt {
 				runs[i] = c
 			}
 			continue
 		}
-		latest[c.Name] = len(runs)
+		latest[key] = len(runs)
 		runs = append(runs, c)
 	}
 	s.mu.Lock()
@@ -220,6 +224,7 @@ func (s *Server) checkRuns(w http.ResponseWriter, r *http.Request) {
 			"id":           id(sha, c),
 			"name":         c.Name,
 			"head_sha":     sha,
+			"check_suite":  map[string]any{"id": c.Suite + 1},
 			"status":       status(c),
 			"conclusion":   nil,
 			"details_url":  fmt.Sprintf("https://github.example/%s/%s/actions/runs/1/job/%d", owner, repo, id(sha, c)),
