@@ -85,7 +85,12 @@ func (a *Activities) checkCI(ctx context.Context, in CIInput) (CIStatus, error) 
 		for i, c := range ci.Failing() {
 			check := checks.Check{Name: c.Name, Status: c.Status, Conclusion: c.Conclusion, URL: c.DetailsURL}
 			if i < checks.MaxChecks {
-				text, err := a.GitHub.CheckLog(ctx, owner, repo, c, checks.MaxLogBytes)
+				// Twice what the follow-up keeps: redacted whole, then cut
+				// (and marked cut) by checks.FollowUp.
+				text, err := a.GitHub.CheckLog(ctx, owner, repo, c, 2*checks.MaxLogBytes)
+				if errors.As(err, &limited) {
+					return CIStatus{State: checks.Pending, WaitUntil: limited.Until}, nil
+				}
 				if err != nil {
 					text = "(its log could not be read: " + a.redactError(err) + ")"
 				}
