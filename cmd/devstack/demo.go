@@ -184,8 +184,11 @@ func converse(ctx context.Context, stack *devstack.Stack, f *follower) (tasksapi
 		return func(_ tasksapi.TaskRun, entries []json.RawMessage) bool { return turnsWaiting(entries) >= n }
 	}
 	run, err := f.until(ctx, "the first turn to end", waited(1))
-	if err != nil && run.Status.Terminal() {
+	switch {
+	case err != nil && run.Status == tasksapi.StatusCompleted:
 		return run, fmt.Errorf("%w: its workflow ran it as a background run, one turn and done; this build's process-task does not keep interactive runs open", err)
+	case err != nil && run.ErrorMessage != nil:
+		return run, fmt.Errorf("%w: %s", err, *run.ErrorMessage)
 	}
 	if err != nil {
 		return run, err
